@@ -1,0 +1,213 @@
+// The one typed configuration of tusk, read from the environment and validated at start-up.
+// Every variable is documented in README.md ("Configuration"); keep the two in step.
+import path from 'node:path';
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+
+/** Parses sizes such as `52428800`, `50MiB`, `5GiB`, `1.5GB` into bytes. */
+export function parseByteSize(raw: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$/i.exec(raw);
+  if (!match) return undefined;
+  const unit = (match[2] ?? '').toLowerCase().replace(/b$/, '');
+  const powers: Record<string, number> = { '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12, ki: 1024, mi: MiB, gi: 1024 * MiB, ti: 1024 * 1024 * MiB };
+  const factor = powers[unit];
+  if (factor === undefined) return undefined;
+  const bytes = Number(match[1]) * factor;
+  return Number.isSafeInteger(Math.round(bytes)) ? Math.round(bytes) : undefined;
+}
+
+/** Parses durations such as `86400` (seconds), `90s`, `15m`, `24h`, `7d` into milliseconds. */
+export function parseDuration(raw: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(raw);
+  if (!match) return undefined;
+  const factors: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  return Math.round(Number(match[1]) * (factors[(match[2] ?? 's').toLowerCase()] ?? 1000));
+}
+
+const bool = (name: string) =>
+  z.string().transform((v, ctx) => {
+    const s = v.trim().toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(s)) return true;
+    if (['0', 'false', 'no', 'off', ''].includes(s)) return false;
+    ctx.addIssue({ code: 'custom', message: `${name} must be true or false (got "${v}")` });
+    return z.NEVER;
+  });
+
+const bytes = (name: string) =>
+  z.string().transform((v, ctx) => {
+    const n = parseByteSize(v);
+    if (n === undefined || n < 0) {
+      ctx.addIssue({ code: 'custom', message: `${name} must be a size in bytes such as 1073741824 or 1GiB (got "${v}")` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+const duration = (name: string) =>
+  z.string().transform((v, ctx) => {
+    const n = parseDuration(v);
+    if (n === undefined) {
+      ctx.addIssue({ code: 'custom', message: `${name} must be a duration such as 3600, 90s, 15m, 24h or 7d (got "${v}")` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+const url = (name: string, protocols: string[]) =>
+  z.string().transform((v, ctx) => {
+    try {
+      const parsed = new URL(v);
+      if (!protocols.includes(parsed.protocol)) throw new Error('protocol');
+      return v.replace(/\/+$/, '');
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `${name} must be a URL starting with ${protocols.join(' or ')}// (got "${v}")` });
+      return z.NEVER;
+    }
+  });
+
+const integer = (name: string, min: number, max: number) =>
+  z.string().transform((v, ctx) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      ctx.addIssue({ code: 'custom', message: `${name} must be a whole number from ${min} to ${max} (got "${v}")` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+const env = z.object({
+  PORT: integer('PORT', 0, 65535).default(1080),
+  HOST: z.string().min(1).optional(),
+  PUBLIC_URL: url('PUBLIC_URL', ['http:', 'https:']).optional(),
+  TRUST_PROXY: bool('TRUST_PROXY').default(false),
+  STORAGE: z.enum(['s3', 'file'], { message: 'STORAGE must be "s3" or "file"' }).optional(),
+  DATA_DIR: z.string().min(1).default('./data'),
+  S3_ENDPOINT: url('S3_ENDPOINT', ['http:', 'https:']).optional(),
+  S3_REGION: z.string().min(1).default('us-east-1'),
+  S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'S3_BUCKET must be a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)').optional(),
+  S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  S3_FORCE_PATH_STYLE: bool('S3_FORCE_PATH_STYLE').default(true),
+  S3_PART_SIZE: bytes('S3_PART_SIZE').default(8 * MiB),
+  S3_MAX_CONCURRENT_PART_UPLOADS: integer('S3_MAX_CONCURRENT_PART_UPLOADS', 1, 1000).default(16),
+  S3_BUCKET_BOOTSTRAP: bool('S3_BUCKET_BOOTSTRAP').default(false),
+  S3_ABORT_INCOMPLETE_AFTER_DAYS: integer('S3_ABORT_INCOMPLETE_AFTER_DAYS', 1, 3650).default(7),
+  CORS_ORIGINS: z.string().default('*'),
+  REDIS_URL: url('REDIS_URL', ['redis:', 'rediss:', 'unix:']).optional(),
+  REDIS_PREFIX: z.string().default('tusk:'),
+  MAX_UPLOAD_SIZE: bytes('MAX_UPLOAD_SIZE').default(50 * 1024 * MiB),
+  UPLOAD_EXPIRY: duration('UPLOAD_EXPIRY').default(24 * 3_600_000),
+  IDLE_TIMEOUT: duration('IDLE_TIMEOUT').default(60_000),
+  LOCK_ACQUIRE_TIMEOUT: duration('LOCK_ACQUIRE_TIMEOUT').default(30_000),
+  LOCK_TTL: duration('LOCK_TTL').default(30_000),
+  SHUTDOWN_TIMEOUT: duration('SHUTDOWN_TIMEOUT').default(25_000),
+  CLEANUP_INTERVAL: duration('CLEANUP_INTERVAL').default(15 * 60_000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type StorageKind = 's3' | 'file';
+
+export interface S3Config {
+  endpoint?: string;
+  region: string;
+  bucket: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  forcePathStyle: boolean;
+  partSize: number;
+  maxConcurrentPartUploads: number;
+  bootstrap: boolean;
+  abortIncompleteAfterDays: number;
+}
+
+export interface Config {
+  port: number;
+  /** Address to listen on. */
+  host: string;
+  /** Base URL for Location headers when tusk runs behind a proxy, without trailing slash. */
+  publicUrl?: string;
+  trustProxy: boolean;
+  storage: StorageKind;
+  dataDir: string;
+  s3?: S3Config;
+  corsOrigins: string[] | '*';
+  /** Undefined: tusk starts a private Redis under DATA_DIR (all-in-one mode). */
+  redisUrl?: string;
+  redisPrefix: string;
+  maxUploadSize: number;
+  uploadExpiryMs: number;
+  idleTimeoutMs: number;
+  lockAcquireTimeoutMs: number;
+  lockTtlMs: number;
+  shutdownTimeoutMs: number;
+  cleanupIntervalMs: number;
+  logLevel: z.infer<typeof env>['LOG_LEVEL'];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads and validates the configuration; throws ConfigError naming each bad variable. */
+export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings count as unset, as in most .env tooling.
+  const raw = Object.fromEntries(Object.entries(source).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = env.safeParse(raw);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)));
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  const storage: StorageKind = e.STORAGE ?? (e.S3_ENDPOINT || e.S3_BUCKET ? 's3' : 'file');
+  let s3: S3Config | undefined;
+  if (storage === 's3') {
+    if (!e.S3_BUCKET) problems.push('S3_BUCKET: required when STORAGE=s3');
+    if (!!e.S3_ACCESS_KEY_ID !== !!e.S3_SECRET_ACCESS_KEY) {
+      problems.push('S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY: set both or neither (neither uses the AWS default credential chain)');
+    }
+    const minPart = 5 * MiB;
+    const maxPart = 5 * 1024 * MiB;
+    if (e.S3_PART_SIZE < minPart || e.S3_PART_SIZE > maxPart) problems.push(`S3_PART_SIZE: must be between 5MiB and 5GiB (got ${e.S3_PART_SIZE} bytes)`);
+    s3 = {
+      endpoint: e.S3_ENDPOINT,
+      region: e.S3_REGION,
+      bucket: e.S3_BUCKET ?? '',
+      accessKeyId: e.S3_ACCESS_KEY_ID,
+      secretAccessKey: e.S3_SECRET_ACCESS_KEY,
+      forcePathStyle: e.S3_FORCE_PATH_STYLE,
+      partSize: e.S3_PART_SIZE,
+      maxConcurrentPartUploads: e.S3_MAX_CONCURRENT_PART_UPLOADS,
+      bootstrap: e.S3_BUCKET_BOOTSTRAP,
+      abortIncompleteAfterDays: e.S3_ABORT_INCOMPLETE_AFTER_DAYS,
+    };
+  }
+  if (e.MAX_UPLOAD_SIZE <= 0) problems.push('MAX_UPLOAD_SIZE: must be greater than 0');
+  if (e.IDLE_TIMEOUT < 1000) problems.push('IDLE_TIMEOUT: must be at least 1s');
+  if (e.LOCK_TTL < 1000) problems.push('LOCK_TTL: must be at least 1s');
+  if (problems.length) throw new ConfigError(problems);
+  const corsOrigins = e.CORS_ORIGINS.trim() === '*' ? '*' : e.CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
+  return {
+    port: e.PORT,
+    host: e.HOST ?? '0.0.0.0',
+    publicUrl: e.PUBLIC_URL,
+    trustProxy: e.TRUST_PROXY,
+    storage,
+    dataDir: path.resolve(e.DATA_DIR),
+    s3,
+    corsOrigins,
+    redisUrl: e.REDIS_URL,
+    redisPrefix: e.REDIS_PREFIX,
+    maxUploadSize: e.MAX_UPLOAD_SIZE,
+    uploadExpiryMs: e.UPLOAD_EXPIRY,
+    idleTimeoutMs: e.IDLE_TIMEOUT,
+    lockAcquireTimeoutMs: e.LOCK_ACQUIRE_TIMEOUT,
+    lockTtlMs: e.LOCK_TTL,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT,
+    cleanupIntervalMs: e.CLEANUP_INTERVAL,
+    logLevel: e.LOG_LEVEL,
+  };
+}
