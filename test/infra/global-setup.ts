@@ -9,8 +9,8 @@
 // died are stopped first, unless TEST_REUSE_SERVICES=1 and they still work: then they are reused
 // (and global-teardown leaves them running for the next run).
 //
-// Jest loads this file through require() (compiled to CommonJS by ts-jest), not as an ES module:
-// it must not use import.meta, nor import project files; node built-ins only.
+// Jest loads this file outside its module system (require() through ts-jest, then Node's own ESM
+// loader), where `./other.js` is not mapped to other.ts: import node built-ins only.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';

@@ -1,6 +1,6 @@
 // Jest globalTeardown: stops the services global-setup.ts started (radosgw, then the OSD, then
 // the monitor; and Redis) and releases the slot. With TEST_REUSE_SERVICES=1 they are left running
-// for the next run to reuse. Loaded through require(), like global-setup.ts: node built-ins only.
+// for the next run to reuse. Loaded like global-setup.ts: import node built-ins only.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
