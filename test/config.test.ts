@@ -1,0 +1,239 @@
+// Configuration: the pure parsing and defaults (config/index.ts imported directly), and the real
+// process refusing to start with a bad value, naming the variable.
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig, parseByteSize, parseDuration } from '../config/index.js';
+import { freePort, testRedisUrl } from './helpers/services.js';
+
+const MiB = 1024 * 1024;
+const repoRoot = process.env.TEST_REPO_ROOT ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error(`loadConfig accepted ${JSON.stringify(env)}`);
+}
+
+describe('parseByteSize', () => {
+  test.each([
+    ['52428800', 52428800],
+    ['0', 0],
+    ['50MiB', 50 * MiB],
+    ['50 MiB', 50 * MiB],
+    ['5GiB', 5 * 1024 * MiB],
+    ['1.5GB', 1.5e9],
+    ['10k', 10_000],
+    ['10KiB', 10 * 1024],
+    ['8mib', 8 * MiB],
+  ])('%s → %d', (raw, bytes) => {
+    expect(parseByteSize(raw)).toBe(bytes);
+  });
+
+  test.each(['lots', '', '-1', '1MiBs', '5 XB', '1e6', 'MiB'])('%j is not a size', (raw) => {
+    expect(parseByteSize(raw)).toBeUndefined();
+  });
+});
+
+describe('parseDuration', () => {
+  test.each([
+    ['86400', 86_400_000],
+    ['90s', 90_000],
+    ['15m', 900_000],
+    ['24h', 86_400_000],
+    ['7d', 7 * 86_400_000],
+    ['250ms', 250],
+    ['1.5s', 1500],
+  ])('%s → %d ms', (raw, ms) => {
+    expect(parseDuration(raw)).toBe(ms);
+  });
+
+  test.each(['soon', '', '-5s', '10 years', 's'])('%j is not a duration', (raw) => {
+    expect(parseDuration(raw)).toBeUndefined();
+  });
+});
+
+describe('loadConfig', () => {
+  test('defaults with an empty environment: file storage, embedded Redis, documented limits', () => {
+    const config = loadConfig({});
+    expect(config).toEqual({
+      port: 1080,
+      host: '127.0.0.1',
+      publicUrl: undefined,
+      trustProxy: false,
+      storage: 'file',
+      dataDir: path.resolve('./data'),
+      s3: undefined,
+      corsOrigins: '*',
+      redisUrl: undefined,
+      redisPrefix: 'tusk:',
+      maxUploadSize: 50 * 1024 * MiB,
+      uploadExpiryMs: 24 * 3_600_000,
+      idleTimeoutMs: 60_000,
+      lockAcquireTimeoutMs: 30_000,
+      lockTtlMs: 30_000,
+      shutdownTimeoutMs: 25_000,
+      cleanupIntervalMs: 15 * 60_000,
+      logLevel: 'info',
+    });
+  });
+
+  test('empty strings count as unset', () => {
+    const config = loadConfig({ PORT: '', STORAGE: '', MAX_UPLOAD_SIZE: '', REDIS_URL: '' });
+    expect(config.port).toBe(1080);
+    expect(config.storage).toBe('file');
+    expect(config.maxUploadSize).toBe(50 * 1024 * MiB);
+    expect(config.redisUrl).toBeUndefined();
+  });
+
+  test('S3 is selected when S3_BUCKET or S3_ENDPOINT is set; S3 defaults', () => {
+    const config = loadConfig({ S3_BUCKET: 'uploads', S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 's' });
+    expect(config.storage).toBe('s3');
+    expect(config.s3).toEqual({
+      endpoint: undefined,
+      region: 'us-east-1',
+      bucket: 'uploads',
+      accessKeyId: 'k',
+      secretAccessKey: 's',
+      forcePathStyle: true,
+      partSize: 8 * MiB,
+      maxConcurrentPartUploads: 16,
+      bootstrap: false,
+      abortIncompleteAfterDays: 7,
+    });
+    expect(loadConfig({ S3_ENDPOINT: 'http://minio:9000/', S3_BUCKET: 'b-1' }).s3?.endpoint).toBe('http://minio:9000');
+    // only the endpoint: S3 is chosen, and the missing bucket is reported
+    expect(problemsOf({ S3_ENDPOINT: 'http://minio:9000' }).join('\n')).toMatch(/S3_BUCKET/);
+  });
+
+  test('STORAGE overrides the guess', () => {
+    const file = loadConfig({ STORAGE: 'file', S3_BUCKET: 'uploads', DATA_DIR: '/srv/tusk' });
+    expect(file.storage).toBe('file');
+    expect(file.s3).toBeUndefined();
+    expect(file.dataDir).toBe('/srv/tusk');
+    expect(problemsOf({ STORAGE: 's3' })).toEqual([expect.stringMatching(/^S3_BUCKET/)]);
+  });
+
+  test('values are parsed: sizes, durations, lists, booleans, URLs', () => {
+    const config = loadConfig({
+      PORT: '8080',
+      HOST: '0.0.0.0',
+      PUBLIC_URL: 'https://up.example.com/',
+      TRUST_PROXY: 'yes',
+      MAX_UPLOAD_SIZE: '2GiB',
+      UPLOAD_EXPIRY: '2h',
+      IDLE_TIMEOUT: '90s',
+      SHUTDOWN_TIMEOUT: '10',
+      CORS_ORIGINS: 'https://a.example, https://b.example',
+      REDIS_URL: 'redis://cache:6379/',
+      REDIS_PREFIX: 'x:',
+      S3_BUCKET: 'media.example',
+      S3_PART_SIZE: '16MiB',
+      S3_FORCE_PATH_STYLE: 'false',
+      LOG_LEVEL: 'debug',
+    });
+    expect(config).toMatchObject({
+      port: 8080,
+      host: '0.0.0.0',
+      publicUrl: 'https://up.example.com',
+      trustProxy: true,
+      maxUploadSize: 2 * 1024 * MiB,
+      uploadExpiryMs: 2 * 3_600_000,
+      idleTimeoutMs: 90_000,
+      shutdownTimeoutMs: 10_000,
+      corsOrigins: ['https://a.example', 'https://b.example'],
+      redisUrl: 'redis://cache:6379',
+      redisPrefix: 'x:',
+      logLevel: 'debug',
+    });
+    expect(config.s3).toMatchObject({ bucket: 'media.example', partSize: 16 * MiB, forcePathStyle: false });
+  });
+
+  test.each<[string, Record<string, string>, RegExp]>([
+    ['PORT=abc', { PORT: 'abc' }, /^PORT: .*"abc"/],
+    ['PORT=70000', { PORT: '70000' }, /^PORT: /],
+    ['STORAGE=ftp', { STORAGE: 'ftp' }, /^STORAGE: /],
+    ['S3_PART_SIZE=1MiB', { S3_BUCKET: 'b-1', S3_PART_SIZE: '1MiB' }, /^S3_PART_SIZE: .*5MiB/],
+    ['S3_PART_SIZE=6GiB', { S3_BUCKET: 'b-1', S3_PART_SIZE: '6GiB' }, /^S3_PART_SIZE: /],
+    ['REDIS_URL=http://x', { REDIS_URL: 'http://x' }, /^REDIS_URL: .*redis:/],
+    ['MAX_UPLOAD_SIZE=lots', { MAX_UPLOAD_SIZE: 'lots' }, /^MAX_UPLOAD_SIZE: .*"lots"/],
+    ['MAX_UPLOAD_SIZE=0', { MAX_UPLOAD_SIZE: '0' }, /^MAX_UPLOAD_SIZE: /],
+    ['UPLOAD_EXPIRY=soon', { UPLOAD_EXPIRY: 'soon' }, /^UPLOAD_EXPIRY: /],
+    ['IDLE_TIMEOUT=500ms', { IDLE_TIMEOUT: '500ms' }, /^IDLE_TIMEOUT: /],
+    ['TRUST_PROXY=maybe', { TRUST_PROXY: 'maybe' }, /^TRUST_PROXY: /],
+    ['S3_BUCKET=Bad_Bucket', { S3_BUCKET: 'Bad_Bucket' }, /^S3_BUCKET: /],
+    ['only S3_ACCESS_KEY_ID', { S3_BUCKET: 'b-1', S3_ACCESS_KEY_ID: 'k' }, /S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY/],
+    ['LOG_LEVEL=loud', { LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],
+  ])('rejects %s, naming the variable', (_label, env, message) => {
+    const problems = problemsOf(env);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(message);
+  });
+
+  test('reports every bad variable at once', () => {
+    const problems = problemsOf({ PORT: 'abc', STORAGE: 'ftp', MAX_UPLOAD_SIZE: 'lots' });
+    expect(problems).toHaveLength(3);
+    expect(problems.join('\n')).toMatch(/PORT/);
+    expect(problems.join('\n')).toMatch(/STORAGE/);
+    expect(problems.join('\n')).toMatch(/MAX_UPLOAD_SIZE/);
+  });
+});
+
+describe('the tusk process with a bad configuration', () => {
+  let dataDir: string;
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-config-test-'));
+  });
+
+  afterAll(async () => {
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  /** Runs `node dist/tusk.js server` with a clean environment plus `env`; at most 15 s. */
+  function run(env: Record<string, string>): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [path.join(repoRoot, 'dist', 'tusk.js'), 'server'], {
+        cwd: repoRoot,
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', HOST: '127.0.0.1', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      child.on('error', reject);
+      child.on('exit', (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, output });
+      });
+    });
+  }
+
+  test.each<[string, Record<string, string>, string, RegExp]>([
+    ['PORT=abc', { PORT: 'abc' }, 'PORT', /abc/],
+    ['STORAGE=ftp', { STORAGE: 'ftp' }, 'STORAGE', /"s3" or "file"/],
+    ['S3_PART_SIZE=1MiB', { STORAGE: 's3', S3_BUCKET: 'tusk-test', S3_PART_SIZE: '1MiB' }, 'S3_PART_SIZE', /1MiB|1048576/],
+    ['REDIS_URL=http://x', { REDIS_URL: 'http://x' }, 'REDIS_URL', /http:\/\/x/],
+    ['MAX_UPLOAD_SIZE=lots', { MAX_UPLOAD_SIZE: 'lots' }, 'MAX_UPLOAD_SIZE', /lots/],
+  ])('%s: exits non-zero at once with a message naming the variable', async (_label, bad, name, detail) => {
+    const port = await freePort();
+    const t0 = Date.now();
+    const result = await run({ PORT: String(port), DATA_DIR: dataDir, REDIS_URL: testRedisUrl(), REDIS_PREFIX: 'tusk-config-test:', ...bad });
+    expect(result.signal).toBeNull(); // exited by itself, not killed by the 15 s guard
+    expect(result.code).not.toBe(0);
+    expect(result.code).not.toBeNull();
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(result.output).toMatch(new RegExp(`\\b${name}\\b`));
+    expect(result.output).toMatch(detail); // says what is wrong with it
+    expect(result.output).not.toMatch(/\n\s+at .+:\d+:\d+/); // a message, not a stack trace
+    // it never started anything: no embedded Redis, no upload directory
+    expect(await readdir(dataDir)).toEqual([]);
+  });
+});
