@@ -1,0 +1,190 @@
+// Redis copy of what S3 durably holds for one tus upload, so a PATCH or HEAD needs no S3
+// metadata round trip (plain @tus/s3-store does GetObject .info + ListParts + HeadObject .part on
+// every HEAD/PATCH and ListParts + GetObject .part again in every write).
+//
+// Keys (hash-tagged so both live in one Redis Cluster slot):
+//   ${prefix}upload:{<id>}        hash  info   JSON {upload: {id,size,metadata,creation_date,storage}, uploadId}
+//                                       nparts number of committed parts (always 1..nparts, consecutive)
+//                                       bytes  sum of the committed parts' sizes
+//                                       tail   size of the `<id>.part` object (0 = none)
+//                                       done   "1" once CompleteMultipartUpload succeeded
+//   ${prefix}upload:{<id>}:parts  hash  <partNumber> -> "<size> <etag>"
+//
+// Invariant: nothing is written here before S3 confirmed it; the state may lag behind S3 (crash
+// between the S3 call and the Redis update), never run ahead. When the keys are missing the
+// store rebuilds them from S3 (`<id>.info`, ListParts, HeadObject `<id>.part`).
+import type { Redis } from 'ioredis';
+
+export interface StoredUploadInfo {
+  id: string;
+  size?: number;
+  metadata?: Record<string, string | null>;
+  creation_date?: string;
+  storage?: { type: string; path: string; bucket?: string };
+}
+
+export interface UploadState {
+  upload: StoredUploadInfo;
+  /** S3 multipart UploadId. */
+  uploadId: string;
+  nparts: number;
+  /** Bytes in the committed parts 1..nparts. */
+  bytes: number;
+  /** Size of the incomplete tail object `<id>.part`; 0 when there is none. */
+  tail: number;
+  done: boolean;
+}
+
+export interface CommittedPart {
+  number: number;
+  size: number;
+  etag: string;
+}
+
+/** The tus offset of an upload in this state. */
+export function stateOffset(s: UploadState): number {
+  return s.done ? (s.upload.size ?? s.bytes) : s.bytes + s.tail;
+}
+
+// KEYS[1]=main KEYS[2]=parts. ARGV: ttlMs, info, nparts, bytes, tail, done, then (n, value) pairs.
+// Creates the state only if it does not exist yet (a rebuild must not overwrite newer state).
+const INIT_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'info', ARGV[2], 'nparts', ARGV[3], 'bytes', ARGV[4], 'tail', ARGV[5], 'done', ARGV[6])
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if #ARGV >= 7 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+return 1`;
+
+// KEYS[1]=main KEYS[2]=parts. ARGV: ttlMs, expected nparts, expected bytes, expected tail,
+// new nparts, new bytes, new tail, then (n, value) pairs of the newly committed parts.
+// 1 = applied, 0 = state gone (rebuilt from S3 later), -1 = state changed under us (two writers).
+const COMMIT_SCRIPT = `
+local cur = redis.call('HMGET', KEYS[1], 'nparts', 'bytes', 'tail', 'done')
+if not cur[1] then return 0 end
+if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= ARGV[4] or cur[4] == '1' then return -1 end
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'nparts', ARGV[5], 'bytes', ARGV[6], 'tail', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+return 1`;
+
+// KEYS[1]=main. ARGV: ttlMs, field, value. Updates one field if the state exists.
+const SET_FIELD_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`;
+
+export class StateConflictError extends Error {
+  constructor(id: string) {
+    super(`upload ${id}: Redis state changed during a write (two writers on one upload?)`);
+    this.name = 'StateConflictError';
+  }
+}
+
+export class S3UploadStateStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    /** TTL of the keys, refreshed on every update. */
+    private readonly ttlMs: number,
+  ) {}
+
+  mainKey(id: string): string {
+    return `${this.prefix}upload:{${id}}`;
+  }
+
+  partsKey(id: string): string {
+    return `${this.prefix}upload:{${id}}:parts`;
+  }
+
+  /** The state, or undefined when Redis has none (or only a torn remainder without info). */
+  async load(id: string): Promise<UploadState | undefined> {
+    const h = await this.redis.hgetall(this.mainKey(id));
+    if (!h.info || h.nparts === undefined) return undefined;
+    const info = JSON.parse(h.info) as { upload: StoredUploadInfo; uploadId: string };
+    return {
+      upload: info.upload,
+      uploadId: info.uploadId,
+      nparts: Number(h.nparts),
+      bytes: Number(h.bytes ?? 0),
+      tail: Number(h.tail ?? 0),
+      done: h.done === '1',
+    };
+  }
+
+  /** Writes a state if none exists. Returns false if another process was first. */
+  async init(state: UploadState, parts: CommittedPart[] = []): Promise<boolean> {
+    const args: (string | number)[] = [
+      this.ttlMs,
+      JSON.stringify({ upload: state.upload, uploadId: state.uploadId }),
+      state.nparts,
+      state.bytes,
+      state.tail,
+      state.done ? '1' : '0',
+    ];
+    for (const p of parts) args.push(p.number, `${p.size} ${p.etag}`);
+    const r = await this.redis.eval(INIT_SCRIPT, 2, this.mainKey(state.upload.id), this.partsKey(state.upload.id), ...args);
+    return r === 1;
+  }
+
+  /**
+   * Records parts that S3 confirmed and the new tail size, if the state is still `prev`.
+   * Mutates `prev` to the new state on success.
+   */
+  async commit(prev: UploadState, parts: CommittedPart[], newTail: number): Promise<'applied' | 'gone'> {
+    const id = prev.upload.id;
+    let nparts = prev.nparts;
+    let bytes = prev.bytes;
+    for (const p of parts) {
+      if (p.number !== nparts + 1) throw new Error(`upload ${id}: part ${p.number} committed out of order after ${nparts}`);
+      nparts = p.number;
+      bytes += p.size;
+    }
+    const args: (string | number)[] = [this.ttlMs, prev.nparts, prev.bytes, prev.tail, nparts, bytes, newTail];
+    for (const p of parts) args.push(p.number, `${p.size} ${p.etag}`);
+    const r = await this.redis.eval(COMMIT_SCRIPT, 2, this.mainKey(id), this.partsKey(id), ...args);
+    if (r === -1) throw new StateConflictError(id);
+    prev.nparts = nparts;
+    prev.bytes = bytes;
+    prev.tail = newTail;
+    return r === 1 ? 'applied' : 'gone';
+  }
+
+  /** The committed parts in order (for CompleteMultipartUpload). */
+  async parts(id: string): Promise<CommittedPart[]> {
+    const h = await this.redis.hgetall(this.partsKey(id));
+    const parts: CommittedPart[] = [];
+    for (const [n, v] of Object.entries(h)) {
+      const sp = v.indexOf(' ');
+      parts.push({ number: Number(n), size: Number(v.slice(0, sp)), etag: v.slice(sp + 1) });
+    }
+    parts.sort((a, b) => a.number - b.number);
+    return parts;
+  }
+
+  async setInfo(state: UploadState): Promise<void> {
+    const info = JSON.stringify({ upload: state.upload, uploadId: state.uploadId });
+    await this.redis.eval(SET_FIELD_SCRIPT, 1, this.mainKey(state.upload.id), this.ttlMs, 'info', info);
+  }
+
+  /** After CompleteMultipartUpload: keep a small "done" record, drop the part list. */
+  async markDone(state: UploadState): Promise<void> {
+    const id = state.upload.id;
+    const info = JSON.stringify({ upload: state.upload, uploadId: state.uploadId });
+    await this.redis
+      .multi()
+      .del(this.partsKey(id))
+      .hset(this.mainKey(id), 'info', info, 'nparts', state.nparts, 'bytes', state.bytes, 'tail', 0, 'done', '1')
+      .pexpire(this.mainKey(id), this.ttlMs)
+      .exec();
+    state.done = true;
+    state.tail = 0;
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.redis.del(this.mainKey(id), this.partsKey(id));
+  }
+}
