@@ -233,6 +233,35 @@ describe.each<StoreKind>(['s3', 'file'])('tus protocol, %s store', (kind) => {
     expect(jobs[0]?.data.size).toBe(data.length);
   });
 
+  test('creation-defer-length: an empty PATCH that declares the length finishes the upload', async () => {
+    const data = randomBytes(6 * MiB + 123); // S3: one whole part plus a tail that is not a part yet
+    const created = await createUpload(g.tusk.url, { defer: true });
+    expect(created.status).toBe(201);
+    const first = await patchUpload(created.url, 0, data);
+    expect(first.status).toBe(204);
+    expect(first.headers.get('upload-offset')).toBe(String(data.length));
+    expect(await jobsFor(g, created.id)).toHaveLength(0); // length still unknown: not finished
+
+    const declare = await patchUpload(created.url, data.length, Buffer.alloc(0), { 'Upload-Length': String(data.length) });
+    expect(declare.status).toBe(204);
+    expect(declare.headers.get('upload-offset')).toBe(String(data.length));
+    const head = await headUpload(created.url);
+    expect({ offset: head.offset, length: head.length }).toEqual({ offset: data.length, length: data.length });
+    expect(await storedSha256(g.target, created.id)).toBe(sha256(data));
+    expect(await jobsFor(g, created.id)).toHaveLength(1);
+  });
+
+  test('creation-defer-length: a deferred upload declared empty (Upload-Length: 0) is finished', async () => {
+    const created = await createUpload(g.tusk.url, { defer: true });
+    expect(created.status).toBe(201);
+    const declare = await patchUpload(created.url, 0, Buffer.alloc(0), { 'Upload-Length': '0' });
+    expect(declare.status).toBe(204);
+    const head = await headUpload(created.url);
+    expect({ status: head.status, offset: head.offset, length: head.length }).toEqual({ status: 200, offset: 0, length: 0 });
+    expect(await storedSha256(g.target, created.id)).toBe(sha256(Buffer.alloc(0)));
+    expect(await jobsFor(g, created.id)).toHaveLength(1);
+  });
+
   test('a zero-length upload is finished at once (HEAD 0/0, an empty object, one job)', async () => {
     const created = await createUpload(g.tusk.url, { length: 0, metadata: { filename: 'empty.txt' } });
     expect(created.status).toBe(201);
@@ -377,6 +406,11 @@ describe.each<StoreKind>(['s3', 'file'])('tus protocol, %s store', (kind) => {
       expect(res.status).toBe(413);
       if (kind === 'file') expect(await storedFileSize(g.target.dataDir as string, id)).toBe(START);
       else expect(await s3Leftovers(g.target.bucket as string, id)).toEqual(before);
+    });
+
+    test('PATCH that changes a known Upload-Length → 400', async () => {
+      const res = await patchUpload(url, START, Buffer.alloc(10, 1), { 'Upload-Length': String(LENGTH + 10) });
+      expect(res.status).toBe(400);
     });
 
     test('POST with Upload-Length above MAX_UPLOAD_SIZE → 413', async () => {

@@ -22,7 +22,6 @@ import {
   sleep,
   storedSha256,
   tusJsUpload,
-  waitFor,
   within,
   type RawResult,
   type StoreKind,
@@ -269,16 +268,17 @@ describe.each<StoreKind>(['s3', 'file'])('resilience, %s store', (kind) => {
       expect(closedAfter).toBeGreaterThanOrEqual(1500);
       stalled.destroy();
 
-      await waitFor('the received bytes to be saved', async () => (await offsetOf(created.url)) === sent, 5_000).catch(() => undefined);
-      expect(await offsetOf(created.url)).toBe(sent);
-
+      // HEAD takes the lock too: it is free at once (had the PATCH kept it, the release
+      // request alone would cost lockDrainTimeout = 3 s)
       const t1 = Date.now();
-      const res = await patchUpload(created.url, sent, data.subarray(sent));
+      const head = await headUpload(created.url);
       const took = Date.now() - t1;
+      expect({ status: head.status, offset: head.offset }).toEqual({ status: 200, offset: sent });
+      expect(took).toBeLessThan(2500);
+
+      const res = await patchUpload(created.url, sent, data.subarray(sent));
       expect(res.status).toBe(204);
       expect(res.headers.get('upload-offset')).toBe(String(data.length));
-      // no waiting for a held lock (a release request alone would cost lockDrainTimeout = 3 s)
-      expect(took).toBeLessThan(2500);
       expect(await storedSha256(store.target, created.id)).toBe(sha256(data));
     });
     await tusk.kill('SIGKILL');
@@ -334,21 +334,23 @@ describe.each<StoreKind>(['s3', 'file'])('resilience, %s store', (kind) => {
 
 describe('storage outage (S3 endpoint on a dead port)', () => {
   let tusk: TuskProcess;
+  /** A healthy process on the real S3, sharing Redis (and prefix) and bucket name with `tusk`. */
+  let healthy: TuskProcess;
+  let bucket: string;
 
   beforeAll(async () => {
     const deadPort = await freePort();
-    tusk = await startTusk({
-      env: {
-        ...tuskEnvForTests('tusk-no-such-bucket'),
-        S3_ENDPOINT: `http://127.0.0.1:${deadPort}`,
-        ...COMMON_ENV,
-      },
-      mode: 'server',
-    });
+    bucket = await createTestBucket('resil-outage');
+    const env = { ...tuskEnvForTests(bucket), S3_PART_SIZE: '5MiB', ...COMMON_ENV };
+    [tusk, healthy] = await Promise.all([
+      startTusk({ env: { ...env, S3_ENDPOINT: `http://127.0.0.1:${deadPort}` }, mode: 'server' }),
+      startTusk({ env, mode: 'server' }),
+    ]);
   });
 
   afterAll(async () => {
-    await tusk?.kill('SIGKILL');
+    await Promise.all([tusk?.kill('SIGKILL'), healthy?.kill('SIGKILL')]);
+    if (bucket) await emptyBucket(bucket);
   });
 
   test('POST answers 503 with Retry-After and a short text body; the process keeps running', async () => {
@@ -380,6 +382,31 @@ describe('storage outage (S3 endpoint on a dead port)', () => {
 
       // still alive after all that
       expect(await within(tusk.exited, 500)).toBe('timeout');
+    });
+  }, 60_000);
+
+  // The second case fails today (see the report): with a `.part` tail to prepend, the PATCH answers
+  // 400 "Request aborted due to lock acquired" (tus ERRORS.ABORTED) instead of 503, and tus clients
+  // do not retry a 400: a short S3 outage fails the upload for good. Nothing is lost in either case.
+  test.each([
+    ['at a part boundary (no .part tail)', 5 * MiB],
+    ['BUG s3-outage-tail-400: with an incomplete .part tail to prepend', 2 * MiB],
+  ])('a PATCH while storage is down answers 503 with Retry-After and changes nothing (%s); the upload completes once storage is back', async (_label, first) => {
+    await withOutput(() => [tusk, healthy], async () => {
+      const data = randomBytes(9 * MiB);
+      const created = await createUpload(healthy.url, { length: data.length, body: data.subarray(0, first) });
+      expect(created.status).toBe(201);
+      expect(await offsetOf(created.url)).toBe(first);
+
+      const res = await patchUpload(on(tusk, created.url), first, data.subarray(first, 8 * MiB), {}, 30_000);
+      expect({ status: res.status, body: res.body }).toEqual({ status: 503, body: 'Storage temporarily unavailable; retry later\n' });
+      expect(res.headers.get('retry-after')).not.toBeNull();
+
+      // nothing was recorded for bytes the store could not keep, and the lock is free again
+      expect(await offsetOf(created.url)).toBe(first);
+      await patchRest(created.url, data, first, 5 * MiB);
+      expect(await offsetOf(created.url)).toBe(data.length);
+      expect(await storedSha256({ kind: 's3', bucket }, created.id)).toBe(sha256(data));
     });
   }, 60_000);
 });
