@@ -11,6 +11,7 @@ import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
 import {
   TUS,
   OCTET,
+  controlledPatch,
   createUpload,
   decodeMetadata,
   deleteUpload,
@@ -27,6 +28,7 @@ import {
   storedSha256,
   tusJsUpload,
   uploadIdOf,
+  within,
   type StoreKind,
   type StoreTarget,
 } from './helpers/tus.js';
@@ -262,6 +264,24 @@ describe.each<StoreKind>(['s3', 'file'])('tus protocol, %s store', (kind) => {
     expect(await jobsFor(g, created.id)).toHaveLength(1);
   });
 
+  test('a PATCH with a chunked body (no Content-Length) is stored completely', async () => {
+    const data = randomBytes(13 * MiB + 77);
+    const created = await createUpload(g.tusk.url, { length: data.length });
+    expect(created.status).toBe(201);
+    const first = controlledPatch(created.url, 0, null);
+    for (let o = 0; o < 7 * MiB + 5; o += 256 * 1024) await first.write(data.subarray(o, Math.min(o + 256 * 1024, 7 * MiB + 5)));
+    first.end();
+    const r1 = await within(first.result, 30_000);
+    expect(r1).toMatchObject({ status: 204, headers: { 'upload-offset': String(7 * MiB + 5) } });
+    const last = controlledPatch(created.url, 7 * MiB + 5, null);
+    for (let o = 7 * MiB + 5; o < data.length; o += 256 * 1024) await last.write(data.subarray(o, Math.min(o + 256 * 1024, data.length)));
+    last.end();
+    expect(await within(last.result, 30_000)).toMatchObject({ status: 204, headers: { 'upload-offset': String(data.length) } });
+    expect(await offsetOf(created.url)).toBe(data.length);
+    expect(await storedSha256(g.target, created.id)).toBe(sha256(data));
+    expect(await jobsFor(g, created.id)).toHaveLength(1);
+  }, 60_000);
+
   test('a zero-length upload is finished at once (HEAD 0/0, an empty object, one job)', async () => {
     const created = await createUpload(g.tusk.url, { length: 0, metadata: { filename: 'empty.txt' } });
     expect(created.status).toBe(201);
@@ -444,6 +464,15 @@ describe.each<StoreKind>(['s3', 'file'])('tus protocol, %s store', (kind) => {
       const res = await createUpload(g.tusk.url, { length: 10, metadata });
       expect(res.status).toBe(400);
       expect(res.headers.get('location')).toBeNull();
+    });
+
+    test('POST with more than 4 KiB of decoded Upload-Metadata → 400; just under it → 201', async () => {
+      const tooBig = await createUpload(g.tusk.url, { length: 10, metadata: { filename: 'x'.repeat(5000) } });
+      expect(tooBig.status).toBe(400);
+      expect(tooBig.headers.get('location')).toBeNull();
+      const fits = await createUpload(g.tusk.url, { length: 10, metadata: { filename: 'x'.repeat(4000) } });
+      expect(fits.status).toBe(201);
+      expect(decodeMetadata((await headUpload(fits.url)).headers.get('upload-metadata'))).toEqual({ filename: 'x'.repeat(4000) });
     });
 
     test('an unknown upload id → 404 on HEAD, PATCH and DELETE', async () => {

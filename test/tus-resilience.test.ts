@@ -4,7 +4,7 @@
 // handed over between processes, the idle timeout, graceful shutdown, and a storage outage.
 // The shared Redis and RGW are never stopped: an outage is a tusk pointed at a dead port.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createTestBucket, freePort, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
@@ -12,12 +12,14 @@ import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
 import {
   controlledPatch,
   createUpload,
+  deleteUpload,
   emptyBucket,
   headUpload,
   offsetOf,
   patchRest,
   patchUpload,
   processUploadJobs,
+  s3Leftovers,
   sha256,
   sleep,
   storedSha256,
@@ -223,6 +225,34 @@ describe.each<StoreKind>(['s3', 'file'])('resilience, %s store', (kind) => {
       });
     }, 60_000);
 
+    test('DELETE on B while A is still receiving a PATCH: 204 within seconds, then nothing is left', async () => {
+      await withOutput(() => [a, b], async () => {
+        const data = randomBytes(12 * MiB);
+        const created = await createUpload(a.url, { length: data.length, body: data.subarray(0, 1 * MiB) });
+        expect(created.status).toBe(201);
+        const streaming = controlledPatch(on(a, created.url), 1 * MiB, data.length - 1 * MiB);
+        await streaming.write(data.subarray(1 * MiB, 7 * MiB + 99)); // a whole S3 part and a bit
+        await sleep(500);
+
+        const t0 = Date.now();
+        const del = await deleteUpload(on(b, created.url));
+        expect(del.status).toBe(204);
+        expect(Date.now() - t0).toBeLessThan(10_000);
+        expect(await within(streaming.result, 5_000)).not.toBe('timeout');
+        streaming.destroy();
+        await sleep(500); // anything A might still write after its PATCH ended would show up below
+
+        expect([404, 410]).toContain((await headUpload(on(a, created.url))).status);
+        expect([404, 410]).toContain((await headUpload(on(b, created.url))).status);
+        if (store.target.kind === 's3') {
+          expect(await s3Leftovers(store.target.bucket as string, created.id)).toEqual({ keys: [], multipart: [] });
+        } else {
+          const left = (await readdir(path.join(store.target.dataDir as string, 'uploads'))).filter((f) => f.startsWith(created.id));
+          expect(left).toEqual([]);
+        }
+      });
+    }, 60_000);
+
     test('a stalled PATCH on A gives up its lock when B asks; B sees the bytes A received and completes', async () => {
       await withOutput(() => [a, b], async () => {
         const data = randomBytes(12 * MiB);
@@ -252,14 +282,17 @@ describe.each<StoreKind>(['s3', 'file'])('resilience, %s store', (kind) => {
     }, 60_000);
   });
 
-  test('idle timeout (IDLE_TIMEOUT=2s): a stalled PATCH is closed, its bytes are saved, the lock is free', async () => {
+  test.each([
+    ['with Content-Length', false],
+    ['chunked', true],
+  ])('idle timeout (IDLE_TIMEOUT=2s): a stalled PATCH (%s) is closed, its bytes are saved, the lock is free', async (_label, chunked) => {
     const tusk = await start({ IDLE_TIMEOUT: '2s' });
     await withOutput(() => [tusk], async () => {
       const data = randomBytes(4 * MiB);
       const created = await createUpload(tusk.url, { length: data.length });
       expect(created.status).toBe(201);
       const sent = 1 * MiB + 17;
-      const stalled = controlledPatch(created.url, 0, data.length);
+      const stalled = controlledPatch(created.url, 0, chunked ? null : data.length);
       const t0 = Date.now();
       await stalled.write(data.subarray(0, sent));
       const result = await within(stalled.result, 10_000);

@@ -176,15 +176,17 @@ export interface ControlledPatch {
   closed(): boolean;
 }
 
-export function controlledPatch(url: string, offset: number, contentLength: number, headers: Record<string, string> = {}): ControlledPatch {
+/** `contentLength` null: no Content-Length, the body is sent with Transfer-Encoding: chunked. */
+export function controlledPatch(url: string, offset: number, contentLength: number | null, headers: Record<string, string> = {}): ControlledPatch {
   const target = new URL(url);
+  const length: Record<string, string> = contentLength === null ? {} : { 'Content-Length': String(contentLength) };
   const req = http.request({
     host: target.hostname,
     port: Number(target.port),
     path: target.pathname,
     method: 'PATCH',
     agent: false,
-    headers: { ...TUS, 'Content-Type': OCTET, 'Upload-Offset': String(offset), 'Content-Length': String(contentLength), ...headers },
+    headers: { ...TUS, 'Content-Type': OCTET, 'Upload-Offset': String(offset), ...length, ...headers },
   });
   let written = 0;
   let closed = false;
