@@ -1,5 +1,5 @@
-// Tests are ESM TypeScript (the @tus packages are ESM-only), compiled by ts-jest without
-// type-checking (tsc --noEmit does that in `npm run lint`). Real Redis and a real S3 (Ceph RGW)
+// Tests are ESM TypeScript (the @tus packages are ESM-only), compiled by ts-jest file by file
+// (tsconfig.json sets isolatedModules) without type-checking (`npm run lint` runs tsc --noEmit). Real Redis and a real S3 (Ceph RGW)
 // are started once for the run by test/infra/global-setup.ts.
 /** @type {import('jest').Config} */
 export default {
@@ -7,7 +7,7 @@ export default {
   extensionsToTreatAsEsm: ['.ts'],
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   transform: {
-    '^.+\\.ts$': ['ts-jest', { useESM: true, isolatedModules: true, diagnostics: false }],
+    '^.+\\.ts$': ['ts-jest', { useESM: true, diagnostics: false }],
   },
   testMatch: ['<rootDir>/test/**/*.test.ts'],
   globalSetup: '<rootDir>/test/infra/global-setup.ts',

@@ -123,7 +123,7 @@ export interface S3Config {
 
 export interface Config {
   port: number;
-  /** Address to listen on. */
+  /** Address to listen on; 127.0.0.1 unless HOST is set (there is no authentication yet). */
   host: string;
   /** Base URL for Location headers when tusk runs behind a proxy, without trailing slash. */
   publicUrl?: string;
@@ -192,7 +192,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   const corsOrigins = e.CORS_ORIGINS.trim() === '*' ? '*' : e.CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
   return {
     port: e.PORT,
-    host: e.HOST ?? '0.0.0.0',
+    host: e.HOST ?? '127.0.0.1',
     publicUrl: e.PUBLIC_URL,
     trustProxy: e.TRUST_PROXY,
     storage,

@@ -20,3 +20,8 @@ export interface ProcessUploadJob {
   owner: string | null;
   finishedAt: string;
 }
+
+/** Periodic housekeeping (a BullMQ job scheduler; one worker takes each run). */
+export const MAINTENANCE_QUEUE = 'maintenance';
+/** Deletes expired unfinished uploads from the store (multipart uploads, .info/.part objects). */
+export const CLEANUP_EXPIRED_JOB = 'cleanup-expired-uploads';

@@ -1,0 +1,132 @@
+// The API server process: express app with the tus endpoint and health checks, on a Node HTTP
+// server whose timeouts suit long uploads, with graceful shutdown.
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import express from 'express';
+import { Queue } from 'bullmq';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../lib/logger.js';
+import { connectRedis } from '../lib/redis.js';
+import { createS3Client } from '../lib/s3-client.js';
+import { bootstrapBucket } from '../minio/bootstrap.js';
+import { UploadFinishedHook } from '../hooks/upload-finished.js';
+import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob } from '../workers/queues.js';
+import { healthz, readyz, type ReadinessDeps } from './health.js';
+import { createDatastore, uploadsDirectory } from './tus/datastore.js';
+import { createTusEndpoint, TUS_PATH } from './tus/endpoint.js';
+import { RedisLocker } from './tus/redis-locker.js';
+
+export interface RunningServer {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Redis options for request-path connections: fail fast (503) rather than queue for long. */
+const requestPathRedisOptions = { maxRetriesPerRequest: 2, connectTimeout: 5000 };
+
+export async function startServer(config: Config, redisUrl: string, logger: Logger): Promise<RunningServer> {
+  const redis = connectRedis(redisUrl, requestPathRedisOptions);
+  const subscriber = connectRedis(redisUrl, { connectTimeout: 5000 });
+  for (const [name, conn] of [['redis', redis], ['redis-subscriber', subscriber]] as const) {
+    conn.on('error', (err) => logger.warn({ err: err.message, connection: name }, 'Redis connection error'));
+  }
+  let storage: ReadinessDeps['storage'];
+  if (config.storage === 's3' && config.s3) {
+    const client = createS3Client(config.s3);
+    if (config.s3.bootstrap) {
+      const summary = await bootstrapBucket(client, {
+        bucket: config.s3.bucket,
+        corsOrigins: config.corsOrigins,
+        abortIncompleteAfterDays: config.s3.abortIncompleteAfterDays,
+        logger,
+      });
+      logger.info({ bucket: config.s3.bucket, summary }, 'bucket bootstrap done');
+    }
+    storage = { kind: 's3', client, bucket: config.s3.bucket };
+  } else {
+    storage = { kind: 'file', directory: uploadsDirectory(config) };
+  }
+
+  const datastore = createDatastore(config, redis, logger);
+  const locker = new RedisLocker({
+    redis,
+    subscriber,
+    prefix: config.redisPrefix,
+    acquireTimeoutMs: config.lockAcquireTimeoutMs,
+    ttlMs: config.lockTtlMs,
+    logger: logger.child({ component: 'locker' }),
+  });
+  const queue = new Queue<ProcessUploadJob>(PROCESS_UPLOAD_QUEUE, {
+    connection: redis,
+    prefix: `${config.redisPrefix}bull`,
+  });
+  queue.on('error', (err) => logger.warn({ err: err.message }, 'queue connection error'));
+  const finished = new UploadFinishedHook(queue, logger);
+  const tusEndpoint = createTusEndpoint({ config, datastore, locker, finished, logger: logger.child({ component: 'tus' }) });
+
+  let shuttingDown = false;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', config.trustProxy);
+  app.get('/healthz', healthz);
+  app.get('/readyz', readyz({ redis, storage, isShuttingDown: () => shuttingDown }));
+  app.all([TUS_PATH, `${TUS_PATH}/`, `${TUS_PATH}/*rest`], (req, res) => {
+    void tusEndpoint.handle(req, res);
+  });
+  app.use((_req, res) => {
+    res.status(404).json({ error: { code: 'not_found', message: 'No such route' } });
+  });
+
+  const server = http.createServer(app);
+  // Node's default 5-minute requestTimeout would cut a long PATCH. Instead, a socket that
+  // receives nothing for IDLE_TIMEOUT is closed: the stalled PATCH ends, what it received is
+  // saved, and its lock is released.
+  server.requestTimeout = 0;
+  server.timeout = config.idleTimeoutMs;
+  server.headersTimeout = Math.min(60_000, config.idleTimeoutMs);
+  server.keepAliveTimeout = 5_000;
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.on('clientError', (err, socket) => {
+    // Malformed HTTP from a client: answer 400 if we still can, never crash.
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy(err);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  logger.info({ host: config.host, port, storage: config.storage, tus: `${TUS_PATH}/` }, 'tusk server listening');
+
+  async function stop(): Promise<void> {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    const deadline = Date.now() + config.shutdownTimeoutMs;
+    server.close();
+    server.closeIdleConnections();
+    // Give requests in flight a third of the budget to finish on their own; then cut the
+    // sockets of uploads still streaming: each PATCH then saves what it received.
+    await waitUntil(() => tusEndpoint.inFlight() === 0, Math.min(deadline, Date.now() + config.shutdownTimeoutMs / 3));
+    if (tusEndpoint.inFlight() > 0) logger.info({ inFlight: tusEndpoint.inFlight() }, 'shutdown: ending uploads in flight; they save what arrived');
+    for (const socket of sockets) socket.destroy();
+    await waitUntil(() => tusEndpoint.inFlight() === 0, deadline - 1000);
+    if (tusEndpoint.inFlight() > 0) logger.warn({ inFlight: tusEndpoint.inFlight() }, 'shutdown: requests still saving at the deadline');
+    locker.close();
+    await queue.close().catch(() => {});
+    redis.disconnect();
+    subscriber.disconnect();
+    if (storage.kind === 's3') storage.client.destroy();
+  }
+
+  return { port, stop };
+}
+
+async function waitUntil(condition: () => boolean, deadline: number): Promise<void> {
+  while (!condition() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}

@@ -1,0 +1,32 @@
+// Chooses the tus DataStore from the configuration: S3 (production) or local disk (embedded).
+// The server and the workers (cleanup of expired uploads) build it the same way, here.
+import path from 'node:path';
+import type { DataStore } from '@tus/utils';
+import type { Redis } from 'ioredis';
+import type { Config } from '../../config/index.js';
+import type { Logger } from '../../lib/logger.js';
+import { s3ClientConfig } from '../../lib/s3-client.js';
+import { TuskFileStore } from './file-store.js';
+import { TuskS3Store } from './s3-store.js';
+
+export function uploadsDirectory(config: Config): string {
+  return path.join(config.dataDir, 'uploads');
+}
+
+export function createDatastore(config: Config, redis: Redis, logger: Logger): DataStore {
+  if (config.storage === 's3' && config.s3) {
+    return new TuskS3Store({
+      s3ClientConfig: { ...s3ClientConfig(config.s3), bucket: config.s3.bucket },
+      partSize: config.s3.partSize,
+      maxConcurrentPartUploads: config.s3.maxConcurrentPartUploads,
+      expirationPeriodInMilliseconds: config.uploadExpiryMs,
+      redis,
+      redisPrefix: config.redisPrefix,
+      logger: logger.child({ component: 's3-store' }),
+    });
+  }
+  return new TuskFileStore({
+    directory: uploadsDirectory(config),
+    expirationPeriodInMilliseconds: config.uploadExpiryMs,
+  });
+}

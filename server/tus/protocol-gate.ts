@@ -1,0 +1,69 @@
+// Checks a tus request against the protocol before @tus/server sees it, where @tus/server
+// deviates from the tus 1.0 spec: it answers 400 (not 412) to an unsupported Tus-Resumable,
+// 403 (not 415 / 400) to a wrong Content-Type or a missing Upload-Offset on PATCH, and
+// ignores X-HTTP-Method-Override. Returns the error to send, or null to let the request through.
+import type { IncomingMessage } from 'node:http';
+
+export const TUS_VERSION = '1.0.0';
+
+export interface GateError {
+  status: number;
+  body: string;
+  headers?: Record<string, string>;
+}
+
+const nonNegativeInteger = /^(0|[1-9]\d*)$/;
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+/**
+ * Applies X-HTTP-Method-Override (for clients and proxies that can only send GET/POST):
+ * the request is then handled as the method it names.
+ */
+export function applyMethodOverride(req: IncomingMessage): void {
+  const override = header(req, 'x-http-method-override')?.trim().toUpperCase();
+  if (override && req.method === 'POST' && ['PATCH', 'DELETE', 'HEAD', 'GET', 'OPTIONS', 'POST'].includes(override)) {
+    req.method = override;
+  }
+}
+
+export function checkTusRequest(req: IncomingMessage): GateError | null {
+  const method = req.method ?? 'GET';
+  if (method === 'OPTIONS' || method === 'GET') return null;
+
+  const resumable = header(req, 'tus-resumable');
+  if (resumable === undefined) {
+    return { status: 412, body: 'Tus-Resumable header required\n', headers: { 'Tus-Version': TUS_VERSION } };
+  }
+  if (resumable.trim() !== TUS_VERSION) {
+    return { status: 412, body: `Unsupported Tus-Resumable version; this server supports ${TUS_VERSION}\n`, headers: { 'Tus-Version': TUS_VERSION } };
+  }
+
+  if (method === 'PATCH') {
+    const contentType = header(req, 'content-type');
+    if (contentType === undefined || contentType.split(';')[0]?.trim().toLowerCase() !== 'application/offset+octet-stream') {
+      return { status: 415, body: 'Content-Type must be application/offset+octet-stream\n' };
+    }
+    const offset = header(req, 'upload-offset');
+    if (offset === undefined) return { status: 400, body: 'Upload-Offset header required\n' };
+    if (!nonNegativeInteger.test(offset.trim()) || !Number.isSafeInteger(Number(offset))) {
+      return { status: 400, body: 'Upload-Offset must be a non-negative integer\n' };
+    }
+  }
+
+  const length = header(req, 'upload-length');
+  if (length !== undefined && (!nonNegativeInteger.test(length.trim()) || !Number.isSafeInteger(Number(length)))) {
+    return { status: 400, body: 'Upload-Length must be a non-negative integer\n' };
+  }
+  const deferLength = header(req, 'upload-defer-length');
+  if (deferLength !== undefined && deferLength.trim() !== '1') {
+    return { status: 400, body: 'Upload-Defer-Length must be 1\n' };
+  }
+  if (method === 'POST' && (length === undefined) === (deferLength === undefined)) {
+    return { status: 400, body: 'Exactly one of Upload-Length or Upload-Defer-Length is required\n' };
+  }
+  return null;
+}

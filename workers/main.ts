@@ -1,0 +1,52 @@
+// The worker process. Today it runs the periodic cleanup of expired, unfinished uploads on a
+// BullMQ job scheduler: BullMQ hands each tick to exactly one worker, so several worker
+// processes never race on the same cleanup. The `process-upload` jobs queued by the server
+// wait in their queue for the processing pipeline (virus scan, probe, thumbnails, transcode),
+// which comes with its own issue; nothing here takes them.
+import { Queue, Worker } from 'bullmq';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../lib/logger.js';
+import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
+import { createDatastore } from '../server/tus/datastore.js';
+import { MAINTENANCE_QUEUE, CLEANUP_EXPIRED_JOB } from './queues.js';
+
+export interface RunningWorkers {
+  stop(): Promise<void>;
+}
+
+export async function startWorkers(config: Config, redisUrl: string, logger: Logger): Promise<RunningWorkers> {
+  const log = logger.child({ component: 'workers' });
+  const redis = connectRedis(redisUrl, bullmqConnectionOptions);
+  redis.on('error', (err) => log.warn({ err: err.message }, 'Redis connection error'));
+  const prefix = `${config.redisPrefix}bull`;
+  const datastore = createDatastore(config, redis, log);
+
+  const maintenance = new Queue(MAINTENANCE_QUEUE, { connection: redis, prefix });
+  await maintenance.upsertJobScheduler(
+    CLEANUP_EXPIRED_JOB,
+    { every: config.cleanupIntervalMs },
+    { name: CLEANUP_EXPIRED_JOB, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+  );
+  const cleanupWorker = new Worker(
+    MAINTENANCE_QUEUE,
+    async (job) => {
+      if (job.name !== CLEANUP_EXPIRED_JOB) return;
+      const started = Date.now();
+      const deleted = await datastore.deleteExpired();
+      log.info({ deleted, ms: Date.now() - started, store: config.storage }, 'cleanup of expired uploads done');
+      return { deleted };
+    },
+    { connection: redis, prefix, concurrency: 1 },
+  );
+  cleanupWorker.on('failed', (job, err) => log.error({ err, job: job?.name }, 'maintenance job failed'));
+  cleanupWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'));
+  log.info({ every: config.cleanupIntervalMs }, 'worker started: cleanup of expired uploads scheduled');
+
+  return {
+    stop: async () => {
+      await cleanupWorker.close();
+      await maintenance.close();
+      redis.disconnect();
+    },
+  };
+}
