@@ -92,7 +92,12 @@ describe.each<StoreKind>(['s3', 'file'])('tus protocol, %s store', (kind) => {
     try {
       return await fn();
     } catch (err) {
-      const output = group.tusk.output().split('\n').slice(-40).join('\n');
+      const output = group.tusk
+        .output()
+        .split('\n')
+        .slice(-40)
+        .map((line) => (line.length > 600 ? `${line.slice(0, 600)}… [${line.length} chars]` : line))
+        .join('\n');
       if (err instanceof Error) err.message += `\n--- tusk output (last lines) ---\n${output}`;
       throw err;
     }
