@@ -164,7 +164,7 @@ export interface RawResult {
  */
 export interface ControlledPatch {
   req: http.ClientRequest;
-  /** Writes bytes and resolves once they are handed to the kernel. */
+  /** Writes bytes and resolves once they are handed to the kernel (rejects after 20 s without). */
   write(chunk: Buffer): Promise<void>;
   /** Bytes written so far. */
   written(): number;
@@ -211,7 +211,17 @@ export function controlledPatch(url: string, offset: number, contentLength: numb
           reject(new Error('request already closed'));
           return;
         }
-        req.write(chunk, (err) => (err ? reject(err) : resolve()));
+        // The callback waits for the kernel to take the bytes: if the server stops reading
+        // (and keeps the connection open), say so instead of hanging until the test times out.
+        const timer = setTimeout(
+          () => reject(new Error(`PATCH ${url}: the server has not read the body for 20 s (${written} bytes written)`)),
+          20_000,
+        );
+        req.write(chunk, (err) => {
+          clearTimeout(timer);
+          if (err) reject(err);
+          else resolve();
+        });
         written += chunk.length;
       }),
     written: () => written,
