@@ -11,6 +11,7 @@ import { validateNewUpload } from '../../hooks/upload-create.js';
 import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
 import { mapTusError } from './errors.js';
 import { applyMethodOverride, checkTusRequest, type GateError } from './protocol-gate.js';
+import { runWithUploadRequest } from './s3-request-context.js';
 
 export const TUS_PATH = '/files';
 /** Seconds a client should wait before retrying after a 503 (storage or Redis down). */
@@ -65,7 +66,8 @@ export function createTusEndpoint(deps: {
         sendGateError(req, res, gateError, config);
         return;
       }
-      const response = await tus.handleWeb(new NodeRequest({ req, res }));
+      // The S3 store reads the request's Content-Length to cut the body into parts up front.
+      const response = await runWithUploadRequest(req, () => tus.handleWeb(new NodeRequest({ req, res })));
       if (response.status === 503) response.headers.set('Retry-After', String(RETRY_AFTER_SECONDS));
       if (req.method === 'HEAD' && response.status === 200) await ensureFinishQueued(response, req);
       await sendNodeResponse(res, response);
