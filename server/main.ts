@@ -62,7 +62,14 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
   });
   queue.on('error', (err) => logger.warn({ err: err.message }, 'queue connection error'));
   const finished = new UploadFinishedHook(queue, logger);
-  const tusEndpoint = createTusEndpoint({ config, datastore, locker, finished, logger: logger.child({ component: 'tus' }) });
+  const tusEndpoint = createTusEndpoint({
+    config,
+    datastore,
+    locker,
+    finished,
+    downloadStorage: storage.kind === 's3' ? storage : { kind: 'file' },
+    logger: logger.child({ component: 'tus' }),
+  });
 
   let shuttingDown = false;
   const app = express();
