@@ -1,0 +1,200 @@
+// The contract between the processing steps (workers/steps/*, workers/media/*) and the
+// orchestration (BullMQ flow, status record, API). Each step is a plain async function that does
+// its heavy work in a child process (ffmpeg/ffprobe) or in libvips threads (sharp), and fails with
+// one of the typed errors below so that the orchestrator can decide: retry (ScannerUnavailableError,
+// transient), reject (infected, disallowed type, ScanTooLargeError) or fail with a reason
+// (MediaError: the file itself is bad; retrying will not help).
+
+// ---------------------------------------------------------------------------------------------
+// virus_scan (workers/steps/virus-scan.ts)
+
+export interface ScanOptions {
+  /** clamd unix socket (LocalSocket); preferred over host/port when both are given. */
+  socket?: string;
+  /** clamd TCP address (TCPAddr / TCPSocket); host defaults to 127.0.0.1 when only port is set. */
+  host?: string;
+  port?: number;
+  /** Whole scan (connect + stream + verdict); past it the scan fails with ScannerUnavailableError. */
+  timeoutMs: number;
+  /**
+   * Largest object we send to clamd (keep it <= clamd's StreamMaxLength). Larger objects are not
+   * streamed at all: scanStream throws ScanTooLargeError up front, and the pipeline rejects them as
+   * unscannable (documented, configurable limit).
+   */
+  maxStreamBytes: number;
+}
+
+export type ScanResult = { verdict: 'clean' } | { verdict: 'infected'; signature: string };
+
+/** clamd unreachable, timed out, or answered nothing usable. Never means "clean": retry, then fail. */
+export class ScannerUnavailableError extends Error {
+  override readonly name = 'ScannerUnavailableError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The object is larger than the configured stream limit: rejected as unscannable (not retried). */
+export class ScanTooLargeError extends Error {
+  override readonly name = 'ScanTooLargeError';
+  constructor(
+    readonly size: number,
+    readonly limit: number,
+    detail = '',
+  ) {
+    super(`file of ${size} bytes exceeds the virus-scan stream limit of ${limit} bytes${detail ? ` (${detail})` : ''}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// metadata + validation (workers/steps/detect-type.ts, workers/steps/metadata.ts)
+
+export type MediaKind = 'image' | 'video' | 'audio' | 'other';
+
+export interface DetectedType {
+  /** From the file's bytes (magic numbers), never from the client's name or type. */
+  mime: string;
+  ext: string;
+  kind: MediaKind;
+}
+
+export interface MediaMetadata {
+  kind: MediaKind;
+  mime: string;
+  /** Coded (stored) size in pixels; for video the first video stream. */
+  width?: number;
+  height?: number;
+  /** Size as displayed: width/height swapped for a 90/270 rotation or EXIF orientation 5-8. */
+  displayWidth?: number;
+  displayHeight?: number;
+  // video / audio (ffprobe)
+  durationSec?: number;
+  /** ffprobe format_name, e.g. "mov,mp4,m4a,3gp,3g2,mj2". */
+  container?: string;
+  videoCodec?: string;
+  audioCodec?: string;
+  /** Overall bit rate in bit/s. */
+  bitrate?: number;
+  fps?: number;
+  /** Clockwise display rotation in degrees (0, 90, 180, 270), from the display matrix or the rotate tag. */
+  rotation?: number;
+  hasVideo?: boolean;
+  hasAudio?: boolean;
+  audioSampleRate?: number;
+  audioChannels?: number;
+  // images (sharp)
+  /** sharp's format name: jpeg, png, webp, gif, heif, tiff, ... */
+  format?: string;
+  /** EXIF orientation 1-8 when present. */
+  orientation?: number;
+  /** Whether the file carries GPS data (EXIF GPS IFD or XMP GPS). The coordinates are never stored. */
+  hasGps?: boolean;
+  hasAlpha?: boolean;
+  pages?: number;
+}
+
+export type MediaErrorCode =
+  | 'pixel_limit' // decompression bomb: more pixels than limitInputPixels
+  | 'truncated' // premature end of file / missing index (moov atom)
+  | 'unsupported_format'
+  | 'blocked_format' // SVG / PDF input refused on purpose
+  | 'no_video_stream'
+  | 'no_audio_stream'
+  | 'timeout'
+  | 'decode_failed'
+  | 'encode_failed';
+
+/** The input itself is unusable. `reason` is a short human-readable sentence for the status API. */
+export class MediaError extends Error {
+  override readonly name = 'MediaError';
+  constructor(
+    readonly code: MediaErrorCode,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(reason, options);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// thumbnail (workers/steps/thumbnail.ts)
+
+export type ThumbnailFormat = 'jpeg' | 'webp';
+
+export interface ThumbnailOptions {
+  /** Target widths in px; default [160, 640, 1280]. Produced smallest first, never upscaled. */
+  widths?: number[];
+  /** Default ['webp', 'jpeg'] (for each width, in this order). */
+  formats?: ThumbnailFormat[];
+  /** Directory for the outputs (created); files are thumb-<width>.<ext>, overwritten on retry. */
+  outDir: string;
+  /** Decompression-bomb guard, in pixels (width x height); default 100 MP. */
+  limitInputPixels?: number;
+  /** Per image pipeline / per ffmpeg run; default 60 s. */
+  timeoutMs?: number;
+  /** Video only: duration from the metadata step (saves one ffprobe). */
+  durationSec?: number;
+  /** Video only: ffmpeg/ffprobe binaries (default FFMPEG_PATH / FFPROBE_PATH env, then PATH). */
+  ffmpeg?: FfmpegPaths;
+  /** Cancels the work in progress (ffmpeg is killed; sharp output is discarded). */
+  signal?: AbortSignal;
+}
+
+export interface Thumbnail {
+  width: number;
+  height: number;
+  format: ThumbnailFormat;
+  /** Absolute path of the written file. */
+  path: string;
+  bytes: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// transcode (workers/steps/transcode.ts)
+
+export interface TranscodeOptions {
+  /** Directory for the outputs (created; its hls/ folder and video.mp4 are replaced on each run). */
+  outDir: string;
+  /** Hard limit for the whole ffmpeg run (the orchestrator scales it with the duration). */
+  timeoutMs: number;
+  /** 0..100, increasing; last call is 100 on success. */
+  onProgress?: (percent: number) => void;
+  signal?: AbortSignal;
+  /** libx264 preset; production default 'veryfast' (tests may pass 'ultrafast'). */
+  preset?: string;
+  /** Produce the progressive MP4 fallback for video (default true). */
+  mp4?: boolean;
+  ffmpeg?: FfmpegPaths;
+}
+
+export interface HlsRendition {
+  /** Output height in px (0 for the audio-only rendition). */
+  height: number;
+  /** Output width in px (0 for audio). */
+  width: number;
+  /** Peak bandwidth in bit/s as written in the master playlist. */
+  bandwidth: number;
+  /** Media playlist path relative to outDir, e.g. "hls/720p/index.m3u8". */
+  playlist: string;
+}
+
+export interface TranscodeResult {
+  hls: {
+    /** Relative to outDir: "hls/master.m3u8". */
+    master: string;
+    renditions: HlsRendition[];
+  };
+  /** Relative to outDir: "video.mp4" (video only). */
+  mp4?: string;
+  elapsedMs: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ffmpeg / ffprobe binaries (workers/media/ffmpeg.ts)
+
+export interface FfmpegPaths {
+  /** Default: process.env.FFMPEG_PATH, then "ffmpeg" from PATH. */
+  ffmpegPath?: string;
+  /** Default: process.env.FFPROBE_PATH, then "ffprobe" from PATH. */
+  ffprobePath?: string;
+}
