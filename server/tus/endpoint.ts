@@ -1,7 +1,9 @@
 // The tus endpoint (/files/): @tus/server with our store, the Redis locker and the hooks,
 // behind the protocol gate, with error mapping and a count of requests in flight (for
 // graceful shutdown).
+import fs from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import { Server, type ServerOptions } from '@tus/server';
 import type { DataStore, Locker } from '@tus/utils';
 import { NodeRequest, sendNodeResponse } from 'srvx/node';
@@ -9,6 +11,7 @@ import type { Config } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
 import { validateNewUpload } from '../../hooks/upload-create.js';
 import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
+import { CHECKSUM_ALGORITHMS, checksumSource, discardSpool, spoolAndVerify } from './checksum.js';
 import { createDownloadHandler, type DownloadStorage } from './download.js';
 import { mapTusError } from './errors.js';
 import { applyMethodOverride, checkTusRequest, type GateError } from './protocol-gate.js';
@@ -43,12 +46,13 @@ export function createTusEndpoint(deps: {
     maxSize: config.maxUploadSize,
     respectForwardedHeaders: config.trustProxy,
     allowedOrigins: config.corsOrigins === '*' ? undefined : config.corsOrigins,
-    exposedHeaders: ['Retry-After'],
+    exposedHeaders: ['Retry-After', 'Tus-Checksum-Algorithm', 'Upload-Expires'],
     // How long a PATCH that is asked to give up its lock may take to save what it received.
     lockDrainTimeout: 3000,
     ...(publicUrl ? { generateUrl: (_req, { path, id }) => `${publicUrl}${path}/${id}` } : {}),
     onUploadCreate: async (_req, upload) => {
       validateNewUpload(upload);
+      await finished.created(upload); // status record `uploading` (workers/pipeline/record.ts)
       return {};
     },
     onUploadFinish: async (_req, upload) => {
@@ -74,8 +78,9 @@ export function createTusEndpoint(deps: {
         sendGateError(req, res, gateError, config);
         return;
       }
-      // The S3 store reads the request's Content-Length to cut the body into parts up front.
-      const response = await runWithUploadRequest(req, () => tus.handleWeb(new NodeRequest({ req, res })));
+      const response = await forwardToTus(req, res);
+      if (!response) return;
+      if (req.method === 'OPTIONS') advertiseChecksums(response);
       if (response.status === 503) response.headers.set('Retry-After', String(RETRY_AFTER_SECONDS));
       if (req.method === 'HEAD' && response.status === 200 && id) {
         await ensureFinishQueued(response, id);
@@ -93,6 +98,45 @@ export function createTusEndpoint(deps: {
       }
     } finally {
       inFlight--;
+    }
+  }
+
+  /**
+   * Hands the request to @tus/server. A request with a checksum is first spooled and verified
+   * (checksum.ts); then the verified bytes are replayed from the spool. Returns undefined when
+   * the answer was already sent (checksum mismatch or malformed checksum).
+   */
+  async function forwardToTus(req: IncomingMessage, res: ServerResponse): Promise<Response | undefined> {
+    const source = req.method === 'PATCH' || req.method === 'POST' ? checksumSource(req) : undefined;
+    if (!source) {
+      // The S3 store reads the request's Content-Length to cut the body into parts up front.
+      return runWithUploadRequest(req, () => tus.handleWeb(new NodeRequest({ req, res })));
+    }
+    const spooled = await spoolAndVerify(req, source);
+    if (spooled.verdict === 'invalid') {
+      sendGateError(req, res, { status: 400, body: `${spooled.reason}\n` }, config);
+      return undefined;
+    }
+    if (spooled.verdict === 'mismatch') {
+      sendGateError(req, res, { status: 460, body: 'Checksum Mismatch\n' }, config);
+      return undefined;
+    }
+    try {
+      const headers = new Headers();
+      for (const [name, value] of Object.entries(req.headers)) {
+        if (value === undefined || ['upload-checksum', 'trailer', 'transfer-encoding', 'content-length', 'connection'].includes(name)) continue;
+        headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+      }
+      headers.set('content-length', String(spooled.size));
+      const verified = new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, {
+        method: req.method,
+        headers,
+        body: spooled.size > 0 ? (Readable.toWeb(fs.createReadStream(spooled.path)) as ReadableStream<Uint8Array>) : null,
+        duplex: 'half',
+      } as RequestInit);
+      return await runWithUploadRequest(verified, () => tus.handleWeb(verified));
+    } finally {
+      await discardSpool(spooled.path);
     }
   }
 
@@ -142,6 +186,13 @@ function uploadIdOf(req: IncomingMessage): string | undefined {
   }
 }
 
+/** OPTIONS: the checksum extensions live in this layer, not in the stores @tus/server asks. */
+function advertiseChecksums(response: Response): void {
+  const extensions = response.headers.get('tus-extension');
+  if (extensions !== null) response.headers.set('Tus-Extension', `${extensions},checksum,checksum-trailer`);
+  response.headers.set('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','));
+}
+
 /** Access-Control-Allow-Origin for responses tusk writes itself (as @tus/server does for its own). */
 function corsHeaders(req: IncomingMessage, config: Config): Record<string, string> {
   const origin = req.headers.origin;
@@ -150,15 +201,21 @@ function corsHeaders(req: IncomingMessage, config: Config): Record<string, strin
   return allowOrigin ? { 'Access-Control-Allow-Origin': allowOrigin } : {};
 }
 
+/** Reason phrases Node does not know (tus checksum extension). */
+const REASON_PHRASES: Record<number, string> = { 460: 'Checksum Mismatch' };
+
 function sendGateError(req: IncomingMessage, res: ServerResponse, error: GateError, config: Config): void {
-  res.writeHead(error.status, {
+  const headers = {
     'Content-Type': 'text/plain; charset=utf-8',
     'Content-Length': Buffer.byteLength(error.body),
     'Tus-Resumable': '1.0.0',
     ...corsHeaders(req, config),
     'Access-Control-Expose-Headers': 'Tus-Version, Tus-Resumable, Upload-Offset, Location',
     ...error.headers,
-  });
+  };
+  const reason = REASON_PHRASES[error.status];
+  if (reason) res.writeHead(error.status, reason, headers);
+  else res.writeHead(error.status, headers);
   // Do not read a body we refused: close the connection instead of draining a large PATCH.
   if ((req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding']) res.shouldKeepAlive = false;
   res.end(req.method === 'HEAD' ? undefined : error.body);
