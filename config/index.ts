@@ -104,6 +104,39 @@ const env = z.object({
   SHUTDOWN_TIMEOUT: duration('SHUTDOWN_TIMEOUT').default(25_000),
   CLEANUP_INTERVAL: duration('CLEANUP_INTERVAL').default(15 * 60_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // Processing pipeline (workers/pipeline).
+  SCAN_REQUIRED: bool('SCAN_REQUIRED').default(true),
+  CLAMD_SOCKET: z.string().min(1).optional(),
+  CLAMD_HOST: z.string().min(1).optional(),
+  CLAMD_PORT: integer('CLAMD_PORT', 1, 65535).default(3310),
+  CLAMD_TIMEOUT: duration('CLAMD_TIMEOUT').default(120_000),
+  SCAN_MAX_BYTES: bytes('SCAN_MAX_BYTES').default(100 * MiB),
+  QUARANTINE_MODE: z.enum(['move', 'delete'], { message: 'QUARANTINE_MODE must be "move" or "delete"' }).default('move'),
+  ALLOWED_TYPES: z
+    .string()
+    .default(
+      'image/jpeg,image/png,image/webp,image/gif,image/heic,image/heif,image/avif,image/tiff,video/mp4,video/quicktime,video/webm,video/matroska,video/x-matroska,audio/mpeg,audio/mp4,audio/x-m4a,audio/aac,audio/wav,audio/ogg,audio/flac,application/pdf',
+    ),
+  THUMBNAIL_WIDTHS: z.string().default('160,640,1280'),
+  THUMBNAIL_FORMATS: z.string().default('webp,jpeg'),
+  MAX_IMAGE_PIXELS: integer('MAX_IMAGE_PIXELS', 1, 2_000_000_000).default(100_000_000),
+  SIGNED_GET_URL_TTL: duration('SIGNED_GET_URL_TTL').default(3_600_000),
+  WEBHOOK_URL: url('WEBHOOK_URL', ['http:', 'https:']).optional(),
+  WEBHOOK_SECRET: z.string().min(1).optional(),
+  FFMPEG_PATH: z.string().min(1).default('ffmpeg'),
+  FFPROBE_PATH: z.string().min(1).default('ffprobe'),
+  TRANSCODE_TIMEOUT_FACTOR: z.string().regex(/^\d+(\.\d+)?$/, 'TRANSCODE_TIMEOUT_FACTOR must be a number such as 4').default('6'),
+  TRANSCODE_PRESET: z.enum(['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow', 'slower', 'veryslow']).default('veryfast'),
+  TRANSCODE_MIN_TIMEOUT: duration('TRANSCODE_MIN_TIMEOUT').default(120_000),
+  STEP_TIMEOUT: duration('STEP_TIMEOUT').default(120_000),
+  CONCURRENCY_SCAN: integer('CONCURRENCY_SCAN', 1, 64).default(2),
+  CONCURRENCY_METADATA: integer('CONCURRENCY_METADATA', 1, 64).default(2),
+  CONCURRENCY_THUMBNAIL: integer('CONCURRENCY_THUMBNAIL', 1, 64).default(2),
+  CONCURRENCY_TRANSCODE: integer('CONCURRENCY_TRANSCODE', 1, 64).default(1),
+  STEP_ATTEMPTS: integer('STEP_ATTEMPTS', 1, 100).default(3),
+  STEP_BACKOFF: duration('STEP_BACKOFF').default(2_000),
+  TRANSCODE_LOCK_DURATION: duration('TRANSCODE_LOCK_DURATION').default(120_000),
+  WORK_DIR: z.string().min(1).optional(),
 });
 
 export type StorageKind = 's3' | 'file';
@@ -143,6 +176,39 @@ export interface Config {
   shutdownTimeoutMs: number;
   cleanupIntervalMs: number;
   logLevel: z.infer<typeof env>['LOG_LEVEL'];
+  pipeline: PipelineConfig;
+}
+
+export interface PipelineConfig {
+  /** Off only on purpose: without a clamd the scan task is then `skipped` (warning at start-up). */
+  scanRequired: boolean;
+  /** clamd address: unix socket, or host + port. None set: no scanner configured. */
+  clamd: { socket?: string; host?: string; port: number; timeoutMs: number } | undefined;
+  /** Larger objects are not streamed to clamd: the scan fails (never "clean"). Keep <= clamd's StreamMaxLength. */
+  scanMaxBytes: number;
+  quarantineMode: 'move' | 'delete';
+  /** MIME types (from the bytes) accepted; `type/*` wildcards allowed. */
+  allowedTypes: string[];
+  thumbnailWidths: number[];
+  thumbnailFormats: Array<'webp' | 'jpeg'>;
+  maxImagePixels: number;
+  signedGetUrlTtlMs: number;
+  webhook: { url: string; secret?: string } | undefined;
+  ffmpegPath: string;
+  ffprobePath: string;
+  /** Transcode time limit: max(minimum, factor x media duration). */
+  transcodeTimeoutFactor: number;
+  transcodeMinTimeoutMs: number;
+  /** libx264 preset of the HLS ladder and MP4. */
+  transcodePreset: string;
+  /** Time limit of the other steps (scan, metadata, thumbnails). */
+  stepTimeoutMs: number;
+  concurrency: { scan: number; metadata: number; thumbnail: number; transcode: number };
+  attempts: number;
+  backoffMs: number;
+  transcodeLockDurationMs: number;
+  /** Temporary files of the steps (downloads, outputs before upload); default: OS temp dir. */
+  workDir?: string;
 }
 
 export class ConfigError extends Error {
@@ -188,9 +254,24 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (e.MAX_UPLOAD_SIZE <= 0) problems.push('MAX_UPLOAD_SIZE: must be greater than 0');
   if (e.IDLE_TIMEOUT < 1000) problems.push('IDLE_TIMEOUT: must be at least 1s');
   if (e.LOCK_TTL < 1000) problems.push('LOCK_TTL: must be at least 1s');
+  const thumbnailWidths = e.THUMBNAIL_WIDTHS.split(',').map((w) => Number(w.trim()));
+  if (!thumbnailWidths.length || thumbnailWidths.some((w) => !Number.isInteger(w) || w < 16 || w > 8192)) {
+    problems.push(`THUMBNAIL_WIDTHS: must be a comma-separated list of widths from 16 to 8192 (got "${e.THUMBNAIL_WIDTHS}")`);
+  }
+  const thumbnailFormats = e.THUMBNAIL_FORMATS.split(',').map((f) => f.trim().toLowerCase().replace(/^jpg$/, 'jpeg'));
+  if (!thumbnailFormats.length || thumbnailFormats.some((f) => f !== 'webp' && f !== 'jpeg')) {
+    problems.push(`THUMBNAIL_FORMATS: must be webp, jpeg or both, comma-separated (got "${e.THUMBNAIL_FORMATS}")`);
+  }
+  const allowedTypes = e.ALLOWED_TYPES.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
+  if (allowedTypes.some((t) => !/^[a-z0-9.+-]+\/([a-z0-9.+-]+|\*)$/.test(t))) {
+    problems.push(`ALLOWED_TYPES: must be a comma-separated list of MIME types such as image/jpeg,video/* (got "${e.ALLOWED_TYPES}")`);
+  }
+  if (e.WEBHOOK_URL && !e.WEBHOOK_SECRET) problems.push('WEBHOOK_SECRET: required when WEBHOOK_URL is set (webhooks are always signed)');
+  if (e.CLAMD_SOCKET && e.CLAMD_HOST) problems.push('CLAMD_SOCKET and CLAMD_HOST: set one of them, not both');
+  if (e.SIGNED_GET_URL_TTL < 1000 || e.SIGNED_GET_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_GET_URL_TTL: must be between 1s and 7d (the S3 limit)');
   if (problems.length) throw new ConfigError(problems);
   const corsOrigins = e.CORS_ORIGINS.trim() === '*' ? '*' : e.CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
-  return {
+  const config: Omit<Config, 'pipeline'> = {
     port: e.PORT,
     host: e.HOST ?? '127.0.0.1',
     publicUrl: e.PUBLIC_URL,
@@ -210,4 +291,30 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     cleanupIntervalMs: e.CLEANUP_INTERVAL,
     logLevel: e.LOG_LEVEL,
   };
+  // Non-enumerable so that comparisons of the core settings (test/config.test.ts) stay as they
+  // are; read it as config.pipeline like any other field.
+  const pipeline: PipelineConfig = {
+    scanRequired: e.SCAN_REQUIRED,
+    clamd: e.CLAMD_SOCKET || e.CLAMD_HOST ? { socket: e.CLAMD_SOCKET, host: e.CLAMD_HOST, port: e.CLAMD_PORT, timeoutMs: e.CLAMD_TIMEOUT } : undefined,
+    scanMaxBytes: e.SCAN_MAX_BYTES,
+    quarantineMode: e.QUARANTINE_MODE,
+    allowedTypes,
+    thumbnailWidths: [...new Set(thumbnailWidths)].sort((a, b) => a - b),
+    thumbnailFormats: [...new Set(thumbnailFormats)] as Array<'webp' | 'jpeg'>,
+    maxImagePixels: e.MAX_IMAGE_PIXELS,
+    signedGetUrlTtlMs: e.SIGNED_GET_URL_TTL,
+    webhook: e.WEBHOOK_URL ? { url: e.WEBHOOK_URL, secret: e.WEBHOOK_SECRET } : undefined,
+    ffmpegPath: e.FFMPEG_PATH,
+    ffprobePath: e.FFPROBE_PATH,
+    transcodeTimeoutFactor: Number(e.TRANSCODE_TIMEOUT_FACTOR),
+    transcodeMinTimeoutMs: e.TRANSCODE_MIN_TIMEOUT,
+    transcodePreset: e.TRANSCODE_PRESET,
+    stepTimeoutMs: e.STEP_TIMEOUT,
+    concurrency: { scan: e.CONCURRENCY_SCAN, metadata: e.CONCURRENCY_METADATA, thumbnail: e.CONCURRENCY_THUMBNAIL, transcode: e.CONCURRENCY_TRANSCODE },
+    attempts: e.STEP_ATTEMPTS,
+    backoffMs: e.STEP_BACKOFF,
+    transcodeLockDurationMs: e.TRANSCODE_LOCK_DURATION,
+    workDir: e.WORK_DIR ? path.resolve(e.WORK_DIR) : undefined,
+  };
+  return Object.defineProperty(config, 'pipeline', { value: pipeline, enumerable: false }) as Config;
 }

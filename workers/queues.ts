@@ -25,3 +25,44 @@ export interface ProcessUploadJob {
 export const MAINTENANCE_QUEUE = 'maintenance';
 /** Deletes expired unfinished uploads from the store (multipart uploads, .info/.part objects). */
 export const CLEANUP_EXPIRED_JOB = 'cleanup-expired-uploads';
+
+// --- Processing pipeline (workers/pipeline) ------------------------------------------------
+// `process-upload` is the entry: its consumer starts a BullMQ flow over the step queues below
+// (structure in workers/pipeline/flow.ts). Each step queue has its own concurrency, attempts
+// and backoff, so each can be scaled by its own depth. A reprocess adds another process-upload
+// job with id `<uploadId>.r<run>` and `run` set; the first job (id = upload id) is run 1.
+export const VIRUS_SCAN_QUEUE = 'virus-scan';
+export const METADATA_QUEUE = 'extract-metadata';
+export const THUMBNAIL_QUEUE = 'thumbnail';
+export const TRANSCODE_QUEUE = 'transcode';
+export const FINALIZE_QUEUE = 'finalize';
+/** Outgoing webhooks, one job per event and pipeline run. */
+export const WEBHOOK_QUEUE = 'webhook';
+
+/** What the process-upload consumer reads beyond ProcessUploadJob. */
+export interface ReprocessFields {
+  /** Pipeline run (generation) this job is for; absent on the first job (run 1). */
+  run?: number;
+}
+
+export type DetectedKind = 'image' | 'video' | 'audio' | 'other';
+
+/** Payload of every step job. */
+export interface StepJob {
+  uploadId: string;
+  run: number;
+  location: StorageLocation;
+  size: number;
+  /** Set by extract-metadata for the steps after it. */
+  detected?: { mime: string; ext: string; kind: DetectedKind };
+  /** MediaMetadata from extract-metadata (duration etc.), for the steps after it. */
+  probe?: unknown;
+}
+
+export interface WebhookJob {
+  event: 'upload.finished' | 'upload.ready' | 'upload.rejected' | 'upload.failed';
+  uploadId: string;
+  run: number;
+  /** The exact bytes that are signed and sent. */
+  body: string;
+}

@@ -1,0 +1,244 @@
+// The status record of an upload: one Redis hash `${REDIS_PREFIX}record:<uploadId>` (never
+// `${prefix}upload:`, which the S3 store uses), one field per part so that steps running in
+// parallel (thumbnail, transcode) never overwrite each other:
+//   run            pipeline run (generation); bumped by a reprocess. Writes carry the run they
+//                  belong to and are dropped by Redis (Lua) when it is not the current one, so a
+//                  late job of an earlier run never changes the record.
+//   base           JSON { upload_id, filename, size, content_type, created_at, source }
+//   status         uploading|uploaded|scanning|processing|ready|rejected|failed; once a run reached
+//                  ready/rejected/failed its status no longer changes (until a reprocess)
+//   updated_at     ISO time of the last change
+//   task:<name>    JSON { status, progress?, error?, started_at?, finished_at? }
+//   thumb:<w>.<f>  JSON { width, format, key }       (each thumbnail, published as soon as it exists)
+//   out:hls        JSON { master_key, renditions }    out:mp4  key    out:metadata JSON
+//   reason         JSON { code, message, signature? } for rejected/failed
+// Every change is published on `${REDIS_PREFIX}record-events:<uploadId>` (message: JSON
+// { run, status, field }) for the SSE streams of every API instance.
+import type { Redis } from 'ioredis';
+import type { ProcessUploadJob } from '../queues.js';
+
+export type UploadStatus = 'uploading' | 'uploaded' | 'scanning' | 'processing' | 'ready' | 'rejected' | 'failed';
+export const TERMINAL: readonly UploadStatus[] = ['ready', 'rejected', 'failed'];
+export type TaskName = 'virus_scan' | 'metadata' | 'thumbnail' | 'transcode';
+export const TASKS: readonly TaskName[] = ['virus_scan', 'metadata', 'thumbnail', 'transcode'];
+
+export interface TaskState {
+  status: 'pending' | 'running' | 'done' | 'skipped' | 'failed' | 'retrying';
+  progress?: number;
+  error?: string;
+  started_at?: string;
+  finished_at?: string;
+}
+
+export interface RecordBase {
+  upload_id: string;
+  filename: string | null;
+  size: number | null;
+  content_type: string | null;
+  created_at: string;
+  /** Where the upload is stored and what the hook saw (to re-run the pipeline). */
+  source?: ProcessUploadJob;
+}
+
+export interface Reason {
+  code: string;
+  message: string;
+  signature?: string;
+}
+
+export interface StoredThumb {
+  width: number;
+  format: string;
+  key: string;
+}
+
+export interface RawRecord {
+  run: number;
+  base: RecordBase;
+  status: UploadStatus;
+  updated_at: string;
+  tasks: Record<TaskName, TaskState>;
+  thumbnails: StoredThumb[];
+  hls?: { master_key: string; renditions?: unknown };
+  mp4_key?: string;
+  metadata?: unknown;
+  reason?: Reason;
+  quarantine_key?: string;
+}
+
+// KEYS[1] record, ARGV[1] run ('' = any), ARGV[2] channel, ARGV[3] now, ARGV[4..] field, value...
+// A `status` field is dropped when the record already has a terminal status. Returns
+// { applied (0/1), status changed to the given value (0/1) }.
+const UPDATE = `
+local run = redis.call('HGET', KEYS[1], 'run')
+if not run then return {0, 0} end
+if ARGV[1] ~= '' and run ~= ARGV[1] then return {0, 0} end
+local current = redis.call('HGET', KEYS[1], 'status')
+local terminal = current == 'ready' or current == 'rejected' or current == 'failed'
+local changed = 0
+local args = {}
+for i = 4, #ARGV, 2 do
+  local f, v = ARGV[i], ARGV[i + 1]
+  if f == 'status' then
+    if not terminal and current ~= v then table.insert(args, f); table.insert(args, v); changed = 1 end
+  else
+    table.insert(args, f); table.insert(args, v)
+  end
+end
+if #args == 0 then return {1, 0} end
+table.insert(args, 'updated_at'); table.insert(args, ARGV[3])
+redis.call('HSET', KEYS[1], unpack(args))
+redis.call('PUBLISH', ARGV[2], cjson.encode({ run = tonumber(run), status = redis.call('HGET', KEYS[1], 'status'), field = args[1] }))
+return {1, changed}
+`;
+
+// KEYS[1] record, ARGV[1] channel, ARGV[2] now, ARGV[3] base JSON, ARGV[4] status
+// Creates the record (run 1) unless it exists; an `uploading` record becomes `uploaded` with the
+// new base. Returns the run.
+const CREATE = `
+local run = redis.call('HGET', KEYS[1], 'run')
+if run then
+  if ARGV[4] == 'uploaded' and redis.call('HGET', KEYS[1], 'status') == 'uploading' then
+    local base = cjson.decode(ARGV[3])
+    local old = cjson.decode(redis.call('HGET', KEYS[1], 'base'))
+    base.created_at = old.created_at
+    redis.call('HSET', KEYS[1], 'status', 'uploaded', 'base', cjson.encode(base), 'updated_at', ARGV[2])
+    redis.call('PUBLISH', ARGV[1], cjson.encode({ run = tonumber(run), status = 'uploaded', field = 'status' }))
+  end
+  return tonumber(run)
+end
+redis.call('HSET', KEYS[1], 'run', 1, 'status', ARGV[4], 'base', ARGV[3], 'updated_at', ARGV[2])
+redis.call('PUBLISH', ARGV[1], cjson.encode({ run = 1, status = ARGV[4], field = 'status' }))
+return 1
+`;
+
+// KEYS[1] record, ARGV[1] channel, ARGV[2] now. Starts a new run: bumps `run`, clears tasks and
+// outputs, status `uploaded`. Returns the new run, or 0 when the record does not exist.
+const NEW_RUN = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local fields = redis.call('HKEYS', KEYS[1])
+for _, f in ipairs(fields) do
+  if string.sub(f, 1, 5) == 'task:' or string.sub(f, 1, 6) == 'thumb:' or string.sub(f, 1, 4) == 'out:' or f == 'reason' then
+    redis.call('HDEL', KEYS[1], f)
+  end
+end
+local run = redis.call('HINCRBY', KEYS[1], 'run', 1)
+redis.call('HSET', KEYS[1], 'status', 'uploaded', 'updated_at', ARGV[2])
+redis.call('PUBLISH', ARGV[1], cjson.encode({ run = run, status = 'uploaded', field = 'run' }))
+return run
+`;
+
+export class RecordStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  key(uploadId: string): string {
+    return `${this.prefix}record:${uploadId}`;
+  }
+
+  channel(uploadId: string): string {
+    return `${this.prefix}record-events:${uploadId}`;
+  }
+
+  /** Creates the record unless it exists (idempotent); returns the current run. */
+  async create(base: RecordBase, status: 'uploading' | 'uploaded'): Promise<number> {
+    const id = base.upload_id;
+    return Number(await this.redis.eval(CREATE, 1, this.key(id), this.channel(id), new Date().toISOString(), JSON.stringify(base), status));
+  }
+
+  /**
+   * Applies field changes for `run` (undefined: whatever run is current). Returns whether they were
+   * applied and whether `status` was changed by this call (exactly one caller wins a transition).
+   */
+  async update(uploadId: string, run: number | undefined, changes: Record<string, string>): Promise<{ applied: boolean; statusChanged: boolean }> {
+    const args = Object.entries(changes).flat();
+    const [applied, changed] = (await this.redis.eval(
+      UPDATE,
+      1,
+      this.key(uploadId),
+      run === undefined ? '' : String(run),
+      this.channel(uploadId),
+      new Date().toISOString(),
+      ...args,
+    )) as [number, number];
+    return { applied: applied === 1, statusChanged: changed === 1 };
+  }
+
+  async setTask(uploadId: string, run: number, task: TaskName, state: TaskState, extra: Record<string, string> = {}) {
+    const clean = Object.fromEntries(Object.entries(state).filter(([, v]) => v !== undefined));
+    return this.update(uploadId, run, { [`task:${task}`]: JSON.stringify(clean), ...extra });
+  }
+
+  /** Merges `patch` into the task's state (read-modify-write; each task is written by one job at a time). */
+  async patchTask(uploadId: string, run: number, task: TaskName, patch: Partial<TaskState>, extra: Record<string, string> = {}) {
+    const current = await this.redis.hget(this.key(uploadId), `task:${task}`);
+    const state = { ...(current ? (JSON.parse(current) as TaskState) : { status: 'pending' as const }), ...patch };
+    return this.setTask(uploadId, run, task, state, extra);
+  }
+
+  async newRun(uploadId: string): Promise<number> {
+    return Number(await this.redis.eval(NEW_RUN, 1, this.key(uploadId), this.channel(uploadId), new Date().toISOString()));
+  }
+
+  async get(uploadId: string): Promise<RawRecord | undefined> {
+    const h = await this.redis.hgetall(this.key(uploadId));
+    if (!h.run || !h.base) return undefined;
+    const parse = <T>(v: string | undefined): T | undefined => (v ? (JSON.parse(v) as T) : undefined);
+    const tasks = Object.fromEntries(TASKS.map((t) => [t, parse<TaskState>(h[`task:${t}`]) ?? { status: 'pending' }])) as Record<TaskName, TaskState>;
+    const thumbnails = Object.entries(h)
+      .filter(([f]) => f.startsWith('thumb:'))
+      .map(([, v]) => JSON.parse(v) as StoredThumb)
+      .sort((a, b) => a.width - b.width || a.format.localeCompare(b.format));
+    return {
+      run: Number(h.run),
+      base: JSON.parse(h.base) as RecordBase,
+      status: h.status as UploadStatus,
+      updated_at: h.updated_at ?? '',
+      tasks,
+      thumbnails,
+      hls: parse(h['out:hls']),
+      mp4_key: h['out:mp4'] || undefined,
+      metadata: parse(h['out:metadata']),
+      reason: parse(h.reason),
+      quarantine_key: h['out:quarantine'] || undefined,
+    };
+  }
+}
+
+/** The public JSON document of the status API, with URLs made by `urlFor(key)`. */
+export function publicDocument(record: RawRecord, urlFor: (key: string) => string) {
+  const outputs: Record<string, unknown> = {
+    thumbnails: record.thumbnails.map((t) => ({ width: t.width, format: t.format, url: urlFor(t.key) })),
+  };
+  if (record.hls) outputs.hls = { master_url: urlFor(record.hls.master_key) };
+  if (record.mp4_key) outputs.mp4_url = urlFor(record.mp4_key);
+  if (record.metadata !== undefined) outputs.metadata = record.metadata;
+  return {
+    upload_id: record.base.upload_id,
+    status: record.status,
+    run: record.run,
+    filename: record.base.filename,
+    size: record.base.size,
+    content_type: record.base.content_type,
+    created_at: record.base.created_at,
+    updated_at: record.updated_at,
+    ...(record.reason ? { reason: record.reason } : {}),
+    tasks: { virus_scan: record.tasks.virus_scan, metadata: record.tasks.metadata, thumbnail: record.tasks.thumbnail, transcode: record.tasks.transcode },
+    outputs,
+  };
+}
+
+export type PublicDocument = ReturnType<typeof publicDocument>;
+
+/** Record base from the tus metadata (filename / filetype as sent by tus-js-client and Uppy). */
+export function baseFromMetadata(uploadId: string, size: number | null, metadata: Record<string, string | null | undefined>): RecordBase {
+  return {
+    upload_id: uploadId,
+    filename: metadata.filename ?? metadata.name ?? null,
+    size,
+    content_type: metadata.filetype ?? metadata.type ?? metadata.contentType ?? null,
+    created_at: new Date().toISOString(),
+  };
+}
