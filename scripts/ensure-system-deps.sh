@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the system programs tusk needs are installed (Debian/Ubuntu, apt-get).
-#   scripts/ensure-system-deps.sh start   all-in-one mode: redis-server, unless REDIS_URL is set
-#   scripts/ensure-system-deps.sh test    the test suite: redis-server, Ceph RGW (mon, osd, radosgw), curl
+#   scripts/ensure-system-deps.sh start   all-in-one mode: redis-server, unless REDIS_URL is set;
+#                                         ffmpeg/ffprobe and clamd (processing workers)
+#   scripts/ensure-system-deps.sh test    the test suite: redis-server, Ceph RGW (mon, osd, radosgw), curl,
+#                                         clamd (own test signatures), ffmpeg/ffprobe
 # Idempotent: when every program is already there it only checks PATH (no apt-get update).
 # Installs as root, or through sudo; otherwise prints the command to run and exits non-zero.
 set -euo pipefail
@@ -12,8 +14,10 @@ usage() { echo "usage: $0 start|test" >&2; exit 2; }
 # Each entry: "<program to look for>:<Debian package that provides it>".
 case "$1" in
   start)
-    if [ -n "${REDIS_URL:-}" ]; then exit 0; fi   # an external Redis is configured: nothing to install
-    wanted=(redis-server:redis-server)
+    # processing workers: ffmpeg/ffprobe (thumbnails, transcodes), clamd (virus scan)
+    wanted=(ffmpeg:ffmpeg ffprobe:ffmpeg clamd:clamav-daemon clamscan:clamav)
+    # an external Redis (REDIS_URL) needs no local redis-server
+    if [ -z "${REDIS_URL:-}" ]; then wanted+=(redis-server:redis-server); fi
     ;;
   test)
     wanted=(
@@ -21,6 +25,7 @@ case "$1" in
       radosgw:radosgw radosgw-admin:ceph-common ceph:ceph-common
       ceph-mon:ceph-mon monmaptool:ceph-base ceph-osd:ceph-osd
       curl:curl
+      clamd:clamav-daemon clamscan:clamav ffmpeg:ffmpeg ffprobe:ffmpeg
     )
     ;;
   *) usage ;;

@@ -4,6 +4,9 @@
 //   TEST_REDIS_URL, TEST_S3_ENDPOINT, TEST_S3_ACCESS_KEY_ID, TEST_S3_SECRET_ACCESS_KEY,
 //   TEST_S3_BUCKET, TEST_S3_REGION, TEST_RGW_DIR, TEST_RGW_SCRIPT, TEST_SERVICES_DIR,
 //   TEST_REPO_ROOT
+// and a clamd (test/infra/clamd.sh, our own EICAR signature database) for the processing steps:
+//   TEST_CLAMD_SOCKET, TEST_CLAMD_PORT, TEST_CLAMD_DIR, TEST_CLAMD_SCRIPT (not set, with a warning,
+//   when clamd cannot start: only the tests that need it fail then)
 // A slot belongs to one jest process at a time (file `owner`), so two test runs in the same
 // checkout do not stop each other's services. Daemons left in a free slot by an earlier run that
 // died are stopped first, unless TEST_REUSE_SERVICES=1 and they still work: then they are reused
@@ -148,10 +151,11 @@ async function sweepStaleSlots(servicesRoot: string, mine: string, redisScript: 
     slotDirs(servicesRoot)
       .filter((dir) => dir !== mine && fs.existsSync(dir))
       .map(async (dir) => {
-        const leftovers = ['state.json', 'rgw/ceph.conf', 'redis/redis.pid'].some((f) => fs.existsSync(path.join(dir, f)));
+        const leftovers = ['state.json', 'rgw/ceph.conf', 'redis/redis.pid', 'clamd/clamd.pid'].some((f) => fs.existsSync(path.join(dir, f)));
         if (!leftovers || !tryClaim(dir)) return;
         try {
           await Promise.all([runScript(rgwScript, ['stop'], { DIR: path.join(dir, 'rgw') }), runScript(redisScript, ['stop'], { DIR: path.join(dir, 'redis') })]);
+          await runScript(path.join(path.dirname(redisScript), 'clamd.sh'), ['stop'], { DIR: path.join(dir, 'clamd') });
           fs.rmSync(path.join(dir, 'state.json'), { force: true });
         } finally {
           release(dir);
@@ -183,6 +187,33 @@ function publish(root: string, slotDir: string, rgwScript: string, state: TestSe
   });
 }
 
+/** Starts (or, when reusing services, keeps) the slot's clamd and exports TEST_CLAMD_*. Never throws. */
+async function ensureClamd(root: string, slotDir: string, reuse: boolean): Promise<void> {
+  const script = path.join(root, 'test', 'infra', 'clamd.sh');
+  const dir = path.join(slotDir, 'clamd');
+  const exportClamd = (port: number) =>
+    Object.assign(process.env, { TEST_CLAMD_SOCKET: path.join(dir, 'clamd.sock'), TEST_CLAMD_PORT: String(port), TEST_CLAMD_DIR: dir, TEST_CLAMD_SCRIPT: script });
+  try {
+    if (reuse && (await runScript(script, ['status'], { DIR: dir }, 15_000)).code === 0) {
+      exportClamd(Number(fs.readFileSync(path.join(dir, 'port'), 'utf8').trim()));
+      return;
+    }
+    let last: ScriptResult | undefined;
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const [port] = (await freePorts(1)) as [number];
+      last = await runScript(script, ['start'], { DIR: dir, PORT: String(port) }, 60_000);
+      if (last.code === 0) {
+        exportClamd(port);
+        return;
+      }
+      if (last.code !== PORT_IN_USE) break;
+    }
+    process.stderr.write(`\ntest services: WARNING clamd did not start (exit ${last?.code}); virus-scan tests will fail:\n${last?.output ?? ''}\n`);
+  } catch (err) {
+    process.stderr.write(`\ntest services: WARNING clamd did not start: ${String(err)}\n`);
+  }
+}
+
 export default async function globalSetup(_globalConfig?: unknown, projectConfig?: { rootDir?: string }): Promise<void> {
   const started = Date.now();
   const root = path.resolve(projectConfig?.rootDir ?? process.cwd());
@@ -206,6 +237,7 @@ export default async function globalSetup(_globalConfig?: unknown, projectConfig
         const state = { ...previous, ownerPid: process.pid };
         fs.writeFileSync(stateFile, JSON.stringify(state, null, 2));
         publish(root, slotDir, rgwScript, state);
+        await ensureClamd(root, slotDir, true);
         process.stderr.write(`\ntest services: reusing Redis ${process.env.TEST_REDIS_URL} and S3 ${process.env.TEST_S3_ENDPOINT} (${slotDir})\n`);
         return;
       }
@@ -245,6 +277,7 @@ export default async function globalSetup(_globalConfig?: unknown, projectConfig
         };
         fs.writeFileSync(stateFile, JSON.stringify(state, null, 2));
         publish(root, slotDir, rgwScript, state);
+        await ensureClamd(root, slotDir, false);
         await sweeping;
         break;
       }
@@ -262,5 +295,5 @@ export default async function globalSetup(_globalConfig?: unknown, projectConfig
     throw err;
   }
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  process.stderr.write(`\ntest services: Redis ${process.env.TEST_REDIS_URL}, S3 ${process.env.TEST_S3_ENDPOINT} bucket ${BUCKET} (started in ${seconds} s, ${slotDir})\n`);
+  process.stderr.write(`\ntest services: Redis ${process.env.TEST_REDIS_URL}, S3 ${process.env.TEST_S3_ENDPOINT} bucket ${BUCKET}, clamd ${process.env.TEST_CLAMD_PORT ?? '(none)'} (started in ${seconds} s, ${slotDir})\n`);
 }

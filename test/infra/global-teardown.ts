@@ -1,5 +1,5 @@
 // Jest globalTeardown: stops the services global-setup.ts started (radosgw, then the OSD, then
-// the monitor; and Redis) and releases the slot. With TEST_REUSE_SERVICES=1 they are left running
+// the monitor; Redis; clamd) and releases the slot. With TEST_REUSE_SERVICES=1 they are left running
 // for the next run to reuse. Loaded like global-setup.ts: import node built-ins only.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -36,6 +36,8 @@ export default async function globalTeardown(_globalConfig?: unknown, projectCon
       run(path.join(root, 'test', 'infra', 'rgw.sh'), ['stop'], { DIR: path.join(slotDir, 'rgw') }),
       run(path.join(root, 'test', 'infra', 'redis.sh'), ['stop'], { DIR: path.join(slotDir, 'redis') }),
     ]);
+    const clamd = await run(path.join(root, 'test', 'infra', 'clamd.sh'), ['stop'], { DIR: path.join(slotDir, 'clamd') });
+    if (clamd.code !== 0) console.error(`test services: clamd.sh stop failed (exit ${clamd.code}):\n${clamd.output}`);
     fs.rmSync(path.join(slotDir, 'state.json'), { force: true });
     for (const [name, result] of [['rgw.sh', rgw], ['redis.sh', redis]] as const) {
       if (result.code !== 0) console.error(`test services: ${name} stop failed (exit ${result.code}):\n${result.output}`);
