@@ -15,6 +15,7 @@ import { healthz, readyz, type ReadinessDeps } from './health.js';
 import { createDatastore, uploadsDirectory } from './tus/datastore.js';
 import { createTusEndpoint, TUS_PATH } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
+import { createApiRouter } from './api/uploads.js';
 
 export interface RunningServer {
   port: number;
@@ -80,6 +81,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
   app.all([TUS_PATH, `${TUS_PATH}/`, `${TUS_PATH}/*rest`], (req, res) => {
     void tusEndpoint.handle(req, res);
   });
+  app.use(createApiRouter(config, redisUrl, logger));
   app.use((_req, res) => {
     res.status(404).json({ error: { code: 'not_found', message: 'No such route' } });
   });

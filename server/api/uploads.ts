@@ -1,0 +1,181 @@
+// The status API (JSON):
+//   GET  /api/uploads/:id             the upload's status document (404 {error:{code,message}})
+//   GET  /api/uploads/:id/events      Server-Sent Events: the current document first, then the
+//                                     document again on every status/progress change (Redis
+//                                     pub/sub, so changes made by any worker reach every API
+//                                     instance); a comment line every 15 s as a heartbeat
+//   POST /api/uploads/:id/reprocess   202: runs the pipeline again (a new run; outputs overwritten)
+//   GET  /api/files/derived/<id>/...  file store only: the derived outputs (S3 uses presigned URLs)
+// The router opens its own two Redis connections (commands, subscriber) and closes SSE streams on
+// SIGTERM/SIGINT so that graceful shutdown is not held up by them.
+import { Queue } from 'bullmq';
+import express, { type Request, type Response, type Router } from 'express';
+import type { Config } from '../../config/index.js';
+import type { Logger } from '../../lib/logger.js';
+import { connectRedis } from '../../lib/redis.js';
+import { queueReprocess } from '../../workers/pipeline/reprocess.js';
+import { publicDocument, RecordStore, TERMINAL } from '../../workers/pipeline/record.js';
+import { PROCESS_UPLOAD_QUEUE } from '../../workers/queues.js';
+import { createObjectStorage, DERIVED_PREFIX } from '../../workers/storage.js';
+
+const HEARTBEAT_MS = 15_000;
+
+function notFound(res: Response, id: string): void {
+  res.status(404).json({ error: { code: 'not_found', message: `No upload with id "${id}"` } });
+}
+
+export function createApiRouter(config: Config, redisUrl: string, logger: Logger): Router {
+  const log = logger.child({ component: 'api' });
+  const redis = connectRedis(redisUrl, { maxRetriesPerRequest: 2, connectTimeout: 5000 });
+  const subscriber = connectRedis(redisUrl, { connectTimeout: 5000 });
+  for (const conn of [redis, subscriber]) conn.on('error', (err) => log.warn({ err: err.message }, 'Redis connection error'));
+  const records = new RecordStore(redis, config.redisPrefix);
+  const storage = createObjectStorage(config);
+  const queue = new Queue(PROCESS_UPLOAD_QUEUE, { connection: redis, prefix: `${config.redisPrefix}bull` });
+  queue.on('error', (err) => log.warn({ err: err.message }, 'queue connection error'));
+
+  const baseUrl = (req: Request) => config.publicUrl ?? `${req.protocol}://${req.get('host')}`;
+  const documentOf = async (id: string, req: Request) => {
+    const rec = await records.get(id);
+    return rec ? publicDocument(rec, (key) => storage.urlFor(key, baseUrl(req))) : undefined;
+  };
+
+  // One subscriber connection for all streams: channel -> listeners.
+  const listeners = new Map<string, Set<() => void>>();
+  subscriber.on('message', (channel: string) => {
+    for (const fn of listeners.get(channel) ?? []) fn();
+  });
+  const streams = new Set<Response>();
+  const endStreams = () => {
+    for (const res of streams) res.end();
+  };
+  process.once('SIGTERM', endStreams);
+  process.once('SIGINT', endStreams);
+
+  const router = express.Router();
+  const validId = (id: string) => /^[A-Za-z0-9_.+-]{1,200}$/.test(id);
+
+  router.get('/api/uploads/:id', async (req, res) => {
+    const id = req.params.id;
+    try {
+      const doc = validId(id) ? await documentOf(id, req) : undefined;
+      if (!doc) return notFound(res, id);
+      res.set('Cache-Control', 'no-store').json(doc);
+    } catch (err) {
+      log.warn({ err, uploadId: id }, 'status lookup failed');
+      res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } });
+    }
+  });
+
+  router.get('/api/uploads/:id/events', async (req, res) => {
+    const id = req.params.id;
+    let first;
+    try {
+      first = validId(id) ? await documentOf(id, req) : undefined;
+    } catch {
+      res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } });
+      return;
+    }
+    if (!first) return notFound(res, id);
+    res.status(200).set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    res.flushHeaders();
+    req.socket.setTimeout(0); // the server's idle timeout is for uploads; heartbeats keep proxies happy
+    streams.add(res);
+    let seq = 0;
+    let lastSent = '';
+    const send = (doc: unknown) => {
+      const json = JSON.stringify(doc);
+      if (json === lastSent) return;
+      lastSent = json;
+      res.write(`id: ${++seq}\nevent: status\ndata: ${json}\n\n`);
+    };
+    // Coalesced: while one read is running, further notifications just ask for one more read.
+    let reading = false;
+    let again = false;
+    const refresh = async () => {
+      if (reading) {
+        again = true;
+        return;
+      }
+      reading = true;
+      try {
+        do {
+          again = false;
+          const doc = await documentOf(id, req);
+          if (doc) send(doc);
+        } while (again);
+      } catch (err) {
+        log.debug({ err, uploadId: id }, 'SSE refresh failed');
+      } finally {
+        reading = false;
+      }
+    };
+    const channel = records.channel(id);
+    let set = listeners.get(channel);
+    if (!set) {
+      set = new Set();
+      listeners.set(channel, set);
+      await subscriber.subscribe(channel);
+    }
+    const listener = () => void refresh();
+    set.add(listener);
+    send(first);
+    void refresh(); // a change between the first read and the subscription
+    const heartbeat = setInterval(() => res.write(`: heartbeat ${new Date().toISOString()}\n\n`), HEARTBEAT_MS);
+    res.on('close', () => {
+      clearInterval(heartbeat);
+      streams.delete(res);
+      set.delete(listener);
+      if (set.size === 0) {
+        listeners.delete(channel);
+        void subscriber.unsubscribe(channel).catch(() => {});
+      }
+    });
+  });
+
+  router.post('/api/uploads/:id/reprocess', async (req, res) => {
+    const id = req.params.id;
+    try {
+      const rec = validId(id) ? await records.get(id) : undefined;
+      if (!rec) return notFound(res, id);
+      if (!rec.base.source) {
+        res.status(409).json({ error: { code: 'not_finished', message: 'The upload has not finished; nothing to process yet' } });
+        return;
+      }
+      if (rec.reason?.code === 'infected') {
+        res.status(409).json({ error: { code: 'quarantined', message: 'The upload was rejected as infected and is quarantined; it is not processed again' } });
+        return;
+      }
+      if (!TERMINAL.includes(rec.status) && req.query.force !== '1') {
+        res.status(409).json({ error: { code: 'in_progress', message: `The pipeline is still running (status ${rec.status}); add ?force=1 to start over` } });
+        return;
+      }
+      const run = await queueReprocess(records, queue, id);
+      if (!run) return notFound(res, id);
+      log.info({ uploadId: id, run }, 'reprocess queued');
+      res.status(202).json(await documentOf(id, req));
+    } catch (err) {
+      log.warn({ err, uploadId: id }, 'reprocess failed');
+      res.status(503).json({ error: { code: 'unavailable', message: 'Could not queue the reprocess' } });
+    }
+  });
+
+  if (storage.kind === 'file' && storage.localPath) {
+    const localPath = storage.localPath.bind(storage);
+    router.get(`/api/files/${DERIVED_PREFIX}/*rest`, (req, res) => {
+      const rest = (req.params as { rest?: string[] | string }).rest;
+      const key = `${DERIVED_PREFIX}/${Array.isArray(rest) ? rest.join('/') : (rest ?? '')}`;
+      let file: string;
+      try {
+        file = localPath(key);
+      } catch {
+        return notFound(res, key);
+      }
+      res.sendFile(file, { dotfiles: 'deny', maxAge: 0 }, (err) => {
+        if (err && !res.headersSent) notFound(res, key);
+      });
+    });
+  }
+
+  return router;
+}
