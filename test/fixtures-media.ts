@@ -24,7 +24,11 @@ export interface VideoSpec {
   seconds: number;
   fps?: number;
   audio?: boolean;
-  /** Written as the stream's rotate tag (display matrix). */
+  /**
+   * Value of the rotate tag set on a stream-copy remux, which ffmpeg 5.1 turns into a display
+   * matrix. Note: ffmpeg 5.1 then shows rotate=90 turned 90 degrees COUNTER-clockwise (ffprobe
+   * side data rotation: 90), i.e. 270 clockwise in MediaMetadata.rotation terms.
+   */
   rotate?: number;
 }
 
@@ -34,9 +38,15 @@ export async function makeVideo(file: string, spec: VideoSpec): Promise<string> 
   if (spec.audio !== false) args.push('-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000');
   args.push('-t', String(spec.seconds), '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p');
   if (spec.audio !== false) args.push('-c:a', 'aac', '-b:a', '96k');
-  if (spec.rotate) args.push('-metadata:s:v:0', `rotate=${spec.rotate}`);
-  args.push(file);
-  await ffmpeg(args);
+  if (!spec.rotate) {
+    await ffmpeg([...args, file]);
+    return file;
+  }
+  // An encode drops the tag (autorotate); a stream copy keeps it.
+  const plain = `${file}.plain.mp4`;
+  await ffmpeg([...args, plain]);
+  await ffmpeg(['-i', plain, '-c', 'copy', '-metadata:s:v:0', `rotate=${spec.rotate}`, file]);
+  await fs.rm(plain, { force: true });
   return file;
 }
 

@@ -1,0 +1,149 @@
+// metadata + validation steps: type detection from the bytes, allow-list, ffprobe/sharp metadata.
+// Media generated at test time (test/fixtures-media.ts).
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from '../workers/steps/detect-type.js';
+import { extractMetadata } from '../workers/steps/metadata.js';
+import { MediaError } from '../workers/steps/types.js';
+import { ffprobe, FfmpegError, runFfmpeg } from '../workers/media/ffmpeg.js';
+import { makeAudio, makeJpeg, makePng, makePngBomb, makeRotatedJpegWithGps, makeVideo, tempDir, truncateCopy } from './fixtures-media.js';
+
+let dir: string;
+let video1080: string;
+
+beforeAll(async () => {
+  dir = await tempDir('tusk-steps-meta-');
+  video1080 = await makeVideo(path.join(dir, 'v1080.mp4'), { width: 1920, height: 1080, seconds: 2 });
+});
+afterAll(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe('detectType / isAllowedType', () => {
+  test('a .jpg that is really an ELF executable is not an image and not allowed', async () => {
+    const fake = path.join(dir, 'holiday.jpg');
+    await fs.copyFile('/bin/true', fake);
+    const detected = await detectType(fake);
+    expect(detected?.kind).not.toBe('image');
+    expect(detected?.mime).toBe('application/x-elf');
+    expect(isAllowedType(detected?.mime, DEFAULT_ALLOWED_TYPES)).toBe(false);
+    expect(isAllowedType(detected?.mime, ['image/*'])).toBe(false);
+  });
+
+  test('plain text has no signature: undefined, and undefined is never allowed', async () => {
+    const txt = path.join(dir, 'a.png');
+    await fs.writeFile(txt, 'hello, I am not a PNG\n');
+    expect(await detectType(txt)).toBeUndefined();
+    expect(isAllowedType(undefined, ['*/*'])).toBe(false);
+  });
+
+  test('PNG, JPEG, MP4, M4A are detected from their bytes whatever the name', async () => {
+    const png = await makePng(path.join(dir, 'png.bin'));
+    const jpg = await makeJpeg(path.join(dir, 'jpeg.txt'));
+    const m4a = await makeAudio(path.join(dir, 'tone.m4a'), 1);
+    expect(await detectType(png)).toEqual({ mime: 'image/png', ext: 'png', kind: 'image' });
+    expect(await detectType(jpg)).toEqual({ mime: 'image/jpeg', ext: 'jpg', kind: 'image' });
+    expect(await detectType(video1080)).toEqual({ mime: 'video/mp4', ext: 'mp4', kind: 'video' });
+    const audio = await detectType(m4a);
+    expect(audio?.kind).toBe('audio');
+    for (const d of [png, jpg, video1080, m4a]) expect(isAllowedType((await detectType(d))?.mime, DEFAULT_ALLOWED_TYPES)).toBe(true);
+  });
+
+  test('allow-list wildcards, parameters, case', () => {
+    expect(isAllowedType('image/heic', ['image/*'])).toBe(true);
+    expect(isAllowedType('video/mp4', ['image/*', 'audio/*'])).toBe(false);
+    expect(isAllowedType('AUDIO/OGG; codecs=opus', ['audio/ogg'])).toBe(true);
+    expect(isAllowedType('application/pdf', ['*/*'])).toBe(true);
+    expect(isAllowedType('application/x-msdownload', DEFAULT_ALLOWED_TYPES)).toBe(false);
+    expect(isAllowedType('garbage', ['*'])).toBe(false);
+    expect(parseAllowList('image/*, video/mp4  application/pdf')).toEqual(['image/*', 'video/mp4', 'application/pdf']);
+    expect(parseAllowList('')).toEqual([...DEFAULT_ALLOWED_TYPES]);
+  });
+});
+
+describe('extractMetadata', () => {
+  test('2 s 1080p H.264/AAC video via ffprobe', async () => {
+    const started = Date.now();
+    const meta = await extractMetadata(video1080, { mime: 'video/mp4', ext: 'mp4', kind: 'video' });
+    const ms = Date.now() - started;
+    expect(meta).toMatchObject({ kind: 'video', width: 1920, height: 1080, displayWidth: 1920, displayHeight: 1080, videoCodec: 'h264', audioCodec: 'aac', rotation: 0, fps: 30, hasAudio: true, hasVideo: true });
+    expect(meta.durationSec).toBeCloseTo(2, 0);
+    expect(meta.container).toMatch(/mp4/);
+    expect(meta.bitrate).toBeGreaterThan(0);
+    expect(ms).toBeLessThan(2000);
+  });
+
+  test('rotation from the display matrix (ffprobe rotation 90 = counter-clockwise -> 270 clockwise, display size swapped)', async () => {
+    const rotated = await makeVideo(path.join(dir, 'rot.mp4'), { width: 320, height: 240, seconds: 1, audio: false, rotate: 90 });
+    const meta = await extractMetadata(rotated, { mime: 'video/mp4', ext: 'mp4', kind: 'video' });
+    expect(meta).toMatchObject({ width: 320, height: 240, rotation: 270, displayWidth: 240, displayHeight: 320, hasAudio: false });
+    expect(meta.audioCodec).toBeUndefined();
+  });
+
+  test('audio-only M4A', async () => {
+    const m4a = await makeAudio(path.join(dir, 'tone3.m4a'), 3);
+    const meta = await extractMetadata(m4a, { mime: 'audio/x-m4a', ext: 'm4a', kind: 'audio' });
+    expect(meta).toMatchObject({ kind: 'audio', audioCodec: 'aac', hasVideo: false, hasAudio: true });
+    expect(meta.durationSec).toBeCloseTo(3, 0);
+    expect(meta.width).toBeUndefined();
+  });
+
+  test('JPEG with EXIF orientation 6 and GPS: dimensions, orientation, hasGps only (no coordinates)', async () => {
+    const jpg = await makeRotatedJpegWithGps(path.join(dir, 'gps.jpg'), 600, 400);
+    const meta = await extractMetadata(jpg, { mime: 'image/jpeg', ext: 'jpg', kind: 'image' });
+    expect(meta).toMatchObject({ kind: 'image', format: 'jpeg', width: 600, height: 400, displayWidth: 400, displayHeight: 600, orientation: 6, hasGps: true });
+    expect(Object.keys(meta).filter((k) => /gps|lat|lon/i.test(k))).toEqual(['hasGps']);
+    expect(JSON.stringify(meta)).not.toMatch(/GPS|Latitude|Longitude/);
+    const plain = await extractMetadata(await makeJpeg(path.join(dir, 'plain.jpg')), { mime: 'image/jpeg', ext: 'jpg', kind: 'image' });
+    expect(plain.hasGps).toBe(false);
+  });
+
+  test('PNG bomb -> MediaError pixel_limit at once', async () => {
+    const bomb = await makePngBomb(path.join(dir, 'bomb.png'));
+    const started = Date.now();
+    const err = await extractMetadata(bomb, { mime: 'image/png', ext: 'png', kind: 'image' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MediaError);
+    expect((err as MediaError).code).toBe('pixel_limit');
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  test('truncated MP4 (first 30%) -> MediaError truncated with a reason, quickly', async () => {
+    const truncated = await truncateCopy(video1080, path.join(dir, 'trunc.mp4'), 0.3);
+    const started = Date.now();
+    const err = await extractMetadata(truncated, { mime: 'video/mp4', ext: 'mp4', kind: 'video' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MediaError);
+    expect((err as MediaError).code).toBe('truncated');
+    expect((err as MediaError).reason).toMatch(/moov atom not found|Invalid data/);
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+});
+
+describe('workers/media/ffmpeg', () => {
+  test('ffprobe of a missing binary fails as FfmpegError(spawnFailed), not MediaError', async () => {
+    const err = await ffprobe(video1080, 5000, { ffprobePath: '/nonexistent/ffprobe' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FfmpegError);
+    expect((err as FfmpegError).details.spawnFailed).toBe(true);
+    const meta = await extractMetadata(video1080, { mime: 'video/mp4', ext: 'mp4', kind: 'video' }, { ffmpeg: { ffprobePath: '/nonexistent/ffprobe' } }).catch((e: unknown) => e);
+    expect(meta).toBeInstanceOf(FfmpegError);
+  });
+
+  test('runFfmpeg: time limit kills the process; abort kills it; stderr tail in errors', async () => {
+    const endless = ['-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30', '-f', 'null', '-'];
+    let started = Date.now();
+    const timedOut = await runFfmpeg(endless, { timeoutMs: 500 }).catch((e: unknown) => e);
+    expect(timedOut).toBeInstanceOf(FfmpegError);
+    expect((timedOut as FfmpegError).details.timedOut).toBe(true);
+    expect(Date.now() - started).toBeLessThan(4000);
+
+    const controller = new AbortController();
+    started = Date.now();
+    setTimeout(() => controller.abort(), 300);
+    const aborted = await runFfmpeg(endless, { timeoutMs: 60_000, signal: controller.signal }).catch((e: unknown) => e);
+    expect((aborted as FfmpegError).details.aborted).toBe(true);
+    expect(Date.now() - started).toBeLessThan(4000);
+
+    const bad = await runFfmpeg(['-i', path.join(dir, 'nope.mp4'), '-f', 'null', '-'], { timeoutMs: 10_000 }).catch((e: unknown) => e);
+    expect((bad as FfmpegError).details.stderrTail).toMatch(/No such file/);
+    expect(String(bad)).toMatch(/No such file/);
+  });
+});
