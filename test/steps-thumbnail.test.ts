@@ -22,7 +22,7 @@ async function rgbAt(file: string, x: number, y: number): Promise<[number, numbe
 }
 
 const isRed = ([r, g, b]: [number, number, number]) => r > 180 && g < 80 && b < 80;
-const isBlue = ([r, g, b]: [number, number, number]) => b > 150 && r < 100;
+const isBlue = ([r, , b]: [number, number, number]) => b > 150 && r < 100;
 
 test('plannedWidths: ascending, never wider than the source, clipped once to the source width', () => {
   expect(plannedWidths([1280, 160, 640], 4000)).toEqual([160, 640, 1280]);
