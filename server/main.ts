@@ -13,6 +13,7 @@ import { UploadFinishedHook } from '../hooks/upload-finished.js';
 import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob } from '../workers/queues.js';
 import { healthz, readyz, type ReadinessDeps } from './health.js';
 import { createDatastore, uploadsDirectory } from './tus/datastore.js';
+import { ConcatRegistry } from './tus/concatenation.js';
 import { createTusEndpoint, TUS_PATH } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
 import { createApiRouter } from './api/uploads.js';
@@ -69,6 +70,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
     locker,
     finished,
     downloadStorage: storage.kind === 's3' ? storage : { kind: 'file' },
+    concat: new ConcatRegistry(redis, config.redisPrefix, config.uploadExpiryMs + 86_400_000),
     logger: logger.child({ component: 'tus' }),
   });
 

@@ -12,6 +12,15 @@ import type { Logger } from '../../lib/logger.js';
 import { validateNewUpload } from '../../hooks/upload-create.js';
 import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
 import { CHECKSUM_ALGORITHMS, checksumSource, discardSpool, spoolAndVerify } from './checksum.js';
+import {
+  canConcatenate,
+  ConcatError,
+  createFinalUpload,
+  isCreatingPartial,
+  parseConcatHeader,
+  runCreatingPartial,
+  type ConcatRegistry,
+} from './concatenation.js';
 import { createDownloadHandler, type DownloadStorage } from './download.js';
 import { mapTusError } from './errors.js';
 import { applyMethodOverride, checkTusRequest, type GateError } from './protocol-gate.js';
@@ -34,8 +43,10 @@ export function createTusEndpoint(deps: {
   locker: Locker;
   finished: UploadFinishedHook;
   downloadStorage: DownloadStorage;
+  concat: ConcatRegistry;
   logger: Logger;
 }): TusEndpoint {
+  const { concat } = deps;
   const { config, datastore, locker, finished, logger } = deps;
   const download = createDownloadHandler({ datastore, storage: deps.downloadStorage, logger });
   const publicUrl = config.publicUrl;
@@ -52,11 +63,13 @@ export function createTusEndpoint(deps: {
     ...(publicUrl ? { generateUrl: (_req, { path, id }) => `${publicUrl}${path}/${id}` } : {}),
     onUploadCreate: async (_req, upload) => {
       validateNewUpload(upload);
+      if (isCreatingPartial()) await concat.markPartial(upload.id);
       await finished.created(upload); // status record `uploading` (workers/pipeline/record.ts)
       return {};
     },
     onUploadFinish: async (_req, upload) => {
-      await finished.enqueue(upload);
+      // A partial upload is only material for a final one: nothing to process on its own.
+      if (!isCreatingPartial() && (await concat.headerOf(upload.id)) !== 'partial') await finished.enqueue(upload);
       return {};
     },
     onResponseError: (req, err) => mapTusError(err, logger, { method: req.method, url: req.url }),
@@ -75,15 +88,27 @@ export function createTusEndpoint(deps: {
       }
       const gateError = checkTusRequest(req);
       if (gateError) {
-        sendGateError(req, res, gateError, config);
+        sendTusText(req, res, gateError, config);
+        return;
+      }
+      const concatHeader = req.method === 'POST' ? req.headers['upload-concat'] : undefined;
+      if (typeof concatHeader === 'string') {
+        await createConcatenated(req, res, concatHeader);
+        return;
+      }
+      if (req.method === 'PATCH' && id && (await concat.headerOf(id))?.startsWith('final;')) {
+        sendTusText(req, res, { status: 403, body: 'A final upload (Upload-Concat: final) cannot be patched\n' }, config);
         return;
       }
       const response = await forwardToTus(req, res);
       if (!response) return;
-      if (req.method === 'OPTIONS') advertiseChecksums(response);
+      if (id && req.method === 'DELETE' && response.status === 204) await concat.forget(id);
+      if (req.method === 'OPTIONS') advertiseExtensions(response, canConcatenate(datastore));
       if (response.status === 503) response.headers.set('Retry-After', String(RETRY_AFTER_SECONDS));
       if (req.method === 'HEAD' && response.status === 200 && id) {
-        await ensureFinishQueued(response, id);
+        const concatValue = await concat.headerOf(id);
+        if (concatValue) response.headers.set('Upload-Concat', concatValue);
+        if (concatValue !== 'partial') await ensureFinishQueued(response, id);
         await addUploadExpires(response, id);
       }
       await sendNodeResponse(res, response);
@@ -101,6 +126,43 @@ export function createTusEndpoint(deps: {
     }
   }
 
+  /** POST with Upload-Concat (see concatenation.ts). */
+  async function createConcatenated(req: IncomingMessage, res: ServerResponse, value: string): Promise<void> {
+    const parsed = parseConcatHeader(value);
+    if (parsed.kind === 'invalid' || !canConcatenate(datastore)) {
+      const body = parsed.kind === 'invalid' ? `${parsed.reason}\n` : 'Concatenation is not supported by this store\n';
+      sendTusText(req, res, { status: parsed.kind === 'invalid' ? 400 : 501, body }, config);
+      return;
+    }
+    if (parsed.kind === 'partial') {
+      // @tus/server would refuse the header (501): it creates a plain upload we remember as partial.
+      removeHeader(req, 'upload-concat');
+      const response = await runCreatingPartial(() => forwardToTus(req, res));
+      if (response) await sendNodeResponse(res, response);
+      return;
+    }
+    let final;
+    try {
+      final = await createFinalUpload({
+        store: datastore,
+        registry: concat,
+        tusPath: TUS_PATH,
+        maxSize: config.maxUploadSize,
+        urls: parsed.urls,
+        metadataHeader: typeof req.headers['upload-metadata'] === 'string' ? req.headers['upload-metadata'] : undefined,
+      });
+    } catch (err) {
+      if (!(err instanceof ConcatError)) throw err;
+      sendTusText(req, res, { status: err.status_code, body: err.body }, config);
+      return;
+    }
+    await finished.created(final);
+    await finished.enqueue(final);
+    const location = tus.handlers.POST.generateUrl(new NodeRequest({ req, res }), final.id);
+    const headers = { Location: location, 'Upload-Concat': `final;${parsed.urls.join(' ')}`, ...corsHeaders(req, config) };
+    sendTusText(req, res, { status: 201, body: '', headers }, config);
+  }
+
   /**
    * Hands the request to @tus/server. A request with a checksum is first spooled and verified
    * (checksum.ts); then the verified bytes are replayed from the spool. Returns undefined when
@@ -114,11 +176,11 @@ export function createTusEndpoint(deps: {
     }
     const spooled = await spoolAndVerify(req, source);
     if (spooled.verdict === 'invalid') {
-      sendGateError(req, res, { status: 400, body: `${spooled.reason}\n` }, config);
+      sendTusText(req, res, { status: 400, body: `${spooled.reason}\n` }, config);
       return undefined;
     }
     if (spooled.verdict === 'mismatch') {
-      sendGateError(req, res, { status: 460, body: 'Checksum Mismatch\n' }, config);
+      sendTusText(req, res, { status: 460, body: 'Checksum Mismatch\n' }, config);
       return undefined;
     }
     try {
@@ -173,6 +235,14 @@ export function createTusEndpoint(deps: {
   return { tus, handle, inFlight: () => inFlight };
 }
 
+/** Removes a request header before the request is handed on (srvx reads rawHeaders too). */
+function removeHeader(req: IncomingMessage, lowerName: string): void {
+  delete req.headers[lowerName];
+  for (let i = req.rawHeaders.length - 2; i >= 0; i -= 2) {
+    if (req.rawHeaders[i]?.toLowerCase() === lowerName) req.rawHeaders.splice(i, 2);
+  }
+}
+
 /** The upload id of /files/<id>, or undefined for /files/ itself. */
 function uploadIdOf(req: IncomingMessage): string | undefined {
   const path = (req.url ?? '').split('?')[0] ?? '';
@@ -186,10 +256,11 @@ function uploadIdOf(req: IncomingMessage): string | undefined {
   }
 }
 
-/** OPTIONS: the checksum extensions live in this layer, not in the stores @tus/server asks. */
-function advertiseChecksums(response: Response): void {
+/** OPTIONS: checksum and concatenation live in this layer, not in the stores @tus/server asks. */
+function advertiseExtensions(response: Response, concatenation: boolean): void {
   const extensions = response.headers.get('tus-extension');
-  if (extensions !== null) response.headers.set('Tus-Extension', `${extensions},checksum,checksum-trailer`);
+  const ours = ['checksum', 'checksum-trailer', ...(concatenation ? ['concatenation'] : [])];
+  if (extensions !== null) response.headers.set('Tus-Extension', [extensions, ...ours].join(','));
   response.headers.set('Tus-Checksum-Algorithm', CHECKSUM_ALGORITHMS.join(','));
 }
 
@@ -204,7 +275,8 @@ function corsHeaders(req: IncomingMessage, config: Config): Record<string, strin
 /** Reason phrases Node does not know (tus checksum extension). */
 const REASON_PHRASES: Record<number, string> = { 460: 'Checksum Mismatch' };
 
-function sendGateError(req: IncomingMessage, res: ServerResponse, error: GateError, config: Config): void {
+/** A short text answer written by tusk itself (gate errors, 460, the final-upload 201), with tus and CORS headers. */
+function sendTusText(req: IncomingMessage, res: ServerResponse, error: GateError, config: Config): void {
   const headers = {
     'Content-Type': 'text/plain; charset=utf-8',
     'Content-Length': Buffer.byteLength(error.body),

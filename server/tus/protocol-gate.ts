@@ -3,6 +3,7 @@
 // 403 (not 415 / 400) to a wrong Content-Type or a missing Upload-Offset on PATCH, and
 // ignores X-HTTP-Method-Override. Returns the error to send, or null to let the request through.
 import type { IncomingMessage } from 'node:http';
+import { parseConcatHeader } from './concatenation.js';
 
 export const TUS_VERSION = '1.0.0';
 
@@ -62,7 +63,14 @@ export function checkTusRequest(req: IncomingMessage): GateError | null {
   if (deferLength !== undefined && deferLength.trim() !== '1') {
     return { status: 400, body: 'Upload-Defer-Length must be 1\n' };
   }
-  if (method === 'POST' && (length === undefined) === (deferLength === undefined)) {
+  const concat = method === 'POST' ? header(req, 'upload-concat') : undefined;
+  const concatKind = concat === undefined ? undefined : parseConcatHeader(concat);
+  if (concatKind?.kind === 'invalid') return { status: 400, body: `${concatKind.reason}\n` };
+  const isFinalConcat = concatKind?.kind === 'final';
+  if (isFinalConcat && (length !== undefined || deferLength !== undefined)) {
+    return { status: 400, body: 'A final upload (Upload-Concat: final) must not carry Upload-Length or Upload-Defer-Length\n' };
+  }
+  if (method === 'POST' && !isFinalConcat && (length === undefined) === (deferLength === undefined)) {
     return { status: 400, body: 'Exactly one of Upload-Length or Upload-Defer-Length is required\n' };
   }
   return null;

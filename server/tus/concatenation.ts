@@ -1,0 +1,133 @@
+// tus concatenation extension (parallel uploads), for both stores. @tus/server answers 501 to
+// Upload-Concat, so tusk handles it here:
+//   POST  Upload-Concat: partial           created by @tus/server as usual; remembered as partial,
+//                                          and its finish queues no processing job
+//   POST  Upload-Concat: final;<url> ...   built here from FINISHED partials (the store concatenates
+//                                          server-side), queued for processing like any upload;
+//                                          the partials are then deleted (they would otherwise
+//                                          never expire: finished uploads do not)
+//   HEAD  on a partial or final upload      Upload-Concat reported
+//   PATCH on a final upload                 403
+// What is partial or final lives in Redis: `${prefix}concat:{<id>}` = "partial" | "final;<urls>".
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Metadata, Uid, Upload, type DataStore } from '@tus/utils';
+import type { Redis } from 'ioredis';
+import { HookRejection, validateNewUpload } from '../../hooks/upload-create.js';
+
+/** A store that can build a final upload from finished partial uploads, server-side. */
+export interface ConcatenatingStore {
+  concatenate(final: Upload, partials: Upload[]): Promise<Upload>;
+}
+
+export function canConcatenate(store: DataStore): store is DataStore & ConcatenatingStore {
+  return typeof (store as Partial<ConcatenatingStore>).concatenate === 'function';
+}
+
+export type ConcatHeader = { kind: 'partial' } | { kind: 'final'; urls: string[] } | { kind: 'invalid'; reason: string };
+
+export function parseConcatHeader(value: string): ConcatHeader {
+  const trimmed = value.trim();
+  if (trimmed === 'partial') return { kind: 'partial' };
+  if (trimmed.startsWith('final;')) {
+    const urls = trimmed.slice('final;'.length).trim().split(/ +/).filter(Boolean);
+    if (urls.length === 0) return { kind: 'invalid', reason: 'Upload-Concat: final needs at least one partial upload URL' };
+    return { kind: 'final', urls };
+  }
+  return { kind: 'invalid', reason: 'Upload-Concat must be "partial" or "final;<url> <url> ..."' };
+}
+
+/** Is the request being handled creating a partial upload? (read by the create/finish hooks) */
+const creatingPartial = new AsyncLocalStorage<boolean>();
+export const runCreatingPartial = <T>(fn: () => T): T => creatingPartial.run(true, fn);
+export const isCreatingPartial = (): boolean => creatingPartial.getStore() === true;
+
+export class ConcatRegistry {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    /** Partial records expire with unfinished uploads (plus a day); final ones live with the upload. */
+    private readonly partialTtlMs: number,
+  ) {}
+
+  private key(id: string): string {
+    return `${this.prefix}concat:{${id}}`;
+  }
+  async markPartial(id: string): Promise<void> {
+    await this.redis.set(this.key(id), 'partial', 'PX', this.partialTtlMs);
+  }
+  async markFinal(id: string, urls: string[]): Promise<void> {
+    await this.redis.set(this.key(id), `final;${urls.join(' ')}`);
+  }
+  /** The Upload-Concat value to report for an upload, if any. */
+  async headerOf(id: string): Promise<string | undefined> {
+    return (await this.redis.get(this.key(id))) ?? undefined;
+  }
+  async forget(id: string): Promise<void> {
+    await this.redis.del(this.key(id));
+  }
+}
+
+export class ConcatError extends HookRejection {}
+
+/** The upload id in a partial upload URL (absolute, or relative to the server), if it is ours. */
+export function partialIdOf(url: string, tusPath: string): string | undefined {
+  let pathname: string;
+  try {
+    pathname = new URL(url, 'http://placeholder').pathname;
+  } catch {
+    return undefined;
+  }
+  if (!pathname.startsWith(`${tusPath}/`)) return undefined;
+  const id = pathname.slice(tusPath.length + 1).replace(/\/$/, '');
+  return id && !id.includes('/') ? decodeURIComponent(id) : undefined;
+}
+
+/**
+ * Creates the final upload of `Upload-Concat: final;...` from finished partial uploads.
+ * Throws ConcatError (400 / 413) for bad requests; storage errors propagate.
+ */
+export async function createFinalUpload(deps: {
+  store: DataStore & ConcatenatingStore;
+  registry: ConcatRegistry;
+  tusPath: string;
+  maxSize: number;
+  urls: string[];
+  metadataHeader: string | undefined;
+}): Promise<Upload> {
+  const { store, registry, tusPath, maxSize, urls } = deps;
+  let metadata: Record<string, string | null> | undefined;
+  if (deps.metadataHeader !== undefined) {
+    try {
+      metadata = Metadata.parse(deps.metadataHeader);
+    } catch {
+      throw new ConcatError(400, 'Upload-Metadata is invalid\n');
+    }
+  }
+  const partials: Upload[] = [];
+  for (const url of urls) {
+    const id = partialIdOf(url, tusPath);
+    if (!id) throw new ConcatError(400, `Not an upload URL of this server: ${url}\n`);
+    if ((await registry.headerOf(id)) !== 'partial') throw new ConcatError(400, `Not a partial upload (Upload-Concat: partial): ${url}\n`);
+    let partial: Upload;
+    try {
+      partial = await store.getUpload(id);
+    } catch {
+      throw new ConcatError(400, `Partial upload not found: ${url}\n`);
+    }
+    if (partial.size === undefined || partial.offset !== partial.size) {
+      throw new ConcatError(400, `Partial upload not finished (${partial.offset} of ${partial.size ?? 'unknown'} bytes): ${url}\n`);
+    }
+    partials.push(partial);
+  }
+  const size = partials.reduce((sum, p) => sum + (p.size ?? 0), 0);
+  if (maxSize > 0 && size > maxSize) throw new ConcatError(413, `Concatenated size ${size} exceeds the maximum upload size ${maxSize}\n`);
+  const final = new Upload({ id: Uid.rand(), size, offset: 0, metadata });
+  validateNewUpload(final);
+  const built = await store.concatenate(final, partials);
+  await registry.markFinal(built.id, urls);
+  for (const partial of partials) {
+    await store.remove(partial.id).catch(() => {});
+    await registry.forget(partial.id);
+  }
+  return built;
+}
