@@ -1,0 +1,167 @@
+// transcode: video -> HLS ladder (480p / 720p / 1080p, never above the source) in H.264 + AAC
+// with 6 s segments and a master playlist, plus one progressive MP4 fallback (720p or the source
+// size if smaller, +faststart); audio -> one AAC HLS rendition (no MP4).
+//
+// Everything is ONE ffmpeg run: the source is decoded once, split into the ladder's scalers, and
+// written to two outputs (the HLS muxer with -var_stream_map, and the MP4). The rungs are named by
+// the short side of the displayed picture ("720p" of a portrait video is 720 px wide); ffmpeg's
+// autorotate applies the source rotation before scaling, so outputs carry no rotation.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { firstStream, probeDuration, runFfmpeg, streamRotation, type ProbeResult } from '../media/ffmpeg.js';
+import { probeFailure } from './metadata.js';
+import { MediaError, type HlsRendition, type TranscodeOptions, type TranscodeResult } from './types.js';
+
+export type { HlsRendition, TranscodeOptions, TranscodeResult } from './types.js';
+
+interface Rung {
+  /** Short side of the output in px. */
+  short: number;
+  videoKbps: number;
+}
+
+export const HLS_LADDER: readonly Rung[] = Object.freeze([
+  { short: 480, videoKbps: 1400 },
+  { short: 720, videoKbps: 2800 },
+  { short: 1080, videoKbps: 5000 },
+]);
+export const HLS_SEGMENT_SECONDS = 6;
+const AUDIO_KBPS = 128;
+const MP4_SHORT_SIDE = 720;
+export const DEFAULT_PRESET = 'veryfast';
+
+const even = (n: number) => Math.max(2, Math.floor(n / 2) * 2);
+
+/** The rungs for a source whose displayed short side is `sourceShort` px. */
+export function planLadder(sourceShort: number): Rung[] {
+  const rungs = HLS_LADDER.filter((r) => r.short <= sourceShort);
+  if (rungs.length > 0) return rungs;
+  // Smaller than the lowest rung: one rendition at the source's own size, bitrate scaled by area.
+  const short = even(sourceShort);
+  const first = HLS_LADDER[0]!;
+  return [{ short, videoKbps: Math.max(300, Math.round(first.videoKbps * (short / first.short) ** 2)) }];
+}
+
+/** Parses a master playlist: variant URI -> { bandwidth, width, height }. */
+export function parseMasterPlaylist(text: string): Map<string, { bandwidth: number; width: number; height: number }> {
+  const variants = new Map<string, { bandwidth: number; width: number; height: number }>();
+  const lines = text.split(/\r?\n/).map((l) => l.trim());
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (!line.startsWith('#EXT-X-STREAM-INF:')) continue;
+    const bandwidth = Number(/BANDWIDTH=(\d+)/.exec(line)?.[1] ?? 0);
+    const res = /RESOLUTION=(\d+)x(\d+)/.exec(line);
+    let j = i + 1;
+    while (j < lines.length && (lines[j] === '' || lines[j]!.startsWith('#'))) j++;
+    const uri = lines[j];
+    if (uri) variants.set(uri, { bandwidth, width: Number(res?.[1] ?? 0), height: Number(res?.[2] ?? 0) });
+  }
+  return variants;
+}
+
+function hlsOutputArgs(outDir: string, streamMap: string): string[] {
+  return [
+    '-f', 'hls',
+    '-hls_time', String(HLS_SEGMENT_SECONDS),
+    '-hls_playlist_type', 'vod',
+    '-hls_flags', 'independent_segments',
+    '-hls_segment_type', 'mpegts',
+    '-hls_segment_filename', path.join(outDir, 'hls', '%v', 'seg_%03d.ts'),
+    '-master_pl_name', 'master.m3u8',
+    '-var_stream_map', streamMap,
+    path.join(outDir, 'hls', '%v', 'index.m3u8'),
+  ];
+}
+
+/**
+ * Transcodes `input` (already probed) into outDir. Rejects with MediaError when the input cannot be
+ * decoded (truncated/corrupt) or has no usable stream, and with FfmpegError/MediaError('timeout')
+ * past opts.timeoutMs (ffmpeg is killed). Outputs of an earlier run in outDir are replaced.
+ */
+export async function transcode(input: string, probe: ProbeResult, opts: TranscodeOptions): Promise<TranscodeResult> {
+  const started = Date.now();
+  const video = firstStream(probe, 'video');
+  const audio = firstStream(probe, 'audio');
+  if (!video && !audio) throw new MediaError('no_video_stream', 'nothing to transcode: no audio or video stream');
+  const durationSec = probeDuration(probe);
+  const preset = opts.preset ?? DEFAULT_PRESET;
+
+  // Idempotent: a retried job starts from an empty hls/ folder (no stale segments or renditions).
+  await fs.rm(path.join(opts.outDir, 'hls'), { recursive: true, force: true });
+  await fs.rm(path.join(opts.outDir, 'video.mp4'), { force: true });
+  await fs.mkdir(path.join(opts.outDir, 'hls'), { recursive: true });
+
+  const audioArgs = ['-c:a', 'aac', '-b:a', `${AUDIO_KBPS}k`, '-ac', '2'];
+  const args: string[] = ['-i', input];
+  const names: Array<{ name: string; short: number }> = [];
+  let mp4: string | undefined;
+
+  if (video) {
+    const w = video.width ?? 0;
+    const h = video.height ?? 0;
+    if (!w || !h) throw new MediaError('decode_failed', 'video stream has no dimensions');
+    const rotation = streamRotation(video);
+    const [dw, dh] = rotation === 90 || rotation === 270 ? [h, w] : [w, h];
+    const portrait = dh > dw;
+    const short = Math.min(dw, dh);
+    const rungs = planLadder(short);
+    const wantMp4 = opts.mp4 !== false;
+    const mp4Short = Math.min(MP4_SHORT_SIDE, even(short));
+    const scale = (s: number) => (portrait ? `scale=${s}:-2` : `scale=-2:${s}`);
+
+    const outputs = rungs.length + (wantMp4 ? 1 : 0);
+    const labels = rungs.map((_, i) => `[r${i}]`);
+    const filter = [`[0:v:0]split=${outputs}${rungs.map((_, i) => `[s${i}]`).join('')}${wantMp4 ? '[sm]' : ''}`];
+    rungs.forEach((r, i) => filter.push(`[s${i}]${scale(r.short)},format=yuv420p${labels[i]}`));
+    if (wantMp4) filter.push(`[sm]${scale(mp4Short)},format=yuv420p[mp4v]`);
+    args.push('-filter_complex', filter.join(';'));
+
+    const streamMap: string[] = [];
+    rungs.forEach((r, i) => {
+      args.push('-map', labels[i]!);
+      if (audio) args.push('-map', '0:a:0');
+      args.push(`-b:v:${i}`, `${r.videoKbps}k`, `-maxrate:v:${i}`, `${Math.round(r.videoKbps * 1.1)}k`, `-bufsize:v:${i}`, `${r.videoKbps * 2}k`);
+      const name = `${r.short}p`;
+      names.push({ name, short: r.short });
+      streamMap.push(audio ? `v:${i},a:${i},name:${name}` : `v:${i},name:${name}`);
+    });
+    args.push(
+      '-c:v', 'libx264', '-preset', preset, '-profile:v', 'high',
+      // A key frame at every segment boundary, nowhere forced otherwise: segments of exactly 6 s.
+      '-force_key_frames', `expr:gte(t,n_forced*${HLS_SEGMENT_SECONDS})`, '-sc_threshold', '0',
+      ...(audio ? audioArgs : []),
+      ...hlsOutputArgs(opts.outDir, streamMap.join(' ')),
+    );
+    if (wantMp4) {
+      mp4 = 'video.mp4';
+      args.push('-map', '[mp4v]');
+      if (audio) args.push('-map', '0:a:0', ...audioArgs);
+      args.push('-c:v', 'libx264', '-preset', preset, '-profile:v', 'high', '-crf', '23', '-maxrate', '3000k', '-bufsize', '6000k', '-movflags', '+faststart', '-f', 'mp4', path.join(opts.outDir, mp4));
+    }
+  } else {
+    names.push({ name: 'audio', short: 0 });
+    args.push('-map', '0:a:0', '-vn', '-sn', '-dn', ...audioArgs, ...hlsOutputArgs(opts.outDir, 'a:0,name:audio'));
+  }
+
+  try {
+    await runFfmpeg(args, { timeoutMs: opts.timeoutMs, durationSec, onProgress: opts.onProgress, signal: opts.signal, paths: opts.ffmpeg });
+  } catch (err) {
+    throw probeFailure(err, 'transcode');
+  }
+
+  const masterText = await fs.readFile(path.join(opts.outDir, 'hls', 'master.m3u8'), 'utf8').catch(() => {
+    throw new MediaError('encode_failed', 'transcode: ffmpeg wrote no master playlist');
+  });
+  const variants = parseMasterPlaylist(masterText);
+  const renditions: HlsRendition[] = names.map(({ name, short }) => {
+    const v = variants.get(`${name}/index.m3u8`);
+    return {
+      height: v?.height ?? 0,
+      width: v?.width ?? 0,
+      bandwidth: v?.bandwidth ?? 0,
+      playlist: `hls/${name}/index.m3u8`,
+      ...(v || short === 0 ? {} : { height: short }),
+    };
+  });
+  return { hls: { master: 'hls/master.m3u8', renditions }, ...(mp4 ? { mp4 } : {}), elapsedMs: Date.now() - started };
+}
