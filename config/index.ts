@@ -121,6 +121,7 @@ const env = z.object({
   THUMBNAIL_FORMATS: z.string().default('webp,jpeg'),
   MAX_IMAGE_PIXELS: integer('MAX_IMAGE_PIXELS', 1, 2_000_000_000).default(100_000_000),
   SIGNED_GET_URL_TTL: duration('SIGNED_GET_URL_TTL').default(3_600_000),
+  S3_PUBLIC_ENDPOINT: url('S3_PUBLIC_ENDPOINT', ['http:', 'https:']).optional(),
   WEBHOOK_URL: url('WEBHOOK_URL', ['http:', 'https:']).optional(),
   WEBHOOK_SECRET: z.string().min(1).optional(),
   FFMPEG_PATH: z.string().min(1).default('ffmpeg'),
@@ -137,6 +138,7 @@ const env = z.object({
   STEP_BACKOFF: duration('STEP_BACKOFF').default(2_000),
   TRANSCODE_LOCK_DURATION: duration('TRANSCODE_LOCK_DURATION').default(120_000),
   WORK_DIR: z.string().min(1).optional(),
+  WORKER_HEALTH_PORT: integer('WORKER_HEALTH_PORT', 0, 65535).optional(),
 });
 
 export type StorageKind = 's3' | 'file';
@@ -193,6 +195,8 @@ export interface PipelineConfig {
   thumbnailFormats: Array<'webp' | 'jpeg'>;
   maxImagePixels: number;
   signedGetUrlTtlMs: number;
+  /** Endpoint that clients reach S3 at, for presigned URLs (default S3_ENDPOINT). */
+  s3PublicEndpoint?: string;
   webhook: { url: string; secret?: string } | undefined;
   ffmpegPath: string;
   ffprobePath: string;
@@ -209,6 +213,8 @@ export interface PipelineConfig {
   transcodeLockDurationMs: number;
   /** Temporary files of the steps (downloads, outputs before upload); default: OS temp dir. */
   workDir?: string;
+  /** The worker process answers GET /healthz on this port (HOST address) when set. */
+  workerHealthPort?: number;
 }
 
 export class ConfigError extends Error {
@@ -303,6 +309,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     thumbnailFormats: [...new Set(thumbnailFormats)] as Array<'webp' | 'jpeg'>,
     maxImagePixels: e.MAX_IMAGE_PIXELS,
     signedGetUrlTtlMs: e.SIGNED_GET_URL_TTL,
+    s3PublicEndpoint: e.S3_PUBLIC_ENDPOINT,
     webhook: e.WEBHOOK_URL ? { url: e.WEBHOOK_URL, secret: e.WEBHOOK_SECRET } : undefined,
     ffmpegPath: e.FFMPEG_PATH,
     ffprobePath: e.FFPROBE_PATH,
@@ -315,6 +322,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     backoffMs: e.STEP_BACKOFF,
     transcodeLockDurationMs: e.TRANSCODE_LOCK_DURATION,
     workDir: e.WORK_DIR ? path.resolve(e.WORK_DIR) : undefined,
+    workerHealthPort: e.WORKER_HEALTH_PORT,
   };
   return Object.defineProperty(config, 'pipeline', { value: pipeline, enumerable: false }) as Config;
 }

@@ -1,13 +1,14 @@
-// The worker process. Today it runs the periodic cleanup of expired, unfinished uploads on a
-// BullMQ job scheduler: BullMQ hands each tick to exactly one worker, so several worker
-// processes never race on the same cleanup. The `process-upload` jobs queued by the server
-// wait in their queue for the processing pipeline (virus scan, probe, thumbnails, transcode),
-// which comes with its own issue; nothing here takes them.
+// The worker process: the processing pipeline (workers/pipeline: process-upload -> virus scan,
+// metadata, thumbnails, transcode, finalize, webhooks) and the periodic cleanup of expired,
+// unfinished uploads on a BullMQ job scheduler: BullMQ hands each tick to exactly one worker, so
+// several worker processes never race on the same cleanup.
+import http from 'node:http';
 import { Queue, Worker } from 'bullmq';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
 import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
 import { createDatastore } from '../server/tus/datastore.js';
+import { startPipeline } from './pipeline/index.js';
 import { MAINTENANCE_QUEUE, CLEANUP_EXPIRED_JOB } from './queues.js';
 
 export interface RunningWorkers {
@@ -41,12 +42,34 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
   cleanupWorker.on('failed', (job, err) => log.error({ err, job: job?.name }, 'maintenance job failed'));
   cleanupWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'));
   log.info({ every: config.cleanupIntervalMs }, 'worker started: cleanup of expired uploads scheduled');
+  const pipeline = await startPipeline(config, redis, logger);
+  const health = config.pipeline.workerHealthPort === undefined ? undefined : await startHealthServer(config.host, config.pipeline.workerHealthPort, () => redis.status === 'ready');
+  if (health) log.info({ port: config.pipeline.workerHealthPort }, 'worker health check: GET /healthz');
 
   return {
     stop: async () => {
+      health?.close();
+      await pipeline.stop();
       await cleanupWorker.close();
       await maintenance.close();
       redis.disconnect();
     },
   };
+}
+
+/** GET /healthz for orchestrators (docker compose, k8s): 200 while the worker's Redis connection is up. */
+async function startHealthServer(host: string, port: number, healthy: () => boolean): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (req.url !== '/healthz') {
+      res.writeHead(404).end();
+      return;
+    }
+    const ok = healthy();
+    res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: ok ? 'ok' : 'redis unavailable' }));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
 }

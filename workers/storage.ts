@@ -192,7 +192,7 @@ class S3ObjectStorage implements ObjectStorage {
   urlFor(key: string): string {
     const s3 = this.config.s3!;
     return presignGetUrl({
-      endpoint: s3.endpoint ?? `https://s3.${s3.region}.amazonaws.com`,
+      endpoint: this.config.pipeline.s3PublicEndpoint ?? s3.endpoint ?? `https://s3.${s3.region}.amazonaws.com`,
       region: s3.region,
       bucket: this.bucket,
       key,

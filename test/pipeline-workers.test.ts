@@ -1,0 +1,177 @@
+// The pipeline with separate `server` and `worker` processes (real Redis, S3, clamd, ffmpeg,
+// sharp): bad media fails with a reason and the worker stays healthy; a worker killed with
+// kill -9 in the middle of a transcode is replaced and the job finishes exactly once.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
+import { createTestBucket, freePort, tuskEnvForTests } from './helpers/services.js';
+import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
+import { createUpload, sleep } from './helpers/tus.js';
+
+const exec = promisify(execFile);
+
+interface Doc {
+  upload_id: string;
+  status: string;
+  run: number;
+  reason?: { code: string; message: string; signature?: string };
+  tasks: Record<'virus_scan' | 'metadata' | 'thumbnail' | 'transcode', { status: string; progress?: number; error?: string }>;
+  outputs: {
+    thumbnails: Array<{ width: number; format: string; url: string }>;
+    hls?: { master_url: string };
+    mp4_url?: string;
+    metadata?: Record<string, unknown>;
+  };
+}
+
+
+let env: Record<string, string>;
+let server: TuskProcess;
+let worker: TuskProcess;
+let dir: string;
+let receiver: http.Server;
+const deliveries: Array<{ event: string; upload_id: string; run: number }> = [];
+
+async function ffmpeg(args: string[]): Promise<void> {
+  await exec('ffmpeg', ['-hide_banner', '-nostdin', '-loglevel', 'error', '-y', ...args], { maxBuffer: 16 << 20 });
+}
+
+async function startWorker(): Promise<TuskProcess> {
+  const port = String(await freePort());
+  return startTusk({ mode: 'worker', env: { ...env, PORT: port, WORKER_HEALTH_PORT: port } });
+}
+
+async function doc(id: string): Promise<Doc> {
+  return (await (await fetch(`${server.url}/api/uploads/${id}`)).json()) as Doc;
+}
+
+async function waitFor(id: string, done: (d: Doc) => boolean, timeoutMs = 90_000): Promise<Doc> {
+  const deadline = Date.now() + timeoutMs;
+  let last: Doc | undefined;
+  while (Date.now() < deadline) {
+    last = await doc(id);
+    if (done(last)) return last;
+    await sleep(200);
+  }
+  throw new Error(`timed out; last document: ${JSON.stringify(last, null, 2)}\n--- worker output ---\n${worker.output().slice(-6000)}`);
+}
+const terminal = (d: Doc) => ['ready', 'rejected', 'failed'].includes(d.status);
+
+async function upload(file: string, filename: string, filetype: string): Promise<string> {
+  const body = await fs.readFile(file);
+  const created = await createUpload(server.url, { length: body.length, body, metadata: { filename, filetype } });
+  expect(created.status).toBe(201);
+  return created.id;
+}
+
+/** A valid PNG of side x side 1-bit pixels (900 MP) in ~110 KB: a decompression bomb. */
+async function pngBomb(file: string, side = 30_000): Promise<void> {
+  const table = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc32 = (buf: Buffer) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = table[(c ^ b) & 0xff]! ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type: string, data: Buffer) => {
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(data.length);
+    const tail = Buffer.alloc(4);
+    tail.writeUInt32BE(crc32(body));
+    return Buffer.concat([head, body, tail]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(side, 0);
+  ihdr.writeUInt32BE(side, 4);
+  ihdr[8] = 1;
+  const idat = zlib.deflateSync(Buffer.alloc((1 + Math.ceil(side / 8)) * side), { level: 9 });
+  await fs.writeFile(file, Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', idat), chunk('IEND', Buffer.alloc(0))]));
+}
+
+beforeAll(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tusk-workers-'));
+  receiver = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      deliveries.push({ event: body.event, upload_id: body.upload_id, run: body.run });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const bucket = await createTestBucket('pipeline-workers');
+  env = {
+    ...tuskEnvForTests(bucket),
+    CLAMD_SOCKET: process.env.TEST_CLAMD_SOCKET ?? '',
+    WEBHOOK_URL: `http://127.0.0.1:${(receiver.address() as { port: number }).port}/hook`,
+    WEBHOOK_SECRET: 'secret',
+    STEP_BACKOFF: '500ms',
+    // A killed worker's transcode lock expires after 4 s; stalled jobs are looked for as often.
+    TRANSCODE_LOCK_DURATION: '4s',
+  };
+  server = await startTusk({ mode: 'server', env });
+  worker = await startWorker();
+});
+
+afterAll(async () => {
+  await worker?.kill();
+  await server?.kill();
+  await new Promise((resolve) => receiver?.close(resolve));
+  if (dir) await fs.rm(dir, { recursive: true, force: true });
+});
+
+test('a PNG bomb and a truncated MP4 fail with a reason; the worker stays healthy and processes the next upload', async () => {
+  const bomb = path.join(dir, 'bomb.png');
+  await pngBomb(bomb);
+  const clip = path.join(dir, 'clip.mp4');
+  await ffmpeg(['-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=25', '-t', '3', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', clip]);
+  const truncated = path.join(dir, 'truncated.mp4');
+  const full = await fs.readFile(clip);
+  await fs.writeFile(truncated, full.subarray(0, Math.floor(full.length / 2)));
+
+  const [bombId, truncId] = [await upload(bomb, 'bomb.png', 'image/png'), await upload(truncated, 'cut.mp4', 'video/mp4')];
+  const [bombDoc, truncDoc] = await Promise.all([waitFor(bombId, terminal), waitFor(truncId, terminal)]);
+  expect(bombDoc.status).toBe('failed');
+  expect(bombDoc.reason?.code).toBe('pixel_limit');
+  expect(bombDoc.tasks.metadata.error).toEqual(expect.any(String));
+  expect(truncDoc.status).toBe('failed');
+  expect(truncDoc.reason?.code).toBe('truncated');
+  expect(truncDoc.reason?.message).toMatch(/truncated|corrupt/i);
+
+  const ok = await upload(clip, 'ok.mp4', 'video/mp4');
+  const okDoc = await waitFor(ok, terminal);
+  expect(okDoc.status).toBe('ready');
+  expect(worker.output()).not.toMatch(/FATAL|heap out of memory/i);
+  const health = await fetch(`${worker.url}/healthz`);
+  expect(health.status).toBe(200);
+  await sleep(500);
+  expect(deliveries.filter((d) => d.upload_id === bombId && d.event === 'upload.failed')).toHaveLength(1);
+}, 180_000);
+
+test('worker kill -9 mid-transcode: another worker takes the job over and it finishes once', async () => {
+  const clip = path.join(dir, 'long.mp4');
+  await ffmpeg([
+    '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440',
+    '-t', '12', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-c:a', 'aac', clip,
+  ]);
+  const id = await upload(clip, 'long.mp4', 'video/mp4');
+  await waitFor(id, (d) => d.tasks.transcode.status === 'running' && (d.tasks.transcode.progress ?? 0) > 0, 60_000);
+  const killed = await worker.kill('SIGKILL');
+  expect(killed.signal).toBe('SIGKILL');
+  worker = await startWorker();
+  const final = await waitFor(id, terminal, 120_000);
+  expect(final.status).toBe('ready');
+  expect(final.outputs.hls?.master_url).toMatch(/master\.m3u8/);
+  await sleep(1500); // any duplicate webhook would arrive by now
+  expect(deliveries.filter((d) => d.upload_id === id && d.event === 'upload.ready')).toHaveLength(1);
+  expect(deliveries.filter((d) => d.upload_id === id && d.event === 'upload.finished')).toHaveLength(1);
+}, 240_000);
