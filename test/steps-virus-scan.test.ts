@@ -122,23 +122,68 @@ describe('virus scan (clamd INSTREAM)', () => {
     expect(String(err)).toMatch(/size limit exceeded/i);
   });
 
-  test('40 MB from a fast source are scanned with flat memory (backpressure)', async () => {
-    global.gc?.();
+  test('backpressure: a fast source is read only as fast as clamd consumes (slow fake clamd)', async () => {
+    // Without backpressure (npm clamscan's scanStream) the whole source is read into the socket's
+    // buffer at once; here the source may only run a few socket buffers ahead of the reader.
+    const total = 40 * MB;
+    let produced = 0;
+    let received = 0;
+    let maxLead = 0;
+    const source = new Readable({
+      read() {
+        if (produced >= total) return void this.push(null);
+        const n = Math.min(64 * 1024, total - produced);
+        produced += n;
+        this.push(Buffer.alloc(n, 'tusk clean data ')); // a fresh buffer per chunk, like a file or S3 read
+      },
+    });
+    const slow = net.createServer((conn) => {
+      let tail = Buffer.alloc(0);
+      conn.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        maxLead = Math.max(maxLead, produced - received);
+        tail = Buffer.concat([tail, chunk]).subarray(-4);
+        if (received > total && tail.equals(Buffer.alloc(4))) return void conn.end('stream: OK\0');
+        conn.pause();
+        setTimeout(() => conn.resume(), 1); // about 20-60 MB/s
+      });
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    try {
+      const started = Date.now();
+      await expect(scanStream(source, total, { port: (slow.address() as net.AddressInfo).port, timeoutMs: 60_000, maxStreamBytes: 90 * MB })).resolves.toEqual({ verdict: 'clean' });
+      console.log(`virus scan backpressure: 40 MB to a slow reader in ${Date.now() - started} ms, source at most ${(maxLead / MB).toFixed(2)} MB ahead`);
+      expect(produced).toBe(total);
+      expect(maxLead).toBeLessThan(8 * MB);
+    } finally {
+      await new Promise((resolve) => slow.close(resolve));
+    }
+  });
+
+  test('40 MB from a fast source through the real clamd: RSS stays well below the stream size', async () => {
+    const total = 40 * MB;
+    let produced = 0;
+    const source = new Readable({
+      read() {
+        if (produced >= total) return void this.push(null);
+        produced += 64 * 1024;
+        this.push(Buffer.alloc(64 * 1024, 'tusk clean data '));
+      },
+    });
     const before = process.memoryUsage().rss;
     let peak = before;
     const sampler = setInterval(() => {
       peak = Math.max(peak, process.memoryUsage().rss);
-    }, 10);
+    }, 5);
     const started = Date.now();
     try {
-      const total = 40 * MB;
-      await expect(scanStream(synthetic(total), total, viaSocket)).resolves.toEqual({ verdict: 'clean' });
+      await expect(scanStream(source, total, viaSocket)).resolves.toEqual({ verdict: 'clean' });
     } finally {
       clearInterval(sampler);
     }
     const growthMb = (peak - before) / MB;
-    console.log(`virus scan: 40 MB in ${Date.now() - started} ms, RSS growth ${growthMb.toFixed(1)} MB (before ${(before / MB).toFixed(0)} MB)`);
-    // Without backpressure the whole 40 MB would be queued in the socket's buffer.
-    expect(growthMb).toBeLessThan(25);
+    // Loose: freshly allocated chunks are garbage until the next GC, so some growth is expected.
+    console.log(`virus scan: 40 MB via clamd in ${Date.now() - started} ms, RSS growth ${growthMb.toFixed(1)} MB (before ${(before / MB).toFixed(0)} MB)`);
+    expect(growthMb).toBeLessThan(40);
   });
 });
