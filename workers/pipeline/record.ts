@@ -67,7 +67,8 @@ export interface RawRecord {
 }
 
 // KEYS[1] record, ARGV[1] run ('' = any), ARGV[2] channel, ARGV[3] now, ARGV[4..] field, value...
-// A `status` field is dropped when the record already has a terminal status. Returns
+// A write with a `status` field is dropped whole when the record already has a terminal status
+// (so the first outcome of a run, with its reason, stays). Returns
 // { applied (0/1), status changed to the given value (0/1) }.
 const UPDATE = `
 local run = redis.call('HGET', KEYS[1], 'run')
@@ -75,6 +76,12 @@ if not run then return {0, 0} end
 if ARGV[1] ~= '' and run ~= ARGV[1] then return {0, 0} end
 local current = redis.call('HGET', KEYS[1], 'status')
 local terminal = current == 'ready' or current == 'rejected' or current == 'failed'
+if terminal then
+  -- A status change (and whatever comes with it: reason, ...) never overrides a run's outcome.
+  for i = 4, #ARGV, 2 do
+    if ARGV[i] == 'status' then return {1, 0} end
+  end
+end
 local changed = 0
 local args = {}
 for i = 4, #ARGV, 2 do
