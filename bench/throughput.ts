@@ -9,12 +9,12 @@
 // a minimal `new Server({ path: '/files', datastore })`, `server.listen(port, '127.0.0.1')`),
 // so the client and the server do not share an event loop and the server's peak RSS (VmHWM)
 // can be read. On exit the child reports per-S3-command timings.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execSync, spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { S3, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { Upload as TusUpload } from 'tus-js-client';
 
@@ -29,12 +29,14 @@ const cfg = {
   redisUrl: process.env.BENCH_REDIS_URL ?? process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379',
   sizeMiB: Number(process.env.BENCH_SIZE_MIB ?? 200),
   runs: Number(process.env.BENCH_RUNS ?? 3),
-  cases: (process.env.BENCH_CASES ?? 'sdk,plain-8,tusk-8,tusk-64').split(',').map((s) => s.trim()).filter(Boolean),
+  cases: (process.env.BENCH_CASES ?? 'sdk,sdk-stream,plain-8,tusk-8,tusk-64').split(',').map((s) => s.trim()).filter(Boolean),
   partMiB: Number(process.env.BENCH_PART_MIB ?? 8),
   sdkConcurrency: Number(process.env.BENCH_SDK_CONCURRENCY ?? 4),
   tusEndpoint: process.env.BENCH_TUS_ENDPOINT,
   port: Number(process.env.BENCH_PORT ?? 27110),
   verify: process.env.BENCH_VERIFY !== '0',
+  /** Shell command run after every upload, e.g. RGW garbage collection (memstore keeps deleted data). */
+  betweenRuns: process.env.BENCH_BETWEEN_RUNS,
 };
 
 function s3Config(): S3ClientConfig {
@@ -148,6 +150,16 @@ async function startServer(kind: string, port: number): Promise<ChildServer> {
   return { proc, endpoint: `http://127.0.0.1:${port}/files`, stats };
 }
 
+function cpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, USER_HZ = 100
+  } catch {
+    return undefined;
+  }
+}
+
 function peakRssMiB(pid: number): number | undefined {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -157,7 +169,7 @@ function peakRssMiB(pid: number): number | undefined {
   }
 }
 
-async function sdkUpload(s3: S3, data: Buffer, key: string): Promise<number> {
+async function sdkUpload(s3: S3, data: Buffer, key: string, stream: boolean): Promise<number> {
   const partSize = cfg.partMiB * MiB;
   const t0 = performance.now();
   const { UploadId } = await s3.createMultipartUpload({ Bucket: cfg.bucket, Key: key });
@@ -167,12 +179,16 @@ async function sdkUpload(s3: S3, data: Buffer, key: string): Promise<number> {
   const worker = async () => {
     while (next < count) {
       const i = next++;
+      const part = data.subarray(i * partSize, Math.min(data.length, (i + 1) * partSize));
+      // A Buffer body is signed with its SHA-256 over plain HTTP (CPU); a stream body is sent
+      // UNSIGNED-PAYLOAD, like the tus stores do.
       const res = await s3.uploadPart({
         Bucket: cfg.bucket,
         Key: key,
         UploadId,
         PartNumber: i + 1,
-        Body: data.subarray(i * partSize, Math.min(data.length, (i + 1) * partSize)),
+        Body: stream ? Readable.from([part]) : part,
+        ContentLength: part.length,
       });
       etags[i] = res.ETag!;
     }
@@ -225,6 +241,8 @@ interface CaseResult {
   name: string;
   what: string;
   mibs: number[];
+  /** Server CPU seconds (user + system) per run. */
+  cpu?: number[];
   peakRss?: number;
   stats?: CallStats;
   patches?: number;
@@ -239,67 +257,97 @@ async function main(): Promise<void> {
     throw new Error(`bucket ${cfg.bucket} at ${cfg.endpoint} not reachable (set BENCH_S3_*): ${String(err)}`);
   });
   console.error(`# ${cfg.sizeMiB} MiB random file, ${cfg.runs} runs per case, S3 ${cfg.endpoint} bucket ${cfg.bucket}`);
-  const results: CaseResult[] = [];
   let port = cfg.port;
 
-  for (const name of cfg.cases) {
-    const r: CaseResult = { name, what: '', mibs: [] };
-    if (name === 'sdk') {
-      r.what = `AWS SDK multipart, ${cfg.partMiB} MiB parts, ${cfg.sdkConcurrency} concurrent`;
-      for (let i = 0; i < cfg.runs; i++) {
-        const key = `bench-sdk-${crypto.randomUUID()}`;
-        const s = await sdkUpload(s3, data, key);
-        if (cfg.verify && (await sha256Of(s3, key)) !== sha) throw new Error(`sdk run ${i}: object differs`);
-        await cleanup(s3, key);
-        r.mibs.push(cfg.sizeMiB / s);
-        console.error(`${name} run ${i + 1}: ${(cfg.sizeMiB / s).toFixed(1)} MiB/s`);
-      }
-    } else {
-      const m = /^(plain|tusk|external)-(\d+)$/.exec(name);
-      if (!m) throw new Error(`unknown case ${name} (sdk, plain-<MiB>, tusk-<MiB>, external-<MiB>)`);
-      const kind = m[1]!;
-      const chunk = Number(m[2]) * MiB;
-      r.what = `tus-js-client chunkSize ${m[2]} MiB, ${
-        kind === 'plain' ? 'plain @tus/s3-store' : kind === 'tusk' ? 'TuskS3Store' : `external ${cfg.tusEndpoint}`
-      }`;
-      let server: ChildServer | undefined;
-      let endpoint = cfg.tusEndpoint ?? '';
-      if (kind !== 'external') {
-        server = await startServer(kind, port++);
-        endpoint = server.endpoint;
-      } else if (!endpoint) {
-        throw new Error('external-* cases need BENCH_TUS_ENDPOINT');
-      }
-      try {
-        for (let i = 0; i < cfg.runs; i++) {
-          const { seconds, id } = await tusUpload(endpoint, data, chunk);
-          if (cfg.verify && (await sha256Of(s3, id)) !== sha) throw new Error(`${name} run ${i}: object differs`);
-          if (kind !== 'external') await cleanup(s3, id);
-          r.mibs.push(cfg.sizeMiB / seconds);
-          console.error(`${name} run ${i + 1}: ${(cfg.sizeMiB / seconds).toFixed(1)} MiB/s`);
-        }
-      } finally {
-        if (server) {
-          r.peakRss = peakRssMiB(server.proc.pid!);
-          server.proc.kill('SIGTERM');
-          r.stats = await server.stats;
-        }
-      }
-      r.patches = (Math.ceil(size / chunk) + 0) * cfg.runs;
-    }
-    results.push(r);
+  // Set up every case first (tus servers as child processes), then interleave the runs
+  // (run 1 of every case, run 2 of every case, ...) so that load drifting on a shared machine
+  // does not favour one case.
+  interface Runner {
+    r: CaseResult;
+    run: () => Promise<void>;
+    server?: ChildServer;
   }
+  const runners: Runner[] = [];
+  for (const name of cfg.cases) {
+    const r: CaseResult = { name, what: '', mibs: [], cpu: [] };
+    const sdk = /^sdk(-stream)?$/.exec(name);
+    if (sdk) {
+      const stream = sdk[1] !== undefined;
+      r.what = `AWS SDK multipart, ${cfg.partMiB} MiB parts, ${cfg.sdkConcurrency} concurrent, ${stream ? 'stream' : 'Buffer'} bodies`;
+      runners.push({
+        r,
+        run: async () => {
+          const key = `bench-sdk-${crypto.randomUUID()}`;
+          const sec = await sdkUpload(s3, data, key, stream);
+          if (cfg.verify && (await sha256Of(s3, key)) !== sha) throw new Error(`${name}: object differs`);
+          await cleanup(s3, key);
+          r.mibs.push(cfg.sizeMiB / sec);
+        },
+      });
+      continue;
+    }
+    const m = /^(plain|tusk|external)-(\d+)$/.exec(name);
+    if (!m) throw new Error(`unknown case ${name} (sdk, sdk-stream, plain-<MiB>, tusk-<MiB>, external-<MiB>)`);
+    const kind = m[1]!;
+    const chunk = Number(m[2]) * MiB;
+    r.what = `tus-js-client chunkSize ${m[2]} MiB, ${
+      kind === 'plain' ? 'plain @tus/s3-store' : kind === 'tusk' ? 'TuskS3Store' : `external ${cfg.tusEndpoint}`
+    }`;
+    r.patches = 0;
+    let server: ChildServer | undefined;
+    let endpoint = cfg.tusEndpoint ?? '';
+    if (kind !== 'external') {
+      server = await startServer(kind, port++);
+      endpoint = server.endpoint;
+    } else if (!endpoint) {
+      throw new Error('external-* cases need BENCH_TUS_ENDPOINT');
+    }
+    const pid = server?.proc.pid;
+    runners.push({
+      r,
+      server,
+      run: async () => {
+        const cpu0 = pid ? cpuSeconds(pid) : undefined;
+        const { seconds, id } = await tusUpload(endpoint, data, chunk);
+        const cpu1 = pid ? cpuSeconds(pid) : undefined;
+        if (cpu0 !== undefined && cpu1 !== undefined) r.cpu!.push(cpu1 - cpu0);
+        if (cfg.verify && (await sha256Of(s3, id)) !== sha) throw new Error(`${name}: object differs`);
+        if (kind !== 'external') await cleanup(s3, id);
+        r.mibs.push(cfg.sizeMiB / seconds);
+        r.patches! += Math.ceil(size / chunk);
+      },
+    });
+  }
+  try {
+    for (let i = 0; i < cfg.runs; i++) {
+      for (const { r, run } of runners) {
+        await run();
+        console.error(`${r.name} run ${i + 1}: ${r.mibs.at(-1)!.toFixed(1)} MiB/s`);
+        if (cfg.betweenRuns) execSync(cfg.betweenRuns, { stdio: 'ignore', timeout: 60_000 });
+      }
+    }
+  } finally {
+    for (const { r, server } of runners) {
+      if (!server) continue;
+      r.peakRss = peakRssMiB(server.proc.pid!);
+      server.proc.kill('SIGTERM');
+      r.stats = await server.stats;
+    }
+  }
+  const results = runners.map((x) => x.r);
 
   const base = results.find((r) => r.name === 'sdk');
   const baseMed = base ? median(base.mibs) : undefined;
-  console.log(`\n| case | what | runs (MiB/s) | median MiB/s | ratio to SDK | server peak RSS |`);
-  console.log(`|---|---|---|---|---|---|`);
+  console.log(`\n| case | what | runs (MiB/s) | median MiB/s | ratio to sdk | server peak RSS | server CPU s/GiB |`);
+  console.log(`|---|---|---|---|---|---|---|`);
   for (const r of results) {
     const med = median(r.mibs);
     console.log(
       `| ${r.name} | ${r.what} | ${r.mibs.map((x) => x.toFixed(0)).join(', ')} | ${med.toFixed(1)} | ${
         baseMed ? (med / baseMed).toFixed(2) : '-'
-      } | ${r.peakRss ? `${r.peakRss.toFixed(0)} MiB` : '-'} |`,
+      } | ${r.peakRss ? `${r.peakRss.toFixed(0)} MiB` : '-'} | ${
+        r.cpu?.length ? ((median(r.cpu) / cfg.sizeMiB) * 1024).toFixed(1) : '-'
+      } |`,
     );
   }
   for (const r of results) {

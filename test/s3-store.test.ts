@@ -154,10 +154,20 @@ beforeEach(() => {
   spoolDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tusk-s3-test-'));
 });
 
-afterEach(() => {
+afterEach(async () => {
   // Every spool file is removed, whatever happened.
-  expect(fs.readdirSync(spoolDir)).toEqual([]);
+  const left = fs.readdirSync(spoolDir);
   fs.rmSync(spoolDir, { recursive: true, force: true });
+  expect(left).toEqual([]);
+  // Free the test's objects (RGW memstore keeps data in RAM) and Redis keys.
+  const idPrefix = prefix.replace(/:$/, '-');
+  const listed = await s3.listObjectsV2({ Bucket: bucket, Prefix: idPrefix });
+  const keys = (listed.Contents ?? []).map((o) => ({ Key: o.Key! }));
+  if (keys.length > 0) await s3.deleteObjects({ Bucket: bucket, Delete: { Objects: keys } });
+  const mp = await s3.listMultipartUploads({ Bucket: bucket, Prefix: idPrefix });
+  for (const u of mp.Uploads ?? []) await s3.abortMultipartUpload({ Bucket: bucket, Key: u.Key!, UploadId: u.UploadId! });
+  const rkeys = await redis.keys(`${prefix}*`);
+  if (rkeys.length > 0) await redis.del(...rkeys);
 });
 
 afterAll(async () => {

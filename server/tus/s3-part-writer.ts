@@ -3,9 +3,11 @@
 // Known body length (Content-Length): the bytes (old `.part` tail first, then the body) are cut
 // up front into pieces: floor(total / partSize) parts, the last one absorbing the remainder, or
 // one incomplete tail (`<id>.part`) when the total is below the minimum part size and this is not
-// the end of the upload. Each piece is streamed into its own UploadPart (PutObject for a tail)
-// as the bytes arrive, so receiving and uploading overlap; several parts of one body may be in
-// flight at once (bounded by the store's semaphore). Every piece is also teed to a spool file:
+// the end of the upload. Each piece is written to a spool file as the bytes arrive and its
+// UploadPart (PutObject for a tail) starts with its first byte, streaming from memory while it
+// keeps up and from the spool file when it lags (s3-spool.ts), so receiving never waits for S3
+// and several parts of one body upload at once (bounded per write and by the store's semaphore).
+// The spool keeps every byte of a piece until S3 confirmed it:
 //   - if its upload fails, it is retried from the spool;
 //   - if the body ends early (client gone, idle timeout, lock released by another instance), the
 //     in-flight upload of the cut piece is aborted and the spooled bytes are stored instead, as a
@@ -18,8 +20,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
+import { SpoolPiece, type SpoolReader } from './s3-spool.js';
 import { stateOffset, type CommittedPart, type UploadState } from './s3-upload-state.js';
 
 export interface PartWriterHost {
@@ -43,6 +46,8 @@ export interface WritePlanOptions {
   tailThreshold: number;
   /** Attempts to upload a piece from its spool file after its streamed upload failed. */
   spoolRetries: number;
+  /** Pieces of one write being received or uploaded at once (each holds up to a part on disk). */
+  piecesInFlight: number;
 }
 
 type PieceKind = 'part' | 'tail';
@@ -56,24 +61,19 @@ interface Piece {
   capacity: number;
   fed: number;
   bodyBytes: number;
-  spoolPath: string;
-  spool: fs.WriteStream;
-  spoolClosed: Promise<void>;
-  spoolError?: Error;
-  pt?: PassThrough;
+  spool: SpoolPiece;
+  /** Known length: the body of the streamed upload. */
+  reader?: SpoolReader;
   abort: AbortController;
   /** ETag, or undefined if the streamed upload failed or was aborted. Never rejects. */
   streamResult?: Promise<string | undefined>;
-  streamSettled: boolean;
   streamError?: unknown;
-  permit: { release(): Promise<void> };
-  /** Final result of a sealed part: ETag. */
+  release: () => Promise<void>;
+  /** Final result of a sealed piece. */
   outcome?: Promise<string>;
   etag?: string;
-  failed: boolean;
 }
 
-const SPOOL_HWM = 1024 * 1024;
 const noop = () => {};
 
 /** Planned pieces for `total` bytes. */
@@ -85,22 +85,6 @@ export function planPieces(total: number, isFinal: boolean, o: Pick<WritePlanOpt
   for (let i = 0; i < n - 1; i++) pieces.push({ kind: 'part', len: o.partSize });
   pieces.push({ kind: 'part', len: total - (n - 1) * o.partSize });
   return pieces;
-}
-
-/** Resolves when `stream` drains, closes or errors, or when `stop` settles. */
-function waitForDrain(stream: Writable, stop?: Promise<unknown>): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      stream.off('error', done);
-      resolve();
-    };
-    stream.on('drain', done);
-    stream.on('close', done);
-    stream.on('error', done);
-    stop?.then(done, done);
-  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -120,6 +104,8 @@ export class PartWriter {
   private commitBroken = false;
   /** Spool removal + permit release of every piece; awaited before run() returns. */
   private readonly cleanups: Promise<void>[] = [];
+  private inFlight = 0;
+  private readonly slotWaiters: (() => void)[] = [];
 
   constructor(
     private readonly host: PartWriterHost,
@@ -151,7 +137,8 @@ export class PartWriter {
    * recorded in Redis. Rejects (after saving what it could) if S3/Redis/disk failed or the body
    * stream errored.
    */
-  async run(): Promise<{ offset: number; bodyError?: unknown }> {
+  async run(): Promise<{ offset: number; bodyError?: unknown; bodyMs: number; parts: number }> {
+    const t0 = performance.now();
     let received = 0;
     let current: Piece | undefined;
     let bodyError: unknown;
@@ -178,6 +165,7 @@ export class PartWriter {
     } catch (err) {
       bodyError = err; // the body stream errored: keep what arrived, then report it
     }
+    const bodyMs = Math.round(performance.now() - t0);
 
     if (current) {
       if (this.firstError !== undefined) await this.discard(current);
@@ -194,7 +182,7 @@ export class PartWriter {
       });
     }
     if (this.firstError !== undefined) throw this.firstError;
-    return { offset: stateOffset(this.state), bodyError };
+    return { offset: stateOffset(this.state), bodyError, bodyMs, parts: this.committedPieces };
   }
 
   private async startPiece(): Promise<Piece> {
@@ -207,9 +195,8 @@ export class PartWriter {
       kind = planned.kind;
       capacity = planned.len;
     }
-    const permit = await this.host.acquirePermit();
-    const spoolPath = path.join(this.host.spoolDirectory, `tusk-s3-${process.pid}-${crypto.randomBytes(8).toString('hex')}`);
-    const spool = fs.createWriteStream(spoolPath, { highWaterMark: SPOOL_HWM });
+    const release = await this.acquireSlot();
+    const spool = new SpoolPiece(path.join(this.host.spoolDirectory, `tusk-s3-${process.pid}-${crypto.randomBytes(8).toString('hex')}`));
     const piece: Piece = {
       index,
       number: this.firstPartNumber + index,
@@ -217,38 +204,25 @@ export class PartWriter {
       capacity,
       fed: 0,
       bodyBytes: 0,
-      spoolPath,
       spool,
-      spoolClosed: new Promise<void>((resolve) => {
-        spool.once('close', resolve);
-      }),
       abort: new AbortController(),
-      streamSettled: false,
-      permit,
-      failed: false,
+      release,
     };
-    spool.on('error', (err) => {
-      piece.spoolError ??= err;
-    });
     this.pieces.push(piece);
 
     if (this.plan) {
-      const pt = new PassThrough({ highWaterMark: SPOOL_HWM });
-      pt.on('error', noop);
-      piece.pt = pt;
+      const reader = spool.liveReader(capacity);
+      reader.on('error', noop);
+      piece.reader = reader;
       const upload =
         kind === 'part'
-          ? this.host.uploadPartBody(this.state, piece.number, pt, capacity, piece.abort.signal)
-          : this.host.putTailBody(this.state, pt, capacity, piece.number, piece.abort.signal).then(() => 'tail');
+          ? this.host.uploadPartBody(this.state, piece.number, reader, capacity, piece.abort.signal)
+          : this.host.putTailBody(this.state, reader, capacity, piece.number, piece.abort.signal).then(() => 'tail');
       piece.streamResult = upload.then(
-        (etag) => {
-          piece.streamSettled = true;
-          return etag;
-        },
+        (etag) => etag,
         (err: unknown) => {
-          piece.streamSettled = true;
           piece.streamError = err;
-          pt.destroy();
+          reader.destroy();
           return undefined;
         },
       );
@@ -271,31 +245,37 @@ export class PartWriter {
     return piece;
   }
 
-  private async feed(piece: Piece, buf: Buffer, fromBody: boolean): Promise<void> {
-    if (piece.spoolError) throw piece.spoolError;
-    const spoolOk = piece.spool.write(buf);
-    let ptOk = true;
-    if (piece.pt && !piece.streamSettled) ptOk = piece.pt.write(buf);
-    piece.fed += buf.length;
-    if (fromBody) piece.bodyBytes += buf.length;
-    if (!spoolOk) await waitForDrain(piece.spool);
-    if (!ptOk && piece.pt && !piece.streamSettled) await waitForDrain(piece.pt, piece.streamResult);
-    if (piece.spoolError) throw piece.spoolError;
+  /** A slot of this write (piecesInFlight) and a permit of the store's semaphore. */
+  private async acquireSlot(): Promise<() => Promise<void>> {
+    while (this.inFlight >= this.opts.piecesInFlight) {
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    }
+    this.inFlight++;
+    const permit = await this.host.acquirePermit();
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      this.inFlight--;
+      this.slotWaiters.shift()?.();
+      await permit.release().catch(noop);
+    };
   }
 
-  private async closeSpool(piece: Piece): Promise<void> {
-    if (!piece.spool.writableEnded) piece.spool.end();
-    await piece.spoolClosed;
-    if (piece.spoolError) throw piece.spoolError;
+  private async feed(piece: Piece, buf: Buffer, fromBody: boolean): Promise<void> {
+    if (piece.spool.error) throw piece.spool.error;
+    const ok = piece.spool.write(buf);
+    piece.fed += buf.length;
+    if (fromBody) piece.bodyBytes += buf.length;
+    if (!ok) await piece.spool.drain();
+    if (piece.spool.error) throw piece.spool.error;
   }
 
   private async cleanup(piece: Piece): Promise<void> {
-    if (!piece.spool.closed) {
-      piece.spool.destroy();
-      await piece.spoolClosed;
-    }
-    await fs.promises.rm(piece.spoolPath, { force: true }).catch(noop);
-    await piece.permit.release().catch(noop);
+    piece.reader?.destroy();
+    await piece.spool.destroy();
+    await fs.promises.rm(piece.spool.path, { force: true }).catch(noop);
+    await piece.release();
   }
 
   /** Uploads `piece` (fully received, `fed` bytes) from its spool file as part `piece.number`. */
@@ -304,8 +284,7 @@ export class PartWriter {
     for (let attempt = 0; attempt < this.opts.spoolRetries; attempt++) {
       if (attempt > 0) await sleep(250 * 2 ** (attempt - 1));
       try {
-        const body = fs.createReadStream(piece.spoolPath, { highWaterMark: SPOOL_HWM });
-        return await this.host.uploadPartBody(this.state, piece.number, body, piece.fed);
+        return await this.host.uploadPartBody(this.state, piece.number, piece.spool.fileReader(piece.fed), piece.fed);
       } catch (err) {
         lastErr = err;
         this.host.log?.warn({ err, uploadId: this.state.upload.id, part: piece.number, attempt: attempt + 1 }, 'part upload from spool failed');
@@ -316,12 +295,12 @@ export class PartWriter {
 
   /** A part piece received completely: finish its upload in the background. */
   private seal(piece: Piece): void {
-    if (piece.pt && !piece.pt.writableEnded) piece.pt.end();
-    if (!piece.spool.writableEnded) piece.spool.end();
+    const flushed = piece.spool.end(); // the file is complete once flushed (the reader may lag)
+    flushed.catch(noop);
     if (piece.kind === 'tail') {
       // Only planned when the whole write is one tail piece: nothing before it in this write.
       piece.outcome = (async () => {
-        await this.closeSpool(piece);
+        await flushed;
         const ok = piece.streamResult ? await piece.streamResult : undefined;
         if (ok === undefined) await this.putTailFromSpool(piece);
         await this.enqueueCommit(async () => {
@@ -332,7 +311,7 @@ export class PartWriter {
       })();
     } else {
       piece.outcome = (async () => {
-        await this.closeSpool(piece);
+        await flushed;
         let etag = piece.streamResult ? await piece.streamResult : undefined;
         if (etag === undefined) {
           if (piece.streamError) {
@@ -348,10 +327,7 @@ export class PartWriter {
       () => {
         if (piece.kind === 'part') void this.flushCommits();
       },
-      (err: unknown) => {
-        piece.failed = true;
-        this.fail(err);
-      },
+      (err: unknown) => this.fail(err),
     );
     this.cleanups.push(piece.outcome.then(noop, noop).then(() => this.cleanup(piece)));
   }
@@ -361,8 +337,7 @@ export class PartWriter {
     for (let attempt = 0; attempt < this.opts.spoolRetries; attempt++) {
       if (attempt > 0) await sleep(250 * 2 ** (attempt - 1));
       try {
-        const body = fs.createReadStream(piece.spoolPath, { highWaterMark: SPOOL_HWM });
-        await this.host.putTailBody(this.state, body, piece.fed, piece.number);
+        await this.host.putTailBody(this.state, piece.spool.fileReader(piece.fed), piece.fed, piece.number);
         return;
       } catch (err) {
         lastErr = err;
@@ -375,10 +350,10 @@ export class PartWriter {
   /** The body ended (or errored) inside `piece`: store exactly the bytes that arrived. */
   private async saveCut(piece: Piece, received: number): Promise<void> {
     piece.abort.abort();
-    piece.pt?.destroy();
+    piece.reader?.destroy();
     if (piece.streamResult) await piece.streamResult;
     try {
-      await this.closeSpool(piece);
+      await piece.spool.end();
     } catch (err) {
       this.fail(err);
       await this.cleanup(piece);
@@ -413,17 +388,14 @@ export class PartWriter {
       });
       return 'tail';
     })();
-    piece.outcome.catch((err: unknown) => {
-      piece.failed = true;
-      this.fail(err);
-    });
+    piece.outcome.catch((err: unknown) => this.fail(err));
     this.cleanups.push(piece.outcome.then(noop, noop).then(() => this.cleanup(piece)));
   }
 
   /** After a failure: drop the piece being received. */
   private async discard(piece: Piece): Promise<void> {
     piece.abort.abort();
-    piece.pt?.destroy();
+    piece.reader?.destroy();
     if (piece.streamResult) await piece.streamResult;
     await this.cleanup(piece);
   }

@@ -11,7 +11,8 @@
 // plain S3Store spends per PATCH ListParts x2 (~25-50 ms each on RGW), GetObject of a missing
 // .part (~45 ms), HeadObject .part, then spools the whole body to disk before UploadPart starts.
 // Here a PATCH/HEAD reads the upload state from Redis (s3-upload-state.ts) and write() streams the
-// body straight into UploadPart while teeing it to a spool file (s3-part-writer.ts).
+// body into UploadParts as it arrives, through per-part spool files that let several parts of one
+// body upload at once (s3-part-writer.ts, s3-spool.ts).
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Readable } from 'node:stream';
@@ -19,8 +20,10 @@ import { S3Store, type Options as S3StoreOptions, type MetadataValue } from '@tu
 import { ERRORS, StreamLimiter, TUS_RESUMABLE, Upload } from '@tus/utils';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { ConcatenatingStore } from './concatenation.js';
 import { finishedUploadsNeverExpire } from './finished-uploads-never-expire.js';
 import { PartWriter, type PartWriterHost } from './s3-part-writer.js';
+import { concatenateObjects } from './s3-concat.js';
 import { currentUploadRequest } from './s3-request-context.js';
 import {
   S3UploadStateStore,
@@ -41,6 +44,11 @@ export interface TuskS3StoreOptions extends S3StoreOptions {
   spoolDirectory?: string;
   /** Attempts to upload a part from its spool file when its streamed upload failed. Default 3. */
   spoolRetries?: number;
+  /**
+   * Parts of one PATCH body received/uploaded at once (each may hold up to a part in its spool
+   * file while its upload catches up). Default 4. The store-wide limit is maxConcurrentPartUploads.
+   */
+  partsInFlightPerWrite?: number;
 }
 
 const NOT_FOUND_CODES = new Set(['NotFound', 'NoSuchKey', 'NoSuchUpload']);
@@ -63,14 +71,15 @@ function infoOf(upload: Upload): StoredUploadInfo {
   return info;
 }
 
-export class TuskS3Store extends S3Store implements PartWriterHost {
+export class TuskS3Store extends S3Store implements PartWriterHost, ConcatenatingStore {
   readonly spoolDirectory: string;
   readonly log: Logger | undefined;
   private readonly states: S3UploadStateStore;
   private readonly spoolRetries: number;
+  private readonly partsInFlightPerWrite: number;
 
   constructor(options: TuskS3StoreOptions) {
-    const { redis, redisPrefix = 'tusk:', logger, stateTtlMs, spoolDirectory, spoolRetries, ...s3Options } = options;
+    const { redis, redisPrefix = 'tusk:', logger, stateTtlMs, spoolDirectory, spoolRetries, partsInFlightPerWrite, ...s3Options } = options;
     const log = logger;
     super({
       ...s3Options,
@@ -78,6 +87,9 @@ export class TuskS3Store extends S3Store implements PartWriterHost {
         // RGW (and other S3-compatibles) reject the SDK's default CRC32 on streamed bodies.
         requestChecksumCalculation: 'WHEN_REQUIRED',
         responseChecksumValidation: 'WHEN_REQUIRED',
+        // Send part bodies at once instead of waiting a round trip for "100 Continue": the bytes
+        // are arriving now, and an upload that S3 refuses is retried from its spool file.
+        expectContinueHeader: false,
         // The SDK warns on every failed streamed request (it cannot retry those); we abort
         // in-flight part uploads on purpose when a body ends early, and retry from spool.
         logger: {
@@ -94,6 +106,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost {
     this.spoolDirectory = spoolDirectory ?? os.tmpdir();
     if (spoolDirectory) fs.mkdirSync(spoolDirectory, { recursive: true });
     this.spoolRetries = spoolRetries ?? 3;
+    this.partsInFlightPerWrite = Math.max(1, partsInFlightPerWrite ?? 4);
     const expiry = this.expirationPeriodInMilliseconds;
     this.states = new S3UploadStateStore(redis, redisPrefix, stateTtlMs ?? (expiry > 0 ? expiry + DAY_MS : 7 * DAY_MS));
   }
@@ -289,15 +302,32 @@ export class TuskS3Store extends S3Store implements PartWriterHost {
     if (offset !== stateOffset(state)) throw ERRORS.INVALID_OFFSET;
     const expected = this.expectedLength(src, state, offset);
     const size = state.upload.size;
-    const partSize = size !== undefined ? this.calcOptimalPartSize(size) : Math.max(this.preferredPartSize, this.minPartSize);
+    const partSize = Math.max(
+      size !== undefined ? this.calcOptimalPartSize(size) : Math.max(this.preferredPartSize, this.minPartSize),
+      state.tail, // a .part left by a store configured with larger parts must fit the first part
+    );
     // Huge uploads need parts above the preferred size to stay within maxMultipartParts: then
     // smaller PATCH bodies accumulate in .part until a part of that size is reached.
     const tailThreshold = size !== undefined && partSize > this.preferredPartSize ? partSize : this.minPartSize;
-    const writer = new PartWriter(this, state, src, expected, { partSize, tailThreshold, spoolRetries: this.spoolRetries });
-    const { offset: newOffset, bodyError } = await writer.run();
+    const writer = new PartWriter(this, state, src, expected, {
+      partSize,
+      tailThreshold,
+      spoolRetries: this.spoolRetries,
+      piecesInFlight: this.partsInFlightPerWrite,
+    });
+    const { offset: newOffset, bodyError, bodyMs, parts } = await writer.run();
     if (bodyError === undefined && size !== undefined && newOffset === size) await this.finish(state);
     this.log?.debug(
-      { uploadId: id, from: offset, to: newOffset, expected, ms: Math.round(performance.now() - started), bodyError: bodyError !== undefined },
+      {
+        uploadId: id,
+        from: offset,
+        to: newOffset,
+        expected,
+        parts,
+        bodyMs, // until the last body byte arrived
+        ms: Math.round(performance.now() - started), // until S3 (and Redis) confirmed everything
+        bodyError: bodyError !== undefined,
+      },
       'write done',
     );
     if (bodyError !== undefined) throw bodyError;
@@ -387,5 +417,32 @@ export class TuskS3Store extends S3Store implements PartWriterHost {
     });
     await this.states.delete(id);
     this.log?.debug({ uploadId: id }, 'upload removed');
+  }
+
+  /**
+   * tus concatenation: builds the final object from finished partial uploads server-side
+   * (s3-concat.ts: UploadPartCopy where S3 allows it), then records it as a completed upload.
+   */
+  async concatenate(final: Upload, partials: Upload[]): Promise<Upload> {
+    const sources = partials.map((p) => ({ key: p.storage?.path ?? p.id, size: p.size ?? 0 }));
+    const uploadId = await concatenateObjects(this.client, this.bucket, final.id, sources, {
+      minPartSize: this.minPartSize,
+      contentType: final.metadata?.contentType ?? undefined,
+      metadata: { 'tus-version': TUS_RESUMABLE },
+    });
+    final.creation_date = new Date().toISOString();
+    final.storage = { type: 's3', path: final.id, bucket: this.bucket };
+    await this.client.putObject({
+      Bucket: this.bucket,
+      Key: this.infoKey(final.id),
+      Body: JSON.stringify(new Upload({ ...final, offset: 0 })),
+      Tagging: this.useCompleteTag('true'),
+      Metadata: { 'upload-id': uploadId, 'tus-version': TUS_RESUMABLE },
+    });
+    const size = final.size ?? 0;
+    await this.states.delete(final.id);
+    await this.states.init({ upload: infoOf(final), uploadId, nparts: 0, bytes: size, tail: 0, done: true });
+    final.offset = size;
+    return final;
   }
 }
