@@ -3,7 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ffprobe } from '../workers/media/ffmpeg.js';
-import { parseMasterPlaylist, planLadder, transcode } from '../workers/steps/transcode.js';
+import { parseMasterPlaylist, planLadder, transcode, transcodeTimeoutMs } from '../workers/steps/transcode.js';
 import { MediaError } from '../workers/steps/types.js';
 import { makeAudio, makeVideo, probeJson, tempDir, truncateCopy } from './fixtures-media.js';
 
@@ -34,6 +34,8 @@ test('planLadder: never above the source; small sources get one rung at their ow
   expect(planLadder(720).map((r) => r.short)).toEqual([480, 720]);
   expect(planLadder(480).map((r) => r.short)).toEqual([480]);
   expect(planLadder(241).map((r) => r.short)).toEqual([240]);
+  expect(transcodeTimeoutMs(30)).toBe(420_000);
+  expect(transcodeTimeoutMs(undefined)).toBeGreaterThan(transcodeTimeoutMs(300));
 });
 
 test('4 s 1080p video -> 3 renditions + master + MP4, progress increasing to 100', async () => {

@@ -30,6 +30,18 @@ const AUDIO_KBPS = 128;
 const MP4_SHORT_SIDE = 720;
 export const DEFAULT_PRESET = 'veryfast';
 
+/**
+ * A time limit for transcode() proportional to the duration: base + perSecond x duration. Measured
+ * on 2 cores (veryfast, 3 rungs + MP4): ~0.7 s per second of 1080p when the machine is idle, ~3.7 s
+ * per second under a load average of 15; the default leaves room beyond that.
+ */
+export function transcodeTimeoutMs(durationSec: number | undefined, opts: { baseMs?: number; perSecondMs?: number } = {}): number {
+  const base = opts.baseMs ?? 120_000;
+  const perSecond = opts.perSecondMs ?? 10_000;
+  const d = durationSec && Number.isFinite(durationSec) && durationSec > 0 ? durationSec : 600; // unknown: assume 10 min
+  return Math.round(base + perSecond * d);
+}
+
 const even = (n: number) => Math.max(2, Math.floor(n / 2) * 2);
 
 /** The rungs for a source whose displayed short side is `sourceShort` px. */
