@@ -3,7 +3,7 @@
 export * from './types.js';
 export { pingClamd, scanStream, parseClamdReply } from './virus-scan.js';
 export { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from './detect-type.js';
-export { extractMetadata, metadataFromProbe, type MetadataOptions } from './metadata.js';
+export { extractMetadata, metadataFromProbe, probeFailure, type MetadataOptions } from './metadata.js';
 export { DEFAULT_THUMBNAIL_FORMATS, DEFAULT_THUMBNAIL_WIDTHS, makeThumbnails, plannedWidths } from './thumbnail.js';
 export { DEFAULT_PRESET, HLS_LADDER, HLS_SEGMENT_SECONDS, parseMasterPlaylist, planLadder, transcode, transcodeTimeoutMs } from './transcode.js';
 export { ffprobe, FfmpegError, runFfmpeg, type ProbeResult } from '../media/ffmpeg.js';
