@@ -175,12 +175,31 @@ test('a JPEG: ready with thumbnails that download through their presigned URLs; 
   expect((await res.arrayBuffer()).byteLength).toBeGreaterThan(100);
   await waitForDelivery(id, 'upload.ready');
 
+  // A HEAD of the finished upload re-adds its process-upload job (same id): nothing runs again.
+  const head = await fetch(`${tusk.url}/files/${id}`, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
+  expect(head.status).toBe(200);
+  await sleep(1000);
+  expect((await status(id)).body).toMatchObject({ status: 'ready', run: 1 });
+  expect(deliveries.filter((d) => d.upload_id === id && d.event === 'upload.finished')).toHaveLength(1);
+
   const again = await fetch(`${tusk.url}/api/uploads/${id}/reprocess`, { method: 'POST' });
   expect(again.status).toBe(202);
   const doc2 = await waitFor(id, (d) => d.run === 2 && terminal(d));
   expect(doc2.status).toBe('ready');
   await waitForDelivery(id, 'upload.ready', 2);
   expect(deliveries.filter((d) => d.upload_id === id && d.event === 'upload.ready').map((d) => d.run).sort()).toEqual([1, 2]);
+});
+
+test('audio: ready with an AAC HLS rendition and no thumbnail', async () => {
+  const file = path.join(dir, 'tone.m4a');
+  await ffmpeg(['-f', 'lavfi', '-i', 'sine=frequency=440', '-t', '4', '-c:a', 'aac', file]);
+  const id = await upload(await fs.readFile(file), 'tone.m4a', 'audio/mp4');
+  const doc = await waitFor(id, terminal);
+  expect(doc.status).toBe('ready');
+  expect(doc.tasks.thumbnail.status).toBe('skipped');
+  expect(doc.outputs.thumbnails).toEqual([]);
+  expect(doc.outputs.hls?.master_url).toMatch(/master\.m3u8/);
+  expect(doc.outputs.metadata).toMatchObject({ kind: 'audio' });
 });
 
 test('10 s 1080p video: ready with 3 HLS renditions, an MP4 and thumbnails; SSE shows progress', async () => {
