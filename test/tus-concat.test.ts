@@ -46,6 +46,16 @@ describe('planParts (S3 part plan for concatenation)', () => {
     const bytes = plan.flatMap((p) => (p.kind === 'copy' ? [p.piece] : p.pieces)).map((p) => `${p.key}${p.start}-${p.end}`);
     expect(bytes).toEqual(['a0-5', 'b0-1', 'c0-2', 'c3-8', 'd0-0']);
   });
+
+  test('large partials are copied in ranges, none but the last below the minimum part size', () => {
+    const min = 5 * MiB;
+    const plan = planParts([{ key: 'big', size: 35 * MiB }, { key: 'huge', size: 70 * MiB }], min);
+    const sizes = plan.map((p) => (p.kind === 'copy' ? p.piece.end - p.piece.start + 1 : p.size));
+    expect(plan.every((p) => p.kind === 'copy')).toBe(true);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(105 * MiB);
+    expect(sizes.every((size) => size >= min)).toBe(true);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(32 * MiB);
+  });
 });
 
 async function storeFor(kind: StoreKind): Promise<{ env: Record<string, string>; target: StoreTarget; prefix: string }> {

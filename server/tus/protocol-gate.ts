@@ -45,7 +45,7 @@ export function checkTusRequest(req: IncomingMessage): GateError | null {
 
   if (method === 'PATCH') {
     const contentType = header(req, 'content-type');
-    if (contentType === undefined || contentType.split(';')[0]?.trim().toLowerCase() !== 'application/offset+octet-stream') {
+    if (contentType?.trim() !== 'application/offset+octet-stream') {
       return { status: 415, body: 'Content-Type must be application/offset+octet-stream\n' };
     }
     const offset = header(req, 'upload-offset');
