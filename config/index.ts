@@ -139,7 +139,11 @@ const env = z.object({
   TRANSCODE_LOCK_DURATION: duration('TRANSCODE_LOCK_DURATION').default(120_000),
   WORK_DIR: z.string().min(1).optional(),
   WORKER_HEALTH_PORT: integer('WORKER_HEALTH_PORT', 0, 65535).optional(),
+  WORKER_QUEUES: z.string().optional(),
 });
+
+/** Queues a worker process can consume (WORKER_QUEUES); see workers/queues.ts. */
+export const PIPELINE_QUEUES = ['process-upload', 'virus-scan', 'extract-metadata', 'thumbnail', 'transcode', 'finalize', 'webhook'] as const;
 
 export type StorageKind = 's3' | 'file';
 
@@ -215,6 +219,8 @@ export interface PipelineConfig {
   workDir?: string;
   /** The worker process answers GET /healthz on this port (HOST address) when set. */
   workerHealthPort?: number;
+  /** The pipeline queues this worker process consumes (default: all), to scale steps separately. */
+  workerQueues: Array<(typeof PIPELINE_QUEUES)[number]>;
 }
 
 export class ConfigError extends Error {
@@ -272,6 +278,9 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (allowedTypes.some((t) => !/^[a-z0-9.+-]+\/([a-z0-9.+-]+|\*)$/.test(t))) {
     problems.push(`ALLOWED_TYPES: must be a comma-separated list of MIME types such as image/jpeg,video/* (got "${e.ALLOWED_TYPES}")`);
   }
+  const workerQueues = e.WORKER_QUEUES ? e.WORKER_QUEUES.split(',').map((q) => q.trim()).filter(Boolean) : [...PIPELINE_QUEUES];
+  const unknownQueues = workerQueues.filter((q) => !(PIPELINE_QUEUES as readonly string[]).includes(q));
+  if (unknownQueues.length) problems.push(`WORKER_QUEUES: unknown queue(s) ${unknownQueues.join(', ')}; choose from ${PIPELINE_QUEUES.join(', ')}`);
   if (e.WEBHOOK_URL && !e.WEBHOOK_SECRET) problems.push('WEBHOOK_SECRET: required when WEBHOOK_URL is set (webhooks are always signed)');
   if (e.CLAMD_SOCKET && e.CLAMD_HOST) problems.push('CLAMD_SOCKET and CLAMD_HOST: set one of them, not both');
   if (e.SIGNED_GET_URL_TTL < 1000 || e.SIGNED_GET_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_GET_URL_TTL: must be between 1s and 7d (the S3 limit)');
@@ -323,6 +332,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     transcodeLockDurationMs: e.TRANSCODE_LOCK_DURATION,
     workDir: e.WORK_DIR ? path.resolve(e.WORK_DIR) : undefined,
     workerHealthPort: e.WORKER_HEALTH_PORT,
+    workerQueues: workerQueues as PipelineConfig['workerQueues'],
   };
   return Object.defineProperty(config, 'pipeline', { value: pipeline, enumerable: false }) as Config;
 }

@@ -1,6 +1,7 @@
 // The pipeline with separate `server` and `worker` processes (real Redis, S3, clamd, ffmpeg,
-// sharp): bad media fails with a reason and the worker stays healthy; a worker killed with
-// kill -9 in the middle of a transcode is replaced and the job finishes exactly once.
+// sharp), the transcode queue in its own worker process (WORKER_QUEUES): bad media fails with a
+// reason and the worker stays healthy; a transcode worker killed with kill -9 in the middle of a
+// transcode is replaced and the job finishes exactly once.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import http from 'node:http';
@@ -32,6 +33,7 @@ interface Doc {
 let env: Record<string, string>;
 let server: TuskProcess;
 let worker: TuskProcess;
+let transcoder: TuskProcess;
 let dir: string;
 let receiver: http.Server;
 const deliveries: Array<{ event: string; upload_id: string; run: number }> = [];
@@ -40,9 +42,11 @@ async function ffmpeg(args: string[]): Promise<void> {
   await exec('ffmpeg', ['-hide_banner', '-nostdin', '-loglevel', 'error', '-y', ...args], { maxBuffer: 16 << 20 });
 }
 
-async function startWorker(): Promise<TuskProcess> {
+const ALL_BUT_TRANSCODE = 'process-upload,virus-scan,extract-metadata,thumbnail,finalize,webhook';
+
+async function startWorker(queues: string): Promise<TuskProcess> {
   const port = String(await freePort());
-  return startTusk({ mode: 'worker', env: { ...env, PORT: port, WORKER_HEALTH_PORT: port } });
+  return startTusk({ mode: 'worker', env: { ...env, PORT: port, WORKER_HEALTH_PORT: port, WORKER_QUEUES: queues } });
 }
 
 async function doc(id: string): Promise<Doc> {
@@ -57,7 +61,7 @@ async function waitFor(id: string, done: (d: Doc) => boolean, timeoutMs = 90_000
     if (done(last)) return last;
     await sleep(200);
   }
-  throw new Error(`timed out; last document: ${JSON.stringify(last, null, 2)}\n--- worker output ---\n${worker.output().slice(-6000)}`);
+  throw new Error(`timed out; last document: ${JSON.stringify(last, null, 2)}\n--- worker output ---\n${worker.output().slice(-4000)}\n--- transcode worker output ---\n${transcoder.output().slice(-4000)}`);
 }
 const terminal = (d: Doc) => ['ready', 'rejected', 'failed'].includes(d.status);
 
@@ -119,11 +123,13 @@ beforeAll(async () => {
     TRANSCODE_LOCK_DURATION: '4s',
   };
   server = await startTusk({ mode: 'server', env });
-  worker = await startWorker();
+  worker = await startWorker(ALL_BUT_TRANSCODE);
+  transcoder = await startWorker('transcode');
 });
 
 afterAll(async () => {
   await worker?.kill();
+  await transcoder?.kill();
   await server?.kill();
   await new Promise((resolve) => receiver?.close(resolve));
   if (dir) await fs.rm(dir, { recursive: true, force: true });
@@ -151,13 +157,15 @@ test('a PNG bomb and a truncated MP4 fail with a reason; the worker stays health
   const okDoc = await waitFor(ok, terminal);
   expect(okDoc.status).toBe('ready');
   expect(worker.output()).not.toMatch(/FATAL|heap out of memory/i);
+  expect(transcoder.output()).not.toMatch(/FATAL|heap out of memory/i);
+  expect(worker.output()).not.toMatch(/"queues":\[[^\]]*"transcode"/);
   const health = await fetch(`${worker.url}/healthz`);
   expect(health.status).toBe(200);
   await sleep(500);
   expect(deliveries.filter((d) => d.upload_id === bombId && d.event === 'upload.failed')).toHaveLength(1);
 }, 180_000);
 
-test('worker kill -9 mid-transcode: another worker takes the job over and it finishes once', async () => {
+test('transcode worker kill -9 mid-transcode: another one takes the job over and it finishes once', async () => {
   const clip = path.join(dir, 'long.mp4');
   await ffmpeg([
     '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440',
@@ -165,9 +173,9 @@ test('worker kill -9 mid-transcode: another worker takes the job over and it fin
   ]);
   const id = await upload(clip, 'long.mp4', 'video/mp4');
   await waitFor(id, (d) => d.tasks.transcode.status === 'running' && (d.tasks.transcode.progress ?? 0) > 0, 60_000);
-  const killed = await worker.kill('SIGKILL');
+  const killed = await transcoder.kill('SIGKILL');
   expect(killed.signal).toBe('SIGKILL');
-  worker = await startWorker();
+  transcoder = await startWorker('transcode');
   const final = await waitFor(id, terminal, 120_000);
   expect(final.status).toBe('ready');
   expect(final.outputs.hls?.master_url).toMatch(/master\.m3u8/);

@@ -34,6 +34,7 @@ import {
   THUMBNAIL_QUEUE,
   TRANSCODE_QUEUE,
   VIRUS_SCAN_QUEUE,
+  WEBHOOK_QUEUE,
   type ProcessUploadJob,
   type ReprocessFields,
   type StepJob,
@@ -301,16 +302,30 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
 
   // --- workers ------------------------------------------------------------------------------
   const common = { connection, prefix };
-  const workers: Worker[] = [
-    new Worker(PROCESS_UPLOAD_QUEUE, processUpload, { ...common, concurrency: 4 }),
-    new Worker(VIRUS_SCAN_QUEUE, scan, { ...common, concurrency: p.concurrency.scan }),
-    new Worker(METADATA_QUEUE, metadata, { ...common, concurrency: p.concurrency.metadata }),
-    new Worker(THUMBNAIL_QUEUE, thumbnail, { ...common, concurrency: p.concurrency.thumbnail, lockDuration: 60_000 }),
-    new Worker(TRANSCODE_QUEUE, transcodeStep, { ...common, concurrency: p.concurrency.transcode, lockDuration: p.transcodeLockDurationMs, stalledInterval: Math.min(30_000, p.transcodeLockDurationMs) }),
-    new Worker(FINALIZE_QUEUE, finalize, { ...common, concurrency: 4 }),
-  ];
-  const webhookWorker = webhooks.startWorker(connection, prefix, log);
-  if (webhookWorker) workers.push(webhookWorker as unknown as Worker);
+  const wanted = new Set<string>(p.workerQueues);
+  const workers: Worker[] = [];
+  const consume = (queue: string, make: () => Worker) => {
+    if (wanted.has(queue)) workers.push(make());
+  };
+  consume(PROCESS_UPLOAD_QUEUE, () => new Worker(PROCESS_UPLOAD_QUEUE, processUpload, { ...common, concurrency: 4 }));
+  consume(VIRUS_SCAN_QUEUE, () => new Worker(VIRUS_SCAN_QUEUE, scan, { ...common, concurrency: p.concurrency.scan }));
+  consume(METADATA_QUEUE, () => new Worker(METADATA_QUEUE, metadata, { ...common, concurrency: p.concurrency.metadata }));
+  consume(THUMBNAIL_QUEUE, () => new Worker(THUMBNAIL_QUEUE, thumbnail, { ...common, concurrency: p.concurrency.thumbnail, lockDuration: 60_000 }));
+  consume(
+    TRANSCODE_QUEUE,
+    () =>
+      new Worker(TRANSCODE_QUEUE, transcodeStep, {
+        ...common,
+        concurrency: p.concurrency.transcode,
+        lockDuration: p.transcodeLockDurationMs,
+        stalledInterval: Math.min(30_000, p.transcodeLockDurationMs),
+      }),
+  );
+  consume(FINALIZE_QUEUE, () => new Worker(FINALIZE_QUEUE, finalize, { ...common, concurrency: 4 }));
+  if (wanted.has(WEBHOOK_QUEUE)) {
+    const webhookWorker = webhooks.startWorker(connection, prefix, log);
+    if (webhookWorker) workers.push(webhookWorker as unknown as Worker);
+  }
   const taskOfQueue: Record<string, TaskName | undefined> = { [VIRUS_SCAN_QUEUE]: 'virus_scan', [METADATA_QUEUE]: 'metadata', [THUMBNAIL_QUEUE]: 'thumbnail', [TRANSCODE_QUEUE]: 'transcode' };
   for (const worker of workers) {
     worker.on('error', (err) => log.warn({ err: err.message, queue: worker.name }, 'pipeline worker error'));
@@ -333,7 +348,7 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
     });
   }
   log.info(
-    { concurrency: p.concurrency, scan: p.clamd ? 'clamd' : p.scanRequired ? 'required, no clamd configured' : 'skipped', webhooks: !!p.webhook },
+    { queues: [...wanted], concurrency: p.concurrency, scan: p.clamd ? 'clamd' : p.scanRequired ? 'required, no clamd configured' : 'skipped', webhooks: !!p.webhook },
     'processing pipeline started',
   );
 
