@@ -154,8 +154,29 @@ test('a PNG bomb and a truncated MP4 fail with a reason; the worker stays health
   expect(truncDoc.reason?.message).toMatch(/truncated|corrupt/i);
 
   const ok = await upload(clip, 'ok.mp4', 'video/mp4');
+  // SSE on the server process sees what the worker processes publish (Redis pub/sub).
+  const statuses: string[] = [];
+  const sse = await fetch(`${server.url}/api/uploads/${ok}/events`);
+  const reader = (async () => {
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of sse.body as unknown as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf('\n\n')) >= 0) {
+        const data = buffer.slice(0, cut).split('\n').find((l) => l.startsWith('data: '));
+        buffer = buffer.slice(cut + 2);
+        if (data) statuses.push((JSON.parse(data.slice(6)) as Doc).status);
+      }
+      if (statuses.includes('ready')) return;
+    }
+  })().catch(() => {});
   const okDoc = await waitFor(ok, terminal);
   expect(okDoc.status).toBe('ready');
+  await Promise.race([reader, sleep(5000)]);
+  await sse.body?.cancel().catch(() => {});
+  expect(statuses).toContain('processing');
+  expect(statuses[statuses.length - 1]).toBe('ready');
   expect(worker.output()).not.toMatch(/FATAL|heap out of memory/i);
   expect(transcoder.output()).not.toMatch(/FATAL|heap out of memory/i);
   expect(worker.output()).not.toMatch(/"queues":\[[^\]]*"transcode"/);
