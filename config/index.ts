@@ -104,6 +104,18 @@ const env = z.object({
   SHUTDOWN_TIMEOUT: duration('SHUTDOWN_TIMEOUT').default(25_000),
   CLEANUP_INTERVAL: duration('CLEANUP_INTERVAL').default(15 * 60_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // Authentication, quotas and rate limits (hooks/auth.ts, hooks/quota.ts, hooks/rate-limit.ts).
+  AUTH_JWT_SECRET: z.string().optional(),
+  AUTH_JWT_PUBLIC_KEY: z.string().optional(),
+  AUTH_JWKS_URL: url('AUTH_JWKS_URL', ['http:', 'https:']).optional(),
+  AUTH_JWT_ISSUER: z.string().min(1).optional(),
+  AUTH_JWT_AUDIENCE: z.string().min(1).optional(),
+  AUTH_JWT_ALGORITHMS: z.string().optional(),
+  AUTH_CLOCK_TOLERANCE: duration('AUTH_CLOCK_TOLERANCE').default(5_000),
+  QUOTA_BYTES: bytes('QUOTA_BYTES').default(0),
+  MAX_CONCURRENT_UPLOADS: integer('MAX_CONCURRENT_UPLOADS', 0, 1_000_000).default(0),
+  RATE_LIMIT_CREATIONS_PER_MINUTE_USER: integer('RATE_LIMIT_CREATIONS_PER_MINUTE_USER', 0, 1_000_000).default(60),
+  RATE_LIMIT_CREATIONS_PER_MINUTE_IP: integer('RATE_LIMIT_CREATIONS_PER_MINUTE_IP', 0, 1_000_000).default(600),
   // Processing pipeline (workers/pipeline).
   SCAN_REQUIRED: bool('SCAN_REQUIRED').default(true),
   CLAMD_SOCKET: z.string().min(1).optional(),
@@ -183,6 +195,41 @@ export interface Config {
   cleanupIntervalMs: number;
   logLevel: z.infer<typeof env>['LOG_LEVEL'];
   pipeline: PipelineConfig;
+  /** Authentication, quotas, rate limits (non-enumerable, like `pipeline`). */
+  access: AccessConfig;
+}
+
+/** JWT algorithms tusk accepts; `none` never. */
+export const JWT_HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'] as const;
+export const JWT_PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+
+export interface AuthConfig {
+  /** Where the verification key comes from: exactly one of them is set. */
+  mode: 'secret' | 'public-key' | 'jwks';
+  /** AUTH_JWT_SECRET (HMAC). */
+  secret?: string;
+  /** AUTH_JWT_PUBLIC_KEY (SPKI PEM). */
+  publicKeyPem?: string;
+  /** AUTH_JWKS_URL. */
+  jwksUrl?: string;
+  issuer?: string;
+  audience?: string;
+  /** Pinned algorithms; undefined: derived from the key (HS256 for a secret, the key's type for a PEM, RS256/ES256 for a JWKS). */
+  algorithms?: string[];
+  clockToleranceMs: number;
+}
+
+export interface AccessConfig {
+  /** Undefined: authentication is off (every request is the principal `anonymous`; warned at start-up). */
+  auth: AuthConfig | undefined;
+  /** HOST was set explicitly (with auth off, tusk warns that it listens beyond loopback unauthenticated). */
+  hostExplicit: boolean;
+  /** Per-user byte quota of stored and reserved uploads; 0 = unlimited. */
+  quotaBytes: number;
+  /** Per-user unfinished uploads at once; 0 = unlimited. */
+  maxConcurrentUploads: number;
+  /** Upload creations per minute; 0 = no limit. The per-user limit only applies with auth on. */
+  rateLimit: { creationsPerMinuteUser: number; creationsPerMinuteIp: number };
 }
 
 export interface PipelineConfig {
@@ -266,6 +313,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (e.MAX_UPLOAD_SIZE <= 0) problems.push('MAX_UPLOAD_SIZE: must be greater than 0');
   if (e.IDLE_TIMEOUT < 1000) problems.push('IDLE_TIMEOUT: must be at least 1s');
   if (e.LOCK_TTL < 1000) problems.push('LOCK_TTL: must be at least 1s');
+  const auth = authConfig(e, problems);
   const thumbnailWidths = e.THUMBNAIL_WIDTHS.split(',').map((w) => Number(w.trim()));
   if (!thumbnailWidths.length || thumbnailWidths.some((w) => !Number.isInteger(w) || w < 16 || w > 8192)) {
     problems.push(`THUMBNAIL_WIDTHS: must be a comma-separated list of widths from 16 to 8192 (got "${e.THUMBNAIL_WIDTHS}")`);
@@ -286,7 +334,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (e.SIGNED_GET_URL_TTL < 1000 || e.SIGNED_GET_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_GET_URL_TTL: must be between 1s and 7d (the S3 limit)');
   if (problems.length) throw new ConfigError(problems);
   const corsOrigins = e.CORS_ORIGINS.trim() === '*' ? '*' : e.CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
-  const config: Omit<Config, 'pipeline'> = {
+  const config: Omit<Config, 'pipeline' | 'access'> = {
     port: e.PORT,
     host: e.HOST ?? '127.0.0.1',
     publicUrl: e.PUBLIC_URL,
@@ -306,6 +354,14 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     cleanupIntervalMs: e.CLEANUP_INTERVAL,
     logLevel: e.LOG_LEVEL,
   };
+  const access: AccessConfig = {
+    auth,
+    hostExplicit: e.HOST !== undefined,
+    quotaBytes: e.QUOTA_BYTES,
+    maxConcurrentUploads: e.MAX_CONCURRENT_UPLOADS,
+    rateLimit: { creationsPerMinuteUser: e.RATE_LIMIT_CREATIONS_PER_MINUTE_USER, creationsPerMinuteIp: e.RATE_LIMIT_CREATIONS_PER_MINUTE_IP },
+  };
+  Object.defineProperty(config, 'access', { value: access, enumerable: false });
   // Non-enumerable so that comparisons of the core settings (test/config.test.ts) stay as they
   // are; read it as config.pipeline like any other field.
   const pipeline: PipelineConfig = {
@@ -335,4 +391,51 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     workerQueues: workerQueues as PipelineConfig['workerQueues'],
   };
   return Object.defineProperty(config, 'pipeline', { value: pipeline, enumerable: false }) as Config;
+}
+
+/** AUTH_*: one key source, a sane secret or PEM, algorithms that fit it (never `none`). */
+function authConfig(e: z.infer<typeof env>, problems: string[]): AuthConfig | undefined {
+  const sources = [
+    ['AUTH_JWT_SECRET', e.AUTH_JWT_SECRET],
+    ['AUTH_JWT_PUBLIC_KEY', e.AUTH_JWT_PUBLIC_KEY],
+    ['AUTH_JWKS_URL', e.AUTH_JWKS_URL],
+  ].filter(([, v]) => v !== undefined);
+  if (sources.length === 0) {
+    for (const name of ['AUTH_JWT_ISSUER', 'AUTH_JWT_AUDIENCE', 'AUTH_JWT_ALGORITHMS'] as const) {
+      if (e[name] !== undefined) problems.push(`${name}: has no effect without AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY or AUTH_JWKS_URL`);
+    }
+    return undefined;
+  }
+  if (sources.length > 1) {
+    problems.push(`${sources.map(([n]) => n).join(' and ')}: set only one of AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY, AUTH_JWKS_URL`);
+    return undefined;
+  }
+  const mode: AuthConfig['mode'] = e.AUTH_JWT_SECRET !== undefined ? 'secret' : e.AUTH_JWT_PUBLIC_KEY !== undefined ? 'public-key' : 'jwks';
+  if (mode === 'secret' && Buffer.byteLength(e.AUTH_JWT_SECRET ?? '') < 32) {
+    problems.push('AUTH_JWT_SECRET: must be at least 32 bytes long (HS256 wants a 256-bit key)');
+  }
+  // PEM in one env line: accept literal "\n".
+  const publicKeyPem = e.AUTH_JWT_PUBLIC_KEY?.replace(/\\n/g, '\n');
+  if (mode === 'public-key' && !/^-----BEGIN PUBLIC KEY-----[\s\S]+-----END PUBLIC KEY-----\s*$/.test(publicKeyPem?.trim() ?? '')) {
+    problems.push('AUTH_JWT_PUBLIC_KEY: must be a PEM public key ("-----BEGIN PUBLIC KEY-----" ... "-----END PUBLIC KEY-----")');
+  }
+  let algorithms: string[] | undefined;
+  if (e.AUTH_JWT_ALGORITHMS !== undefined) {
+    algorithms = e.AUTH_JWT_ALGORITHMS.split(',').map((a) => a.trim()).filter(Boolean);
+    const allowed: readonly string[] = mode === 'secret' ? JWT_HMAC_ALGORITHMS : JWT_PUBLIC_KEY_ALGORITHMS;
+    const bad = algorithms.filter((a) => !allowed.includes(a));
+    if (!algorithms.length || bad.length) {
+      problems.push(`AUTH_JWT_ALGORITHMS: with ${mode === 'secret' ? 'AUTH_JWT_SECRET' : mode === 'jwks' ? 'AUTH_JWKS_URL' : 'AUTH_JWT_PUBLIC_KEY'} choose from ${allowed.join(', ')} (got "${e.AUTH_JWT_ALGORITHMS}")`);
+    }
+  }
+  return {
+    mode,
+    secret: e.AUTH_JWT_SECRET,
+    publicKeyPem,
+    jwksUrl: e.AUTH_JWKS_URL,
+    issuer: e.AUTH_JWT_ISSUER,
+    audience: e.AUTH_JWT_AUDIENCE,
+    algorithms,
+    clockToleranceMs: e.AUTH_CLOCK_TOLERANCE,
+  };
 }

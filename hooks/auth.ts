@@ -1,0 +1,183 @@
+// Authentication (issue 5): every tus request and every API call carries a Bearer JWT whose `sub`
+// is the user id. Verified with jose against one configured key source: an HMAC secret
+// (AUTH_JWT_SECRET), a public key PEM (AUTH_JWT_PUBLIC_KEY) or a JWKS URL (AUTH_JWKS_URL), with
+// the algorithms pinned to what that key can do (never `none`, never HS* with a public key: no
+// algorithm confusion), optional issuer/audience checks, `exp`/`nbf` honoured.
+// With no key source configured, authentication is off: every request is the one principal
+// `anonymous`, and tusk warns loudly at start-up (warnIfUnauthenticated).
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import type { AuthConfig, Config } from '../config/index.js';
+import type { Logger } from '../lib/logger.js';
+
+export interface Principal {
+  userId: string;
+}
+
+/** The principal of every request while authentication is off. */
+export const ANONYMOUS: Principal = Object.freeze({ userId: 'anonymous' });
+
+/** Query parameter that may carry the token where headers cannot be set (EventSource). RFC 6750 name. */
+export const QUERY_TOKEN_PARAM = 'access_token';
+
+/** 401 (missing/invalid/expired token) or 503 (the JWKS could not be fetched). */
+export class AuthError extends Error {
+  constructor(
+    message: string,
+    readonly status: 401 | 503 = 401,
+    readonly code: 'unauthorized' | 'auth_unavailable' = status === 401 ? 'unauthorized' : 'auth_unavailable',
+  ) {
+    super(message);
+    this.name = 'AuthError';
+  }
+}
+
+export interface AuthenticateOptions {
+  /** Also accept `?access_token=` (SSE). The Authorization header wins when both are present. */
+  allowQueryToken?: boolean;
+}
+
+export interface Authenticator {
+  /** False: no auth configured; every request is ANONYMOUS. */
+  enabled: boolean;
+  /** The request's principal; throws AuthError. */
+  authenticate(req: IncomingMessage, opts?: AuthenticateOptions): Promise<Principal>;
+}
+
+/** Largest `sub` accepted (it becomes part of Redis keys). */
+const MAX_USER_ID_LENGTH = 256;
+
+/** Pinned algorithms for a public key, from its type (RSA: RS256, EC: by curve, Ed25519: EdDSA). */
+function algorithmsForKey(key: KeyObject): string[] {
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+      return ['RS256'];
+    case 'rsa-pss':
+      return ['PS256'];
+    case 'ec': {
+      const curve = key.asymmetricKeyDetails?.namedCurve;
+      if (curve === 'secp384r1') return ['ES384'];
+      if (curve === 'secp521r1') return ['ES512'];
+      return ['ES256'];
+    }
+    case 'ed25519':
+      return ['EdDSA'];
+    default:
+      throw new Error(`AUTH_JWT_PUBLIC_KEY: unsupported key type ${key.asymmetricKeyType ?? 'unknown'}`);
+  }
+}
+
+export function createAuthenticator(config: Config | { access: { auth: AuthConfig | undefined } }): Authenticator {
+  const auth = config.access.auth;
+  if (!auth) {
+    return { enabled: false, authenticate: async () => ANONYMOUS };
+  }
+  let key: Uint8Array | KeyObject | JWTVerifyGetKey;
+  let algorithms: string[];
+  if (auth.mode === 'secret') {
+    key = new TextEncoder().encode(auth.secret ?? '');
+    algorithms = auth.algorithms ?? ['HS256'];
+  } else if (auth.mode === 'public-key') {
+    const publicKey = createPublicKey(auth.publicKeyPem ?? '');
+    key = publicKey;
+    algorithms = auth.algorithms ?? algorithmsForKey(publicKey);
+  } else {
+    key = createRemoteJWKSet(new URL(auth.jwksUrl ?? ''), { timeoutDuration: 5000, cooldownDuration: 30_000, cacheMaxAge: 10 * 60_000 });
+    algorithms = auth.algorithms ?? ['RS256', 'ES256'];
+  }
+  const options = {
+    algorithms,
+    issuer: auth.issuer,
+    audience: auth.audience,
+    clockTolerance: Math.round(auth.clockToleranceMs / 1000),
+    requiredClaims: ['sub'],
+  };
+
+  return {
+    enabled: true,
+    async authenticate(req, opts = {}) {
+      const token = tokenOf(req, opts.allowQueryToken === true);
+      if (!token) throw new AuthError('Missing bearer token (Authorization: Bearer <JWT>)');
+      let payload;
+      try {
+        ({ payload } = await jwtVerify(token, key as Uint8Array, options));
+      } catch (err) {
+        throw authErrorOf(err);
+      }
+      const sub = payload.sub;
+      if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_USER_ID_LENGTH || /[\x00-\x1f]/.test(sub)) {
+        throw new AuthError('Token subject (sub) is missing or invalid');
+      }
+      return { userId: sub };
+    },
+  };
+}
+
+function authErrorOf(err: unknown): AuthError {
+  if (err instanceof joseErrors.JWTExpired) return new AuthError('Token expired');
+  if (err instanceof joseErrors.JWKSTimeout) return new AuthError('Could not fetch the signing keys (JWKS timeout)', 503);
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return new AuthError(`Token rejected: ${err.claim} claim check failed`);
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return new AuthError('Token rejected: algorithm not allowed');
+  if (err instanceof joseErrors.JOSEError) return new AuthError('Invalid token');
+  // Not a JOSE error: the JWKS endpoint was unreachable or answered garbage.
+  return new AuthError('Could not fetch the signing keys', 503);
+}
+
+/** The token of `Authorization: Bearer <token>`, or of `?access_token=` when allowed. */
+export function tokenOf(req: IncomingMessage, allowQueryToken: boolean): string | undefined {
+  const header = req.headers.authorization;
+  if (typeof header === 'string') {
+    const match = /^Bearer[ ]+([A-Za-z0-9._~+/=-]+)\s*$/i.exec(header);
+    return match?.[1];
+  }
+  if (!allowQueryToken) return undefined;
+  const query = (req.url ?? '').split('?')[1];
+  if (!query) return undefined;
+  return new URLSearchParams(query).get(QUERY_TOKEN_PARAM) ?? undefined;
+}
+
+/** The principal requireAuth put on the response (throws if the route was not protected). */
+export function principalOf(res: Response): Principal {
+  const principal = res.locals.principal as Principal | undefined;
+  if (!principal) throw new Error('route is not behind requireAuth');
+  return principal;
+}
+
+/**
+ * Express middleware: authenticates the request, puts the principal on `res.locals.principal`,
+ * or answers `401 { error: { code: 'unauthorized', message } }` with `WWW-Authenticate: Bearer`.
+ */
+export function requireAuth(authenticator: Authenticator, opts: AuthenticateOptions = {}): RequestHandler {
+  return (req: Request, res: Response, next: NextFunction) => {
+    authenticator.authenticate(req, opts).then(
+      (principal) => {
+        res.locals.principal = principal;
+        next();
+      },
+      (err: unknown) => {
+        const authErr = err instanceof AuthError ? err : new AuthError('Authentication failed', 503);
+        if (authErr.status === 401) res.set('WWW-Authenticate', 'Bearer');
+        res.status(authErr.status).json({ error: { code: authErr.code, message: authErr.message } });
+      },
+    );
+  };
+}
+
+/** Loud start-up warning when authentication is off (and louder when HOST was set explicitly). */
+export function warnIfUnauthenticated(config: Config, logger: Logger): void {
+  if (config.access.auth) {
+    logger.info({ mode: config.access.auth.mode, issuer: config.access.auth.issuer, audience: config.access.auth.audience }, 'authentication: Bearer JWT required on /files/ and /api/');
+    return;
+  }
+  const loopback = ['127.0.0.1', '::1', 'localhost'].includes(config.host);
+  const message =
+    config.access.hostExplicit && !loopback
+      ? `AUTHENTICATION IS OFF and HOST=${config.host}: anyone who can reach this address can upload, read and delete every upload. Set AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY or AUTH_JWKS_URL.`
+      : 'AUTHENTICATION IS OFF: every request is the single user "anonymous". tusk listens on ' +
+        `${config.host} only; set AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY or AUTH_JWKS_URL before exposing it.`;
+  logger.warn({ auth: 'off', host: config.host, hostExplicit: config.access.hostExplicit }, message);
+  // Also on stderr, outside the JSON log stream, so that nobody misses it.
+  process.stderr.write(`\n*** tusk WARNING: ${message} ***\n\n`);
+}

@@ -1,0 +1,246 @@
+// Per-user byte quota and concurrent-upload limit (issue 5), all state in Redis and every change
+// one Lua script, so several tusk processes (and the direct-to-storage API) share it correctly.
+//   ${prefix}quota:user:{<userId>}     hash  bytes (reserved + stored), active (unfinished uploads)
+//   ${prefix}quota:upload:{<uploadId>} hash  user, bytes, state (active|complete), expires_at (ms, 0 = never)
+//   ${prefix}quota:expiring            zset  active upload ids by expires_at (releaseExpired)
+// Life of a reservation:
+//   reserve(user, id, bytes)  at creation, from the declared length (0 for a deferred length);
+//                             idempotent per upload id; refused with quota_exceeded / too_many_uploads
+//   adjust(id, bytes)         the deferred length became known (may be refused: quota_exceeded)
+//   complete(id)              finished: no longer counts as concurrent, keeps its bytes
+//   release(id)               terminated, aborted or expired: frees the bytes and, if active, the slot
+import type { Redis } from 'ioredis';
+
+export interface QuotaLimits {
+  /** QUOTA_BYTES; 0 = unlimited. */
+  quotaBytes: number;
+  /** MAX_CONCURRENT_UPLOADS; 0 = unlimited. */
+  maxConcurrentUploads: number;
+}
+
+export type QuotaRefusal = { ok: false; code: 'quota_exceeded' | 'too_many_uploads'; message: string };
+export type QuotaResult = { ok: true } | QuotaRefusal;
+
+export interface QuotaUsage {
+  userId: string;
+  /** Bytes reserved by unfinished uploads plus bytes of finished ones. */
+  bytes: number;
+  /** Unfinished uploads. */
+  activeUploads: number;
+  quotaBytes: number;
+  maxConcurrentUploads: number;
+}
+
+export interface ReserveOptions {
+  /** When the reservation lapses if the upload never finishes (ms since epoch); releaseExpired frees it. */
+  expiresAt?: number;
+  /** Reserve bytes for an upload that is already complete (takes no concurrent slot). */
+  complete?: boolean;
+  /**
+   * Upload ids (of the same user) whose reservations this one replaces, released in the same
+   * step: the final upload of a concatenation takes over its partials' bytes.
+   */
+  replaces?: string[];
+}
+
+// KEYS[1] user hash, KEYS[2] upload hash, KEYS[3] expiring zset, KEYS[4..] replaced upload hashes
+// ARGV[1] user id, ARGV[2] upload id, ARGV[3] bytes, ARGV[4] quota, ARGV[5] max concurrent,
+// ARGV[6] expires_at, ARGV[7] complete (0/1), ARGV[8..] replaced upload ids
+// Returns {1, 'ok'} | {0, code, used, limit}
+const RESERVE = `
+local existing = redis.call('HGET', KEYS[2], 'user')
+if existing then
+  if existing == ARGV[1] then return {1, 'ok'} end
+  return {0, 'conflict', 0, 0}
+end
+local bytes = tonumber(ARGV[3])
+local used = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+local active = tonumber(redis.call('HGET', KEYS[1], 'active') or '0')
+local freedBytes, freedActive = 0, 0
+for i = 4, #KEYS do
+  if redis.call('HGET', KEYS[i], 'user') == ARGV[1] then
+    freedBytes = freedBytes + tonumber(redis.call('HGET', KEYS[i], 'bytes') or '0')
+    if redis.call('HGET', KEYS[i], 'state') == 'active' then freedActive = freedActive + 1 end
+  end
+end
+local complete = ARGV[7] == '1'
+local maxActive = tonumber(ARGV[5])
+if not complete and maxActive > 0 and active - freedActive + 1 > maxActive then
+  return {0, 'too_many_uploads', active - freedActive, maxActive}
+end
+local quota = tonumber(ARGV[4])
+if quota > 0 and bytes > 0 and used - freedBytes + bytes > quota then
+  return {0, 'quota_exceeded', used - freedBytes, quota}
+end
+for i = 4, #KEYS do
+  if redis.call('HGET', KEYS[i], 'user') == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[3], ARGV[4 + i])
+  end
+end
+local state = 'active'
+if complete then state = 'complete' end
+redis.call('HSET', KEYS[2], 'user', ARGV[1], 'bytes', bytes, 'state', state, 'expires_at', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'bytes', bytes - freedBytes)
+local deltaActive = -freedActive
+if not complete then deltaActive = deltaActive + 1 end
+redis.call('HINCRBY', KEYS[1], 'active', deltaActive)
+if not complete and tonumber(ARGV[6]) > 0 then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2]) end
+return {1, 'ok'}
+`;
+
+// KEYS[1] upload hash, ARGV[1] user-key prefix (before '{'), ARGV[2] new bytes, ARGV[3] quota
+// Returns {1,'ok'} | {0,'not_found'} | {0,'quota_exceeded', used, quota}
+const ADJUST = `
+local user = redis.call('HGET', KEYS[1], 'user')
+if not user then return {0, 'not_found', 0, 0} end
+local userKey = ARGV[1] .. '{' .. user .. '}'
+local old = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+local new = tonumber(ARGV[2])
+local used = tonumber(redis.call('HGET', userKey, 'bytes') or '0')
+local quota = tonumber(ARGV[3])
+if new > old and quota > 0 and used - old + new > quota then
+  return {0, 'quota_exceeded', used - old, quota}
+end
+redis.call('HSET', KEYS[1], 'bytes', new)
+redis.call('HINCRBY', userKey, 'bytes', new - old)
+return {1, 'ok'}
+`;
+
+// KEYS[1] upload hash, KEYS[2] expiring zset; ARGV[1] user-key prefix, ARGV[2] upload id
+const COMPLETE = `
+local user = redis.call('HGET', KEYS[1], 'user')
+if not user then return 0 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'complete', 'expires_at', 0)
+redis.call('HINCRBY', ARGV[1] .. '{' .. user .. '}', 'active', -1)
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
+`;
+
+// KEYS[1] upload hash, KEYS[2] expiring zset; ARGV[1] user-key prefix, ARGV[2] upload id
+// Returns the bytes freed, or -1 when there was no reservation.
+const RELEASE = `
+local user = redis.call('HGET', KEYS[1], 'user')
+if not user then redis.call('ZREM', KEYS[2], ARGV[2]); return -1 end
+local userKey = ARGV[1] .. '{' .. user .. '}'
+local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
+redis.call('HINCRBY', userKey, 'bytes', -bytes)
+if redis.call('HGET', KEYS[1], 'state') == 'active' then redis.call('HINCRBY', userKey, 'active', -1) end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return bytes
+`;
+
+export class QuotaService {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    readonly limits: QuotaLimits,
+  ) {}
+
+  private userKeyPrefix(): string {
+    return `${this.prefix}quota:user:`;
+  }
+  private userKey(userId: string): string {
+    return `${this.userKeyPrefix()}{${userId}}`;
+  }
+  private uploadKey(uploadId: string): string {
+    return `${this.prefix}quota:upload:{${uploadId}}`;
+  }
+  private expiringKey(): string {
+    return `${this.prefix}quota:expiring`;
+  }
+
+  /** Reserves `bytes` (and, unless complete, a concurrent slot) for a new upload. Idempotent per upload id. */
+  async reserve(userId: string, uploadId: string, bytes: number, opts: ReserveOptions = {}): Promise<QuotaResult> {
+    const replaces = opts.replaces ?? [];
+    const result = (await this.redis.eval(
+      RESERVE,
+      3 + replaces.length,
+      this.userKey(userId),
+      this.uploadKey(uploadId),
+      this.expiringKey(),
+      ...replaces.map((id) => this.uploadKey(id)),
+      userId,
+      uploadId,
+      String(Math.max(0, Math.floor(bytes))),
+      String(this.limits.quotaBytes),
+      String(this.limits.maxConcurrentUploads),
+      String(opts.expiresAt ?? 0),
+      opts.complete ? '1' : '0',
+      ...replaces,
+    )) as [number, string, number?, number?];
+    if (result[0] === 1) return { ok: true };
+    return this.refusal(result[1], Number(result[2] ?? 0), Number(result[3] ?? 0), bytes);
+  }
+
+  /** Sets the reserved bytes of an upload (a deferred length declared); refused when that exceeds the quota. */
+  async adjust(uploadId: string, bytes: number): Promise<QuotaResult> {
+    const result = (await this.redis.eval(
+      ADJUST,
+      1,
+      this.uploadKey(uploadId),
+      this.userKeyPrefix(),
+      String(Math.max(0, Math.floor(bytes))),
+      String(this.limits.quotaBytes),
+    )) as [number, string, number?, number?];
+    if (result[0] === 1 || result[1] === 'not_found') return { ok: true };
+    return this.refusal(result[1], Number(result[2] ?? 0), Number(result[3] ?? 0), bytes);
+  }
+
+  /** The upload finished: it keeps its bytes but no longer counts as concurrent. Idempotent. */
+  async complete(uploadId: string): Promise<void> {
+    await this.redis.eval(COMPLETE, 2, this.uploadKey(uploadId), this.expiringKey(), this.userKeyPrefix(), uploadId);
+  }
+
+  /** Frees the upload's bytes and slot (terminated, aborted, expired). Returns the bytes freed (0 if none). */
+  async release(uploadId: string): Promise<number> {
+    const freed = Number(await this.redis.eval(RELEASE, 2, this.uploadKey(uploadId), this.expiringKey(), this.userKeyPrefix(), uploadId));
+    return Math.max(0, freed);
+  }
+
+  /** Releases unfinished reservations whose expiry passed (the cleanup job). Returns the upload ids released. */
+  async releaseExpired(now = Date.now(), batch = 500): Promise<string[]> {
+    const released: string[] = [];
+    for (;;) {
+      const ids = await this.redis.zrangebyscore(this.expiringKey(), '-inf', now, 'LIMIT', 0, batch);
+      if (ids.length === 0) break;
+      for (const id of ids) {
+        await this.release(id);
+        released.push(id);
+      }
+      if (ids.length < batch) break;
+    }
+    return released;
+  }
+
+  async usage(userId: string): Promise<QuotaUsage> {
+    const [bytes, active] = await this.redis.hmget(this.userKey(userId), 'bytes', 'active');
+    return {
+      userId,
+      bytes: Math.max(0, Number(bytes ?? 0)),
+      activeUploads: Math.max(0, Number(active ?? 0)),
+      quotaBytes: this.limits.quotaBytes,
+      maxConcurrentUploads: this.limits.maxConcurrentUploads,
+    };
+  }
+
+  /** The reservation of one upload, if any. */
+  async reservation(uploadId: string): Promise<{ userId: string; bytes: number; state: 'active' | 'complete'; expiresAt: number } | undefined> {
+    const h = await this.redis.hgetall(this.uploadKey(uploadId));
+    if (!h.user) return undefined;
+    return { userId: h.user, bytes: Number(h.bytes ?? 0), state: h.state === 'complete' ? 'complete' : 'active', expiresAt: Number(h.expires_at ?? 0) };
+  }
+
+  private refusal(code: string, used: number, limit: number, requested: number): QuotaRefusal {
+    if (code === 'too_many_uploads') {
+      return { ok: false, code: 'too_many_uploads', message: `Too many unfinished uploads (${used} of at most ${limit}); finish or delete one first` };
+    }
+    if (code === 'conflict') {
+      // Another user already holds this upload id: never happens with random ids; refuse plainly.
+      return { ok: false, code: 'quota_exceeded', message: 'Upload id already reserved by another user' };
+    }
+    return { ok: false, code: 'quota_exceeded', message: `Quota exceeded: ${requested} more bytes would make ${used + requested} of ${limit} bytes` };
+  }
+}
