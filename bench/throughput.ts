@@ -74,6 +74,7 @@ async function serve(kind: string, port: number): Promise<void> {
       partSize,
       redis: r,
       redisPrefix: 'bench:',
+      ...(process.env.BENCH_PARTS_IN_FLIGHT ? { partsInFlightPerWrite: Number(process.env.BENCH_PARTS_IN_FLIGHT) } : {}),
       logger: pino({ level: process.env.BENCH_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
     });
   }

@@ -198,6 +198,21 @@ describe('TuskS3Store', () => {
     },
   );
 
+  test('without a request context, a chunked body shorter than its limiter (rest of the upload) is stored exactly', async () => {
+    // @tus/server sizes the StreamLimiter to Upload-Length - offset when Content-Length is absent.
+    const store = newStore();
+    const data = crypto.randomBytes(17 * MiB);
+    const id = await create(store, data.length);
+    const steps = [7 * MiB + 5, 3 * MiB, data.length - 10 * MiB - 5];
+    let offset = 0;
+    for (const n of steps) {
+      offset = await write(store, id, offset, body(data.subarray(offset, offset + n)), data.length - offset, 'limiter');
+      expect((await store.getUpload(id)).offset).toBe(offset);
+    }
+    expect(offset).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
   test('one big write uploads parts concurrently and stays byte-identical', async () => {
     const store = newStore();
     const data = crypto.randomBytes(31 * MiB);
