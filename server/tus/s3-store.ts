@@ -62,6 +62,20 @@ function isNotFound(err: unknown, codes = NOT_FOUND_CODES): boolean {
   return (typeof e.name === 'string' && codes.has(e.name)) || (typeof e.Code === 'string' && codes.has(e.Code));
 }
 
+/**
+ * The SDK pipes a stream body into the request without watching it: a body that errors would
+ * be an unhandled 'error' event and leave the request waiting forever. Abort the request instead.
+ */
+function abortOnBodyError(body: Readable, signal: AbortSignal | undefined): AbortSignal {
+  const ac = new AbortController();
+  body.once('error', (err) => ac.abort(err));
+  if (signal) {
+    if (signal.aborted) ac.abort(signal.reason);
+    else signal.addEventListener('abort', () => ac.abort(signal.reason), { once: true });
+  }
+  return ac.signal;
+}
+
 function infoOf(upload: Upload): StoredUploadInfo {
   const info: StoredUploadInfo = { id: upload.id };
   if (upload.size !== undefined) info.size = upload.size;
@@ -216,7 +230,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
   async uploadPartBody(state: UploadState, partNumber: number, body: Readable, length: number, signal?: AbortSignal): Promise<string> {
     const res = await this.client.uploadPart(
       { Bucket: this.bucket, Key: state.upload.id, UploadId: state.uploadId, PartNumber: partNumber, Body: body, ContentLength: length },
-      signal ? { abortSignal: signal } : {},
+      { abortSignal: abortOnBodyError(body, signal) },
     );
     if (!res.ETag) throw new Error(`upload ${state.upload.id}: UploadPart ${partNumber} returned no ETag`);
     return res.ETag;
@@ -232,7 +246,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
         Tagging: this.useCompleteTag('false'),
         Metadata: { [NEXT_PART_META]: String(nextPart) },
       },
-      signal ? { abortSignal: signal } : {},
+      { abortSignal: abortOnBodyError(body, signal) },
     );
   }
 

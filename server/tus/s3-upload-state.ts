@@ -174,12 +174,14 @@ export class S3UploadStateStore {
   async markDone(state: UploadState): Promise<void> {
     const id = state.upload.id;
     const info = JSON.stringify({ upload: state.upload, uploadId: state.uploadId });
-    await this.redis
+    const results = await this.redis
       .multi()
       .del(this.partsKey(id))
       .hset(this.mainKey(id), 'info', info, 'nparts', state.nparts, 'bytes', state.bytes, 'tail', 0, 'done', '1')
       .pexpire(this.mainKey(id), this.ttlMs)
       .exec();
+    const failed = results?.find(([err]) => err);
+    if (!results || failed) throw failed?.[0] ?? new Error(`upload ${id}: Redis MULTI aborted`);
     state.done = true;
     state.tail = 0;
   }
