@@ -152,6 +152,10 @@ const env = z.object({
   WORK_DIR: z.string().min(1).optional(),
   WORKER_HEALTH_PORT: integer('WORKER_HEALTH_PORT', 0, 65535).optional(),
   WORKER_QUEUES: z.string().optional(),
+  // Direct-to-storage uploads (server/api/direct-uploads.ts).
+  SINGLE_PUT_MAX: bytes('SINGLE_PUT_MAX').default(100 * MiB),
+  DIRECT_CHUNK_SIZE: bytes('DIRECT_CHUNK_SIZE').default(10 * MiB),
+  SIGNED_URL_TTL: duration('SIGNED_URL_TTL').default(3_600_000),
 });
 
 /** Queues a worker process can consume (WORKER_QUEUES); see workers/queues.ts. */
@@ -197,6 +201,17 @@ export interface Config {
   pipeline: PipelineConfig;
   /** Authentication, quotas, rate limits (non-enumerable, like `pipeline`). */
   access: AccessConfig;
+  /** Direct-to-storage uploads (non-enumerable, like `pipeline`). */
+  direct: DirectConfig;
+}
+
+export interface DirectConfig {
+  /** Files up to this size get one presigned PUT; larger ones a multipart upload. */
+  singlePutMax: number;
+  /** Part size of direct multipart uploads (grown so that no file needs more than 10,000 parts). */
+  chunkSize: number;
+  /** How long presigned upload URLs work. */
+  signedUrlTtlMs: number;
 }
 
 /** JWT algorithms tusk accepts; `none` never. */
@@ -332,9 +347,12 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (e.WEBHOOK_URL && !e.WEBHOOK_SECRET) problems.push('WEBHOOK_SECRET: required when WEBHOOK_URL is set (webhooks are always signed)');
   if (e.CLAMD_SOCKET && e.CLAMD_HOST) problems.push('CLAMD_SOCKET and CLAMD_HOST: set one of them, not both');
   if (e.SIGNED_GET_URL_TTL < 1000 || e.SIGNED_GET_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_GET_URL_TTL: must be between 1s and 7d (the S3 limit)');
+  if (e.SINGLE_PUT_MAX < 1 || e.SINGLE_PUT_MAX > 5 * 1024 * MiB) problems.push('SINGLE_PUT_MAX: must be between 1 byte and 5GiB (the S3 limit of one PUT)');
+  if (e.DIRECT_CHUNK_SIZE < 5 * MiB || e.DIRECT_CHUNK_SIZE > 5 * 1024 * MiB) problems.push('DIRECT_CHUNK_SIZE: must be between 5MiB and 5GiB');
+  if (e.SIGNED_URL_TTL < 1000 || e.SIGNED_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_URL_TTL: must be between 1s and 7d (the S3 limit)');
   if (problems.length) throw new ConfigError(problems);
   const corsOrigins = e.CORS_ORIGINS.trim() === '*' ? '*' : e.CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
-  const config: Omit<Config, 'pipeline' | 'access'> = {
+  const config: Omit<Config, 'pipeline' | 'access' | 'direct'> = {
     port: e.PORT,
     host: e.HOST ?? '127.0.0.1',
     publicUrl: e.PUBLIC_URL,
@@ -390,6 +408,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     workerHealthPort: e.WORKER_HEALTH_PORT,
     workerQueues: workerQueues as PipelineConfig['workerQueues'],
   };
+  const direct: DirectConfig = { singlePutMax: e.SINGLE_PUT_MAX, chunkSize: e.DIRECT_CHUNK_SIZE, signedUrlTtlMs: e.SIGNED_URL_TTL };
+  Object.defineProperty(config, 'direct', { value: direct, enumerable: false });
   return Object.defineProperty(config, 'pipeline', { value: pipeline, enumerable: false }) as Config;
 }
 

@@ -17,6 +17,7 @@ import { ConcatRegistry } from './tus/concatenation.js';
 import { createTusEndpoint, TUS_PATH } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
 import { createApiRouter } from './api/uploads.js';
+import { createDirectUploadsRouter } from './api/direct-uploads.js';
 
 export interface RunningServer {
   port: number;
@@ -83,6 +84,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
   app.all([TUS_PATH, `${TUS_PATH}/`, `${TUS_PATH}/*rest`], (req, res) => {
     void tusEndpoint.handle(req, res);
   });
+  app.use(createDirectUploadsRouter({ config, redis, logger, finished }));
   app.use(createApiRouter(config, redisUrl, logger));
   app.use((_req, res) => {
     res.status(404).json({ error: { code: 'not_found', message: 'No such route' } });

@@ -1,0 +1,173 @@
+// Companion-compatible S3 signing routes, so that Uppy's @uppy/aws-s3 plugin works against tusk
+// unchanged (`endpoint: '<tusk>'`, `headers: { authorization: 'Bearer <JWT>' }`). Same shapes as
+// Companion's s3 controller, but every route is behind tusk's auth and goes through the same
+// service as /api/uploads (validation, allow-list, rate limit, quota, completion checks):
+//   GET    /s3/params?filename=&type=&size=              { method: 'PUT', url, fields: {}, headers, upload_id, expires }
+//   POST   /s3/multipart { filename, type, metadata }    { uploadId, key }
+//   GET    /s3/multipart/:uploadId?key=                  [{ PartNumber, Size, ETag }]
+//   GET    /s3/multipart/:uploadId/batch?key=&partNumbers=1,2   { presignedUrls: { [n]: url } }
+//   GET    /s3/multipart/:uploadId/:partNumber?key=      { url, expires }
+//   POST   /s3/multipart/:uploadId/complete?key=         { location }   (the status URL)
+//   DELETE /s3/multipart/:uploadId?key=                  {}
+// Companion needs no file size; tusk does (quota, completion check): send it as `size` (body or
+// query) or in Uppy's metadata (`metadata.size`, e.g. with allowedMetaFields). `uploadId` is the S3
+// UploadId and `key` our object key `direct/<upload id>`; a key that is not one of the caller's
+// uploads, or an UploadId that does not match it, answers 404. A single PUT from /s3/params has no
+// completion call in Uppy: the client may POST /api/uploads/<upload_id>/complete, otherwise the
+// cleanup job completes a PUT whose object has arrived with the declared size.
+import type { Request, RequestHandler, Response, Router } from 'express';
+import { z } from 'zod';
+import { principalOf } from '../../hooks/auth.js';
+import type { Logger } from '../../lib/logger.js';
+import {
+  handle,
+  jsonBody,
+  parseBody,
+  uploadIdOfKey,
+  type DirectSession,
+  type DirectUploads,
+  type Principal,
+} from './direct-uploads.js';
+import { ApiError } from './errors.js';
+
+const size = z.coerce.number().int().positive();
+const createBody = z.object({
+  filename: z.string().min(1).max(1024),
+  type: z.string().max(255).optional(),
+  size: size.optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+const completeBody = z.object({
+  parts: z.array(z.object({ PartNumber: z.number().int().positive(), ETag: z.string().max(200).optional() })).max(10_000).optional(),
+});
+
+function declaredSize(...candidates: unknown[]): number {
+  for (const c of candidates) {
+    if (c === undefined || c === null || c === '') continue;
+    const n = Number(c);
+    if (Number.isSafeInteger(n) && n > 0) return n;
+    throw new ApiError(400, 'invalid_request', `size must be a positive whole number of bytes (got "${String(c)}")`);
+  }
+  throw new ApiError(400, 'invalid_request', 'tusk needs the file size: send `size` (or metadata.size) with the request');
+}
+
+const contentTypeOf = (type: unknown, filename: string) => {
+  const t = typeof type === 'string' && type ? type : '';
+  if (!t) throw new ApiError(400, 'invalid_request', `type (the MIME type of "${filename}") is required`);
+  return t;
+};
+
+export function registerCompanionRoutes(router: Router, service: DirectUploads, auth: RequestHandler, logger: Logger): void {
+  const log = logger.child({ component: 'companion-s3' });
+  const baseUrl = (req: Request) => service.deps.config.publicUrl ?? `${req.protocol}://${req.get('host')}`;
+
+  /** The caller's session for `key` whose S3 UploadId is `uploadId`; 404 otherwise. */
+  async function sessionFor(principal: Principal, req: Request, multipart = true): Promise<DirectSession> {
+    const key = typeof req.query.key === 'string' ? req.query.key : '';
+    const id = uploadIdOfKey(key);
+    const notFound = new ApiError(404, 'not_found', 'No such upload');
+    if (!id) throw notFound;
+    const s = await service.owned(principal, id).catch(() => {
+      throw notFound;
+    });
+    if (multipart && (s.method !== 'multipart' || s.s3_upload_id !== String(req.params.uploadId))) throw notFound;
+    return s;
+  }
+
+  router.get(
+    '/s3/params',
+    auth,
+    handle(log, async (req, res) => {
+      const principal = principalOf(res);
+      const q = req.query as Record<string, unknown>;
+      const filename = typeof q.filename === 'string' && q.filename ? q.filename : '';
+      if (!filename) throw new ApiError(400, 'invalid_request', 'filename is required');
+      const bytes = declaredSize(q.size, (q.metadata as Record<string, unknown> | undefined)?.size, q['metadata[size]']);
+      const s = await service.initiate(principal, req.ip ?? '', { filename, filesize: bytes, content_type: contentTypeOf(q.type, filename) }, 'companion', 'put');
+      const [signed] = await service.urlsFor(s, [1]);
+      res.set('Cache-Control', 'no-store').json({ method: 'PUT', url: signed!.url, fields: {}, headers: {}, expires: service.presigner.expiresInSeconds, upload_id: s.upload_id, key: s.key });
+    }),
+  );
+
+  router.post(
+    '/s3/multipart',
+    auth,
+    jsonBody,
+    handle(log, async (req, res) => {
+      const principal = principalOf(res);
+      const body = parseBody(createBody, req.body);
+      const bytes = declaredSize(body.size, body.metadata?.size, body.metadata?.filesize);
+      const s = await service.initiate(
+        principal,
+        req.ip ?? '',
+        { filename: body.filename, filesize: bytes, content_type: contentTypeOf(body.type ?? body.metadata?.type, body.filename) },
+        'companion',
+        'multipart',
+      );
+      res.set('Cache-Control', 'no-store').json({ uploadId: s.s3_upload_id, key: s.key });
+    }),
+  );
+
+  router.get(
+    '/s3/multipart/:uploadId',
+    auth,
+    handle(log, async (req, res) => {
+      const s = await sessionFor(principalOf(res), req);
+      const parts = await service.parts(s);
+      res.set('Cache-Control', 'no-store').json(parts.map((p) => ({ PartNumber: p.PartNumber, Size: p.Size, ETag: p.ETag })));
+    }),
+  );
+
+  router.get(
+    '/s3/multipart/:uploadId/batch',
+    auth,
+    handle(log, async (req, res) => {
+      const s = await sessionFor(principalOf(res), req);
+      const raw = typeof req.query.partNumbers === 'string' ? req.query.partNumbers : '';
+      const numbers = raw.split(',').filter(Boolean).map(Number);
+      if (!numbers.length) throw new ApiError(400, 'invalid_request', 'partNumbers is required (e.g. partNumbers=1,2,3)');
+      service.validatePartNumbers(s, numbers);
+      if (s.status !== 'uploading') throw new ApiError(409, s.status, `The upload is ${s.status}`);
+      const urls = await service.urlsFor(s, [...new Set(numbers)]);
+      res.set('Cache-Control', 'no-store').json({ presignedUrls: Object.fromEntries(urls.map((u) => [u.part_number, u.url])) });
+    }),
+  );
+
+  router.get(
+    '/s3/multipart/:uploadId/:partNumber',
+    auth,
+    handle(log, async (req, res) => {
+      const s = await sessionFor(principalOf(res), req);
+      const n = Number(req.params.partNumber);
+      service.validatePartNumbers(s, [n]);
+      if (s.status !== 'uploading') throw new ApiError(409, s.status, `The upload is ${s.status}`);
+      const [signed] = await service.urlsFor(s, [n]);
+      res.set('Cache-Control', 'no-store').json({ url: signed!.url, expires: service.presigner.expiresInSeconds });
+    }),
+  );
+
+  router.post(
+    '/s3/multipart/:uploadId/complete',
+    auth,
+    jsonBody,
+    handle(log, async (req, res) => {
+      const principal = principalOf(res);
+      const s = await sessionFor(principal, req);
+      const body = parseBody(completeBody, req.body);
+      const done = await service.complete(principal, s, {
+        parts: body.parts?.map((p) => ({ part_number: p.PartNumber, etag: p.ETag ?? '' })),
+      });
+      res.set('Cache-Control', 'no-store').json({ location: `${baseUrl(req)}/api/uploads/${done.upload_id}`, upload_id: done.upload_id });
+    }),
+  );
+
+  router.delete(
+    '/s3/multipart/:uploadId',
+    auth,
+    handle(log, async (req: Request, res: Response) => {
+      const s = await sessionFor(principalOf(res), req);
+      await service.abort(s);
+      res.json({});
+    }),
+  );
+}
