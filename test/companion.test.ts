@@ -1,0 +1,121 @@
+// The Companion-compatible S3 routes, exercised the way @uppy/aws-s3 (endpoint option) calls them:
+// create, sign parts (one and batch), PUT the parts straight to storage, list, complete; and the
+// single-PUT /s3/params flow. Real S3 (Ceph RGW) and Redis.
+import { randomBytes } from 'node:crypto';
+import { createTestBucket, sha256OfObject, testRedisUrl, tuskEnvForTests } from './helpers/services.js';
+import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
+import { processUploadJobs, sha256 } from './helpers/tus.js';
+import { api, JWT_SECRET, putTo, tokenFor } from './helpers/direct.js';
+
+const MiB = 1024 * 1024;
+
+describe('Companion-compatible /s3 routes (@uppy/aws-s3)', () => {
+  let tusk: TuskProcess;
+  let bucket = '';
+  let env: Record<string, string>;
+  let token = '';
+  let other = '';
+
+  beforeAll(async () => {
+    bucket = await createTestBucket('companion');
+    env = { ...tuskEnvForTests(bucket), AUTH_JWT_SECRET: JWT_SECRET, QUOTA_BYTES: '100MiB', SCAN_REQUIRED: 'false', ALLOWED_TYPES: 'video/*,image/*' };
+    tusk = await startTusk({ env });
+    token = await tokenFor('uppy-user');
+    other = await tokenFor('someone-else');
+  });
+  afterAll(async () => {
+    await tusk?.kill();
+  });
+
+  test('multipart like Uppy: create, sign, PUT, list, complete -> byte-identical object, one processing job', async () => {
+    const data = randomBytes(12 * MiB + 333);
+    const chunk = 5 * MiB; // Uppy's default chunk size for this file
+    const created = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'movie.mp4', type: 'video/mp4', metadata: { name: 'movie.mp4', type: 'video/mp4', size: data.length } });
+    expect(created.status).toBe(200);
+    expect(created.body).toEqual({ uploadId: expect.any(String), key: expect.stringMatching(/^direct\/[a-f0-9]{32}$/) });
+    const { uploadId, key } = created.body as { uploadId: string; key: string };
+    const q = `key=${encodeURIComponent(key)}`;
+    const base = `/s3/multipart/${encodeURIComponent(uploadId)}`;
+
+    const one = await api(tusk.url, 'GET', `${base}/1?${q}`, token);
+    expect(one.status).toBe(200);
+    expect(one.body).toEqual({ url: expect.stringMatching(/^http/), expires: expect.any(Number) });
+    const batch = await api(tusk.url, 'GET', `${base}/batch?${q}&partNumbers=2,3`, token);
+    expect(batch.status).toBe(200);
+    expect(Object.keys(batch.body.presignedUrls).sort()).toEqual(['2', '3']);
+    const urls = [one.body.url as string, batch.body.presignedUrls['2'] as string, batch.body.presignedUrls['3'] as string];
+
+    // Part 3 "fails" first: list shows what storage has, then Uppy resumes with the rest.
+    const etags: Array<{ PartNumber: number; ETag: string }> = [];
+    for (const n of [1, 2]) {
+      const r = await putTo(urls[n - 1]!, data.subarray((n - 1) * chunk, n * chunk));
+      expect(r.status).toBe(200);
+      etags.push({ PartNumber: n, ETag: r.etag });
+    }
+    const listed = await api(tusk.url, 'GET', `${base}?${q}`, token);
+    expect(listed.status).toBe(200);
+    expect(listed.body).toEqual([
+      { PartNumber: 1, Size: chunk, ETag: expect.any(String) },
+      { PartNumber: 2, Size: chunk, ETag: expect.any(String) },
+    ]);
+    const early = await api(tusk.url, 'POST', `${base}/complete?${q}`, token, { parts: etags });
+    expect(early.status).toBe(400);
+    expect(early.body.error).toMatchObject({ code: 'incomplete_upload', missing_parts: [3] });
+
+    const r3 = await putTo(urls[2]!, data.subarray(2 * chunk));
+    etags.push({ PartNumber: 3, ETag: r3.etag });
+
+    // Someone else cannot touch it, even with the right uploadId and key.
+    for (const [method, p] of [
+      ['GET', `${base}?${q}`],
+      ['GET', `${base}/1?${q}`],
+      ['POST', `${base}/complete?${q}`],
+      ['DELETE', `${base}?${q}`],
+    ] as const) {
+      expect([method, p, (await api(tusk.url, method, p, other, method === 'POST' ? { parts: etags } : undefined)).status]).toEqual([method, p, 404]);
+    }
+    // A key that is not this upload's, or an UploadId that does not match the key: 404.
+    expect((await api(tusk.url, 'GET', `${base}?key=${encodeURIComponent('derived/x')}`, token)).status).toBe(404);
+    expect((await api(tusk.url, 'GET', `/s3/multipart/not-the-upload-id?${q}`, token)).status).toBe(404);
+
+    const done = await api(tusk.url, 'POST', `${base}/complete?${q}`, token, { parts: etags });
+    expect(done.status).toBe(200);
+    const id = key.slice('direct/'.length);
+    expect(done.body).toEqual({ location: `${tusk.url}/api/uploads/${id}`, upload_id: id });
+    expect(await sha256OfObject(bucket, key)).toBe(sha256(data));
+    const jobs = (await processUploadJobs(testRedisUrl(), env.REDIS_PREFIX!)).filter((j) => j.data.uploadId === id);
+    expect(jobs).toHaveLength(1);
+    expect(jobs[0]!.data).toMatchObject({ owner: 'uppy-user', location: { type: 's3', key } });
+  });
+
+  test('/s3/params: one presigned PUT, then the object is completed by POST /api/uploads/:id/complete', async () => {
+    const data = randomBytes(300_000);
+    const params = new URLSearchParams({ filename: 'cat.jpg', type: 'image/jpeg', 'metadata[size]': String(data.length) });
+    const res = await api(tusk.url, 'GET', `/s3/params?${params}`, token);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ method: 'PUT', url: expect.stringMatching(/^http/), fields: {}, headers: {} });
+    const put = await putTo(res.body.url, data, res.body.headers);
+    expect(put.status).toBe(200);
+    const done = await api(tusk.url, 'POST', `/api/uploads/${res.body.upload_id}/complete`, token, {});
+    expect(done.status).toBe(202);
+    expect(await sha256OfObject(bucket, res.body.key)).toBe(sha256(data));
+  });
+
+  test('same checks as the API: size required, allow-list, quota; abort answers {}', async () => {
+    const noSize = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'a.mp4', type: 'video/mp4', metadata: {} });
+    expect(noSize.status).toBe(400);
+    expect(noSize.body.error.message).toMatch(/size/);
+    const type = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'a.exe', type: 'application/x-msdownload', metadata: { size: 10 * MiB } });
+    expect(type.status).toBe(415);
+    const quota = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'a.mp4', type: 'video/mp4', metadata: { size: 500 * MiB } });
+    expect(quota.status).toBe(403);
+    expect(quota.body.error.code).toBe('quota_exceeded');
+    expect((await api(tusk.url, 'POST', '/s3/multipart', undefined, { filename: 'a.mp4', type: 'video/mp4', metadata: { size: 1 } })).status).toBe(401);
+
+    const created = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'a.mp4', type: 'video/mp4', metadata: { size: 10 * MiB } });
+    const q = `key=${encodeURIComponent(created.body.key)}`;
+    const aborted = await api(tusk.url, 'DELETE', `/s3/multipart/${encodeURIComponent(created.body.uploadId)}?${q}`, token);
+    expect(aborted.status).toBe(200);
+    expect(aborted.body).toEqual({});
+  });
+});
