@@ -138,7 +138,7 @@ const env = z.object({
   WEBHOOK_SECRET: z.string().min(1).optional(),
   FFMPEG_PATH: z.string().min(1).default('ffmpeg'),
   FFPROBE_PATH: z.string().min(1).default('ffprobe'),
-  TRANSCODE_TIMEOUT_FACTOR: z.string().regex(/^\d+(\.\d+)?$/, 'TRANSCODE_TIMEOUT_FACTOR must be a number such as 4').default('6'),
+  TRANSCODE_TIMEOUT_FACTOR: z.string().regex(/^\d+(\.\d+)?$/, 'TRANSCODE_TIMEOUT_FACTOR must be a number such as 10').default('10'),
   TRANSCODE_PRESET: z.enum(['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium', 'slow', 'slower', 'veryslow']).default('veryfast'),
   TRANSCODE_MIN_TIMEOUT: duration('TRANSCODE_MIN_TIMEOUT').default(120_000),
   STEP_TIMEOUT: duration('STEP_TIMEOUT').default(120_000),
@@ -266,7 +266,7 @@ export interface PipelineConfig {
   webhook: { url: string; secret?: string } | undefined;
   ffmpegPath: string;
   ffprobePath: string;
-  /** Transcode time limit: max(minimum, factor x media duration). */
+  /** Transcode time limit: minimum + factor x media duration in seconds (unknown duration: 10 min). */
   transcodeTimeoutFactor: number;
   transcodeMinTimeoutMs: number;
   /** libx264 preset of the HLS ladder and MP4. */

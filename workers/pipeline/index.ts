@@ -20,13 +20,21 @@ import { FlowProducer, UnrecoverableError, Worker, type Job, type Processor } fr
 import type { Redis } from 'ioredis';
 import type { Config } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
-import { ffprobe } from '../media/ffmpeg.js';
-import { detectType, isAllowedType } from '../steps/detect-type.js';
-import { extractMetadata, probeFailure } from '../steps/metadata.js';
-import { makeThumbnails } from '../steps/thumbnail.js';
-import { transcode } from '../steps/transcode.js';
-import { MediaError, ScannerUnavailableError, ScanTooLargeError, type MediaMetadata } from '../steps/types.js';
-import { scanStream } from '../steps/virus-scan.js';
+import {
+  detectType,
+  extractMetadata,
+  ffprobe,
+  isAllowedType,
+  makeThumbnails,
+  MediaError,
+  probeFailure,
+  ScannerUnavailableError,
+  ScanTooLargeError,
+  scanStream,
+  transcode,
+  transcodeTimeoutMs,
+  type MediaMetadata,
+} from '../steps/index.js';
 import {
   FINALIZE_QUEUE,
   METADATA_QUEUE,
@@ -249,7 +257,8 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
   const transcodeStep = step('transcode', async (job) => {
     const { uploadId, run, location, probe } = job.data;
     const meta = probe as MediaMetadata;
-    const timeoutMs = Math.max(p.transcodeMinTimeoutMs, Math.round((meta?.durationSec ?? 0) * 1000 * p.transcodeTimeoutFactor));
+    // TRANSCODE_MIN_TIMEOUT + TRANSCODE_TIMEOUT_FACTOR x duration (an unknown duration counts as 10 min).
+    const timeoutMs = transcodeTimeoutMs(meta?.durationSec, { baseMs: p.transcodeMinTimeoutMs, perSecondMs: p.transcodeTimeoutFactor * 1000 });
     return withTempDir('transcode', async (dir) => {
       const file = path.join(dir, 'source');
       await storage.download(location, file);
