@@ -9,6 +9,7 @@ import type { Logger } from '../lib/logger.js';
 import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
 import { createDatastore } from '../server/tus/datastore.js';
 import { startPipeline } from './pipeline/index.js';
+import { runDirectCleanup } from './direct-cleanup.js';
 import { MAINTENANCE_QUEUE, CLEANUP_EXPIRED_JOB } from './queues.js';
 
 export interface RunningWorkers {
@@ -34,6 +35,7 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
       if (job.name !== CLEANUP_EXPIRED_JOB) return;
       const started = Date.now();
       const deleted = await datastore.deleteExpired();
+      await runDirectCleanup(config, redis, log); // abandoned direct-to-storage sessions, orphaned parts (logs what it freed)
       log.info({ deleted, ms: Date.now() - started, store: config.storage }, 'cleanup of expired uploads done');
       return { deleted };
     },
