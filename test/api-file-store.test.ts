@@ -5,6 +5,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import sharp from 'sharp';
 import { makeRotatedJpegWithGps } from './fixtures-media.js';
 import { testRedisUrl, uniqueRedisPrefix } from './helpers/services.js';
@@ -21,12 +22,13 @@ interface Doc {
 
 let tusk: TuskProcess;
 let dir: string;
+const prefix = uniqueRedisPrefix();
 
 beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tusk-api-file-'));
   tusk = await startTusk({
     mode: 'all',
-    env: { STORAGE: 'file', DATA_DIR: path.join(dir, 'data'), REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), SCAN_REQUIRED: 'false' },
+    env: { STORAGE: 'file', DATA_DIR: path.join(dir, 'data'), REDIS_URL: testRedisUrl(), REDIS_PREFIX: prefix, SCAN_REQUIRED: 'false' },
   });
 });
 
@@ -52,6 +54,9 @@ test('uploading -> ready; scan skipped; a rotated 24 MP JPEG with GPS gives upri
   expect(created.status).toBe(201);
   const id = created.id;
   expect((await doc(id)).body.status).toBe('uploading');
+  const redis = new Redis(testRedisUrl());
+  // The record of an unfinished upload expires; a finished upload's is kept.
+  expect(await redis.pttl(`${prefix}record:${id}`)).toBeGreaterThan(86_400_000);
   const early = await fetch(`${tusk.url}/api/uploads/${id}/reprocess`, { method: 'POST' });
   expect(early.status).toBe(409);
 
@@ -68,6 +73,8 @@ test('uploading -> ready; scan skipped; a rotated 24 MP JPEG with GPS gives upri
   }
   expect(d?.status).toBe('ready');
   expect(d!.tasks.virus_scan.status).toBe('skipped');
+  expect(await redis.pttl(`${prefix}record:${id}`)).toBe(-1);
+  redis.disconnect();
   expect(d!.tasks.transcode.status).toBe('skipped');
   expect(d!.outputs.metadata).toMatchObject({ orientation: 6, hasGps: true });
   expect(d!.outputs.metadata).not.toHaveProperty('latitude');

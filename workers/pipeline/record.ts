@@ -21,6 +21,8 @@ export type UploadStatus = 'uploading' | 'uploaded' | 'scanning' | 'processing' 
 export const TERMINAL: readonly UploadStatus[] = ['ready', 'rejected', 'failed'];
 export type TaskName = 'virus_scan' | 'metadata' | 'thumbnail' | 'transcode';
 export const TASKS: readonly TaskName[] = ['virus_scan', 'metadata', 'thumbnail', 'transcode'];
+/** Lifetime of the record of an upload that never finishes (longer than any sensible UPLOAD_EXPIRY). */
+export const UNFINISHED_RECORD_TTL_MS = 30 * 86_400_000;
 
 export interface TaskState {
   status: 'pending' | 'running' | 'done' | 'skipped' | 'failed' | 'retrying';
@@ -99,9 +101,10 @@ redis.call('PUBLISH', ARGV[2], cjson.encode({ run = tonumber(run), status = redi
 return {1, changed}
 `;
 
-// KEYS[1] record, ARGV[1] channel, ARGV[2] now, ARGV[3] base JSON, ARGV[4] status
+// KEYS[1] record, ARGV[1] channel, ARGV[2] now, ARGV[3] base JSON, ARGV[4] status, ARGV[5] TTL ms
 // Creates the record (run 1) unless it exists; an `uploading` record becomes `uploaded` with the
-// new base. Returns the run.
+// new base. `uploading` records expire (an upload that never finishes leaves nothing behind);
+// from `uploaded` on they are kept. Returns the run.
 const CREATE = `
 local run = redis.call('HGET', KEYS[1], 'run')
 if run then
@@ -110,11 +113,13 @@ if run then
     local old = cjson.decode(redis.call('HGET', KEYS[1], 'base'))
     base.created_at = old.created_at
     redis.call('HSET', KEYS[1], 'status', 'uploaded', 'base', cjson.encode(base), 'updated_at', ARGV[2])
+    redis.call('PERSIST', KEYS[1])
     redis.call('PUBLISH', ARGV[1], cjson.encode({ run = tonumber(run), status = 'uploaded', field = 'status' }))
   end
   return tonumber(run)
 end
 redis.call('HSET', KEYS[1], 'run', 1, 'status', ARGV[4], 'base', ARGV[3], 'updated_at', ARGV[2])
+if ARGV[4] == 'uploading' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 redis.call('PUBLISH', ARGV[1], cjson.encode({ run = 1, status = ARGV[4], field = 'status' }))
 return 1
 `;
@@ -152,7 +157,9 @@ export class RecordStore {
   /** Creates the record unless it exists (idempotent); returns the current run. */
   async create(base: RecordBase, status: 'uploading' | 'uploaded'): Promise<number> {
     const id = base.upload_id;
-    return Number(await this.redis.eval(CREATE, 1, this.key(id), this.channel(id), new Date().toISOString(), JSON.stringify(base), status));
+    return Number(
+      await this.redis.eval(CREATE, 1, this.key(id), this.channel(id), new Date().toISOString(), JSON.stringify(base), status, String(UNFINISHED_RECORD_TTL_MS)),
+    );
   }
 
   /**
