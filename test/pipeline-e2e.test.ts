@@ -154,6 +154,15 @@ test('EICAR via tus: rejected with the signature, object quarantined, no derivat
   expect(deliveries.some((d) => d.upload_id === id && d.event === 'upload.finished' && d.validSignature)).toBe(true);
 });
 
+test('an empty upload is rejected as empty (clamd gives no verdict on 0 bytes; never "clean")', async () => {
+  const created = await createUpload(tusk.url, { length: 0, metadata: { filename: 'empty.jpg', filetype: 'image/jpeg' } });
+  expect(created.status).toBe(201);
+  const doc = await waitFor(created.id, terminal);
+  expect(doc.status).toBe('rejected');
+  expect(doc.reason?.code).toBe('empty');
+  expect(doc.outputs.thumbnails).toEqual([]);
+});
+
 test('a .jpg that is really an executable is rejected by its bytes', async () => {
   const exe = await fs.readFile('/bin/true');
   const id = await upload(exe, 'holiday.jpg', 'image/jpeg');

@@ -161,6 +161,12 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
     await records.update(uploadId, run, { status: 'scanning' });
     const size = await storage.sizeOf(location);
     if (size === undefined) throw new UnrecoverableError('the uploaded object no longer exists');
+    if (size === 0) {
+      // clamd answers nothing usable for an empty stream; an empty file is not processed either.
+      await records.setTask(uploadId, run, 'virus_scan', { status: 'skipped', error: 'empty upload', finished_at: now() });
+      await finish(uploadId, run, 'rejected', { code: 'empty', message: 'the upload is empty: nothing to scan or process' });
+      return { verdict: 'empty' };
+    }
     let result;
     try {
       const stream = await storage.openRead(location);
