@@ -2,7 +2,7 @@
 // one Lua script, so several tusk processes (and the direct-to-storage API) share it correctly.
 //   ${prefix}quota:user:{<userId>}     hash  bytes (reserved + stored), active (unfinished uploads)
 //   ${prefix}quota:upload:{<uploadId>} hash  user, bytes, state (active|complete), expires_at (ms, 0 = never)
-//   ${prefix}quota:expiring            zset  active upload ids by expires_at (releaseExpired)
+//   ${prefix}quota:expiring            zset  active upload ids by expires_at (releaseExpiredReservations)
 // Life of a reservation:
 //   reserve(user, id, bytes)  at creation, from the declared length (0 for a deferred length);
 //                             idempotent per upload id; refused with quota_exceeded / too_many_uploads
@@ -32,7 +32,7 @@ export interface QuotaUsage {
 }
 
 export interface ReserveOptions {
-  /** When the reservation lapses if the upload never finishes (ms since epoch); releaseExpired frees it. */
+  /** When the reservation lapses if the upload never finishes (ms since epoch); the cleanup job (releaseExpiredReservations) frees it. */
   expiresAt?: number;
   /** Reserve bytes for an upload that is already complete (takes no concurrent slot). */
   complete?: boolean;
@@ -82,7 +82,7 @@ local state = 'active'
 if complete then state = 'complete' end
 redis.call('HSET', KEYS[2], 'user', ARGV[1], 'bytes', bytes, 'state', state, 'expires_at', ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'bytes', bytes - freedBytes)
-local deltaActive = -freedActive
+local deltaActive = 0 - freedActive -- never -0: HINCRBY refuses "-0"
 if not complete then deltaActive = deltaActive + 1 end
 redis.call('HINCRBY', KEYS[1], 'active', deltaActive)
 if not complete and tonumber(ARGV[6]) > 0 then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2]) end
@@ -125,7 +125,7 @@ local user = redis.call('HGET', KEYS[1], 'user')
 if not user then redis.call('ZREM', KEYS[2], ARGV[2]); return -1 end
 local userKey = ARGV[1] .. '{' .. user .. '}'
 local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
-redis.call('HINCRBY', userKey, 'bytes', -bytes)
+redis.call('HINCRBY', userKey, 'bytes', 0 - bytes)
 if redis.call('HGET', KEYS[1], 'state') == 'active' then redis.call('HINCRBY', userKey, 'active', -1) end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -200,19 +200,9 @@ export class QuotaService {
     return Math.max(0, freed);
   }
 
-  /** Releases unfinished reservations whose expiry passed (the cleanup job). Returns the upload ids released. */
-  async releaseExpired(now = Date.now(), batch = 500): Promise<string[]> {
-    const released: string[] = [];
-    for (;;) {
-      const ids = await this.redis.zrangebyscore(this.expiringKey(), '-inf', now, 'LIMIT', 0, batch);
-      if (ids.length === 0) break;
-      for (const id of ids) {
-        await this.release(id);
-        released.push(id);
-      }
-      if (ids.length < batch) break;
-    }
-    return released;
+  /** Unfinished reservations whose expiry passed (at most `limit`), for the cleanup job. */
+  async expiredReservations(now = Date.now(), limit = 1000): Promise<string[]> {
+    return this.redis.zrangebyscore(this.expiringKey(), '-inf', now, 'LIMIT', 0, limit);
   }
 
   async usage(userId: string): Promise<QuotaUsage> {
@@ -243,4 +233,31 @@ export class QuotaService {
     }
     return { ok: false, code: 'quota_exceeded', message: `Quota exceeded: ${requested} more bytes would make ${used + requested} of ${limit} bytes` };
   }
+}
+
+/**
+ * The cleanup job's part (workers/main.ts): reservations whose upload expired unfinished are
+ * released (and their owner keys dropped). `uploadState` tells what storage still has: a finished
+ * upload keeps its bytes (its `complete` was lost), an unfinished one that storage has not expired
+ * yet is looked at again on the next run, a missing one is released.
+ */
+export async function releaseExpiredReservations(deps: {
+  quota: QuotaService;
+  forgetOwner: (id: string) => Promise<void>;
+  uploadState: (id: string) => Promise<'finished' | 'unfinished' | 'missing'>;
+  now?: number;
+}): Promise<{ released: string[]; bytes: number }> {
+  const released: string[] = [];
+  let bytes = 0;
+  for (const id of await deps.quota.expiredReservations(deps.now ?? Date.now())) {
+    const state = await deps.uploadState(id);
+    if (state === 'finished') {
+      await deps.quota.complete(id);
+    } else if (state === 'missing') {
+      bytes += await deps.quota.release(id);
+      await deps.forgetOwner(id);
+      released.push(id);
+    }
+  }
+  return { released, bytes };
 }

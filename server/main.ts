@@ -10,9 +10,11 @@ import { connectRedis } from '../lib/redis.js';
 import { createS3Client } from '../lib/s3-client.js';
 import { bootstrapBucket } from '../minio/bootstrap.js';
 import { UploadFinishedHook } from '../hooks/upload-finished.js';
+import { warnIfUnauthenticated } from '../hooks/auth.js';
 import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob } from '../workers/queues.js';
 import { healthz, readyz, type ReadinessDeps } from './health.js';
 import { createDatastore, uploadsDirectory } from './tus/datastore.js';
+import { createAccessControl } from './tus/access.js';
 import { ConcatRegistry } from './tus/concatenation.js';
 import { createTusEndpoint, TUS_PATH } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
@@ -65,6 +67,9 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
   });
   queue.on('error', (err) => logger.warn({ err: err.message }, 'queue connection error'));
   const finished = new UploadFinishedHook(queue, logger);
+  // Authentication, ownership, quota and creation rate limits (issue 5), shared by tus and the API.
+  const access = createAccessControl(config, redis);
+  warnIfUnauthenticated(config, logger);
   const tusEndpoint = createTusEndpoint({
     config,
     datastore,
@@ -72,6 +77,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
     finished,
     downloadStorage: storage.kind === 's3' ? storage : { kind: 'file' },
     concat: new ConcatRegistry(redis, config.redisPrefix, config.uploadExpiryMs + 86_400_000),
+    access,
     logger: logger.child({ component: 'tus' }),
   });
 

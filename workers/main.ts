@@ -8,6 +8,8 @@ import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
 import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
 import { createDatastore } from '../server/tus/datastore.js';
+import { OwnershipStore } from '../hooks/ownership.js';
+import { QuotaService, releaseExpiredReservations } from '../hooks/quota.js';
 import { startPipeline } from './pipeline/index.js';
 import { runDirectCleanup } from './direct-cleanup.js';
 import { MAINTENANCE_QUEUE, CLEANUP_EXPIRED_JOB } from './queues.js';
@@ -36,8 +38,14 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
       const started = Date.now();
       const deleted = await datastore.deleteExpired();
       await runDirectCleanup(config, redis, log); // abandoned direct-to-storage sessions, orphaned parts (logs what it freed)
-      log.info({ deleted, ms: Date.now() - started, store: config.storage }, 'cleanup of expired uploads done');
-      return { deleted };
+      // Issue 5: quota reservations of uploads that expired unfinished are released.
+      const quota = await releaseExpiredReservations({
+        quota: new QuotaService(redis, config.redisPrefix, { quotaBytes: config.access.quotaBytes, maxConcurrentUploads: config.access.maxConcurrentUploads }),
+        forgetOwner: (id) => new OwnershipStore(redis, config.redisPrefix).forget(id),
+        uploadState: (id) => datastore.getUpload(id).then((u) => (u.size !== undefined && u.offset === u.size ? 'finished' : 'unfinished'), () => 'missing' as const),
+      });
+      log.info({ deleted, released: quota.released.length, releasedBytes: quota.bytes, ms: Date.now() - started, store: config.storage }, 'cleanup of expired uploads done');
+      return { deleted, released: quota.released.length };
     },
     { connection: redis, prefix, concurrency: 1 },
   );

@@ -13,6 +13,8 @@ import express, { type Request, type Response, type Router } from 'express';
 import type { Config } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
 import { connectRedis } from '../../lib/redis.js';
+import { createAuthenticator, principalOf, requireAuth } from '../../hooks/auth.js';
+import { OwnershipStore } from '../../hooks/ownership.js';
 import { queueReprocess } from '../../workers/pipeline/reprocess.js';
 import { publicDocument, RecordStore, TERMINAL } from '../../workers/pipeline/record.js';
 import { PROCESS_UPLOAD_QUEUE } from '../../workers/queues.js';
@@ -54,6 +56,28 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
 
   const router = express.Router();
   const validId = (id: string) => /^[A-Za-z0-9_.+-]{1,200}$/.test(id);
+
+  // Issue 5: every route needs a Bearer token (SSE and derived files may carry it as ?access_token=,
+  // EventSource and <img> cannot send headers); another user's upload is 404 like an unknown one.
+  const authenticator = createAuthenticator(config);
+  const ownership = new OwnershipStore(redis, config.redisPrefix, authenticator.enabled);
+  router.use(['/api/uploads', '/api/files'], (req, res, next) => {
+    const allowQueryToken = req.baseUrl === '/api/files' || req.path.endsWith('/events');
+    requireAuth(authenticator, { allowQueryToken })(req, res, () => {
+      const id = req.baseUrl === '/api/files' ? /^\/derived\/([^/]+)\//.exec(req.path)?.[1] : req.path.split('/')[1];
+      if (!id) return next();
+      let decoded: string;
+      try {
+        decoded = decodeURIComponent(id);
+      } catch {
+        return notFound(res, id);
+      }
+      ownership.canAccess(principalOf(res), decoded).then(
+        (ok) => (ok ? next() : notFound(res, decoded)),
+        () => res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } }),
+      );
+    });
+  });
 
   router.get('/api/uploads/:id', async (req, res) => {
     const id = req.params.id;

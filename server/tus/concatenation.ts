@@ -93,6 +93,10 @@ export async function createFinalUpload(deps: {
   maxSize: number;
   urls: string[];
   metadataHeader: string | undefined;
+  /** May the caller use this partial upload? No: answered like an unknown one (issue 5: ownership). */
+  canUse?: (id: string) => Promise<boolean>;
+  /** Runs before anything is stored (quota reservation, owner); throws ConcatError to refuse. */
+  beforeStore?: (final: Upload, partials: Upload[]) => Promise<void>;
 }): Promise<Upload> {
   const { store, registry, tusPath, maxSize, urls } = deps;
   let metadata: Record<string, string | null> | undefined;
@@ -107,6 +111,7 @@ export async function createFinalUpload(deps: {
   for (const url of urls) {
     const id = partialIdOf(url, tusPath);
     if (!id) throw new ConcatError(400, `Not an upload URL of this server: ${url}\n`);
+    if (deps.canUse && !(await deps.canUse(id))) throw new ConcatError(400, `Partial upload not found: ${url}\n`);
     if ((await registry.headerOf(id)) !== 'partial') throw new ConcatError(400, `Not a partial upload (Upload-Concat: partial): ${url}\n`);
     let partial: Upload;
     try {
@@ -123,6 +128,7 @@ export async function createFinalUpload(deps: {
   if (maxSize > 0 && size > maxSize) throw new ConcatError(413, `Concatenated size ${size} exceeds the maximum upload size ${maxSize}\n`);
   const final = new Upload({ id: Uid.rand(), size, offset: 0, metadata });
   validateNewUpload(final);
+  await deps.beforeStore?.(final, partials);
   const built = await store.concatenate(final, partials);
   await registry.markFinal(built.id, urls);
   for (const partial of partials) {

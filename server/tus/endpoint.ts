@@ -5,11 +5,14 @@ import fs from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { Server, type ServerOptions } from '@tus/server';
-import type { DataStore, Locker } from '@tus/utils';
+import { ERRORS, type DataStore, type Locker, type Upload } from '@tus/utils';
 import { NodeRequest, sendNodeResponse } from 'srvx/node';
 import type { Config } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
-import { validateNewUpload } from '../../hooks/upload-create.js';
+import { AuthError, type Principal } from '../../hooks/auth.js';
+import { RateLimitedError } from '../../hooks/rate-limit.js';
+import { HookRejection, validateNewUpload } from '../../hooks/upload-create.js';
+import { clientIp, currentPrincipal, runAsPrincipal, type AccessControl } from './access.js';
 import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
 import { CHECKSUM_ALGORITHMS, checksumSource, discardSpool, spoolAndVerify } from './checksum.js';
 import {
@@ -18,6 +21,7 @@ import {
   createFinalUpload,
   isCreatingPartial,
   parseConcatHeader,
+  partialIdOf,
   runCreatingPartial,
   type ConcatRegistry,
 } from './concatenation.js';
@@ -44,9 +48,11 @@ export function createTusEndpoint(deps: {
   finished: UploadFinishedHook;
   downloadStorage: DownloadStorage;
   concat: ConcatRegistry;
+  /** Authentication, ownership, quota, rate limits (issue 5); see server/tus/access.ts. */
+  access: AccessControl;
   logger: Logger;
 }): TusEndpoint {
-  const { concat } = deps;
+  const { concat, access } = deps;
   const { config, datastore, locker, finished, logger } = deps;
   const download = createDownloadHandler({ datastore, storage: deps.downloadStorage, logger });
   const publicUrl = config.publicUrl;
@@ -63,13 +69,15 @@ export function createTusEndpoint(deps: {
     ...(publicUrl ? { generateUrl: (_req, { path, id }) => `${publicUrl}${path}/${id}` } : {}),
     onUploadCreate: async (_req, upload) => {
       validateNewUpload(upload);
+      await reserveFor(currentPrincipal(), upload, {});
       if (isCreatingPartial()) await concat.markPartial(upload.id);
       await finished.created(upload); // status record `uploading` (workers/pipeline/record.ts)
       return {};
     },
     onUploadFinish: async (_req, upload) => {
+      await access.quota.complete(upload.id);
       // A partial upload is only material for a final one: nothing to process on its own.
-      if (!isCreatingPartial() && (await concat.headerOf(upload.id)) !== 'partial') await finished.enqueue(upload);
+      if (!isCreatingPartial() && (await concat.headerOf(upload.id)) !== 'partial') await finished.enqueue(upload, await ownerForJob(upload.id));
       return {};
     },
     onResponseError: (req, err) => mapTusError(err, logger, { method: req.method, url: req.url }),
@@ -82,36 +90,19 @@ export function createTusEndpoint(deps: {
     try {
       applyMethodOverride(req);
       const id = uploadIdOf(req);
-      if (req.method === 'GET' && id) {
-        await download(req, res, id, { ...corsHeaders(req, config), 'Access-Control-Expose-Headers': 'Content-Range, Content-Disposition, ETag, Accept-Ranges' });
-        return;
+      // Issue 5: every request but the CORS preflight is authenticated before anything touches
+      // storage, and another user's upload is answered exactly like an unknown one.
+      let principal: Principal | undefined;
+      if (req.method !== 'OPTIONS') {
+        principal = await authenticateOrRefuse(req, res);
+        if (!principal) return;
+        if (id && !(await access.ownership.canAccess(principal, id))) {
+          const body = req.method === 'GET' ? 'Upload not found\n' : ERRORS.FILE_NOT_FOUND.body;
+          sendTusText(req, res, { status: 404, body }, config);
+          return;
+        }
       }
-      const gateError = checkTusRequest(req);
-      if (gateError) {
-        sendTusText(req, res, gateError, config);
-        return;
-      }
-      const concatHeader = req.method === 'POST' ? req.headers['upload-concat'] : undefined;
-      if (typeof concatHeader === 'string') {
-        await createConcatenated(req, res, concatHeader);
-        return;
-      }
-      if (req.method === 'PATCH' && id && (await concat.headerOf(id))?.startsWith('final;')) {
-        sendTusText(req, res, { status: 403, body: 'A final upload (Upload-Concat: final) cannot be patched\n' }, config);
-        return;
-      }
-      const response = await forwardToTus(req, res);
-      if (!response) return;
-      if (id && req.method === 'DELETE' && response.status === 204) await concat.forget(id);
-      if (req.method === 'OPTIONS') advertiseExtensions(response, canConcatenate(datastore));
-      if (response.status === 503) response.headers.set('Retry-After', String(RETRY_AFTER_SECONDS));
-      if (req.method === 'HEAD' && response.status === 200 && id) {
-        const concatValue = await concat.headerOf(id);
-        if (concatValue) response.headers.set('Upload-Concat', concatValue);
-        if (concatValue !== 'partial') await ensureFinishQueued(response, id);
-        await addUploadExpires(response, id);
-      }
-      await sendNodeResponse(res, response);
+      await runAsPrincipal(principal ?? currentPrincipal(), () => handleAuthorized(req, res, id));
     } catch (err) {
       // handleWeb maps its own errors; this is the last line of defence.
       const mapped = mapTusError(err, logger, { method: req.method, url: req.url });
@@ -124,6 +115,111 @@ export function createTusEndpoint(deps: {
     } finally {
       inFlight--;
     }
+  }
+
+  /** The principal, or undefined after answering 401 (503 when the JWKS cannot be fetched). */
+  async function authenticateOrRefuse(req: IncomingMessage, res: ServerResponse): Promise<Principal | undefined> {
+    try {
+      return await access.authenticator.authenticate(req);
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      const headers: Record<string, string> =
+        err.status === 401 ? { 'WWW-Authenticate': 'Bearer' } : { 'Retry-After': String(RETRY_AFTER_SECONDS) };
+      sendTusText(req, res, { status: err.status, body: `${err.message}\n`, headers: { ...headers, ...exposeAuthHeaders } }, config);
+      return undefined;
+    }
+  }
+
+  /** Owner and quota reservation of a new upload, before anything is stored; refusals as tus errors. */
+  async function reserveFor(principal: Principal, upload: Upload, opts: { complete?: boolean; replaces?: string[] }): Promise<void> {
+    await access.ownership.setOwner(upload.id, principal.userId);
+    const reserved = await access.quota.reserve(principal.userId, upload.id, upload.size ?? 0, {
+      expiresAt: opts.complete ? 0 : access.expiresAt(),
+      ...opts,
+    });
+    if (!reserved.ok) {
+      await access.ownership.forget(upload.id);
+      // Over quota: 413 (the issue's choice for tus); too many unfinished uploads: 403.
+      throw new HookRejection(reserved.code === 'quota_exceeded' ? 413 : 403, `${reserved.message}\n`);
+    }
+  }
+
+  /** The job's `owner`: the user id with authentication on, null while it is off (anonymous). */
+  async function ownerForJob(id: string): Promise<string | null> {
+    if (!access.authenticator.enabled) return null;
+    return (await access.ownership.ownerOf(id)) ?? currentPrincipal().userId;
+  }
+
+  async function handleAuthorized(req: IncomingMessage, res: ServerResponse, id: string | undefined): Promise<void> {
+    if (req.method === 'GET' && id) {
+      await download(req, res, id, { ...corsHeaders(req, config), 'Access-Control-Expose-Headers': 'Content-Range, Content-Disposition, ETag, Accept-Ranges' });
+      return;
+    }
+    const gateError = checkTusRequest(req);
+    if (gateError) {
+      sendTusText(req, res, gateError, config);
+      return;
+    }
+    if (req.method === 'POST' && !id && !(await creationAllowed(req, res))) return;
+    if (req.method === 'PATCH' && id && !(await declaredLengthFits(req, res, id))) return;
+    const concatHeader = req.method === 'POST' ? req.headers['upload-concat'] : undefined;
+    if (typeof concatHeader === 'string') {
+      await createConcatenated(req, res, concatHeader);
+      return;
+    }
+    if (req.method === 'PATCH' && id && (await concat.headerOf(id))?.startsWith('final;')) {
+      sendTusText(req, res, { status: 403, body: 'A final upload (Upload-Concat: final) cannot be patched\n' }, config);
+      return;
+    }
+    const response = await forwardToTus(req, res);
+    if (!response) return;
+    if (id && req.method === 'DELETE' && response.status === 204) {
+      await concat.forget(id);
+      await access.quota.release(id);
+      await access.ownership.forget(id);
+    }
+    if (req.method === 'OPTIONS') advertiseExtensions(response, canConcatenate(datastore));
+    if (response.status === 503) response.headers.set('Retry-After', String(RETRY_AFTER_SECONDS));
+    if (req.method === 'HEAD' && response.status === 200 && id) {
+      const concatValue = await concat.headerOf(id);
+      if (concatValue) response.headers.set('Upload-Concat', concatValue);
+      if (concatValue !== 'partial') await ensureFinishQueued(response, id);
+      await addUploadExpires(response, id);
+    }
+    await sendNodeResponse(res, response);
+  }
+
+  /** Creation rate limit (per user and IP): false after answering 429 with Retry-After. */
+  async function creationAllowed(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    try {
+      await access.rateLimiter.consumeCreation(currentPrincipal().userId, clientIp(req));
+      return true;
+    } catch (err) {
+      if (!(err instanceof RateLimitedError)) throw err;
+      const headers = { 'Retry-After': String(err.retryAfterSeconds), 'Access-Control-Expose-Headers': 'Retry-After, Tus-Resumable' };
+      sendTusText(req, res, { status: 429, body: `${err.message}\n`, headers }, config);
+      return false;
+    }
+  }
+
+  /**
+   * A PATCH declaring a deferred Upload-Length: the reservation grows to it before any byte is
+   * stored (413 when that is over the quota).
+   */
+  async function declaredLengthFits(req: IncomingMessage, res: ServerResponse, id: string): Promise<boolean> {
+    const header = req.headers['upload-length'];
+    if (typeof header !== 'string' || !/^\d+$/.test(header)) return true;
+    let upload: Upload;
+    try {
+      upload = await datastore.getUpload(id);
+    } catch {
+      return true; // @tus/server answers the unknown upload
+    }
+    if (!upload.sizeIsDeferred && upload.size !== undefined) return true;
+    const adjusted = await access.quota.adjust(id, Number(header));
+    if (adjusted.ok) return true;
+    sendTusText(req, res, { status: 413, body: `${adjusted.message}\n` }, config);
+    return false;
   }
 
   /** POST with Upload-Concat (see concatenation.ts). */
@@ -142,6 +238,8 @@ export function createTusEndpoint(deps: {
       return;
     }
     let final;
+    let reservedFinal: string | undefined;
+    const principal = currentPrincipal();
     try {
       final = await createFinalUpload({
         store: datastore,
@@ -150,14 +248,33 @@ export function createTusEndpoint(deps: {
         maxSize: config.maxUploadSize,
         urls: parsed.urls,
         metadataHeader: typeof req.headers['upload-metadata'] === 'string' ? req.headers['upload-metadata'] : undefined,
+        canUse: (partialId) => access.ownership.canAccess(principal, partialId),
+        // The final upload takes over its partials' bytes (they are deleted once it is built).
+        beforeStore: async (upload, partials) => {
+          try {
+            await reserveFor(principal, upload, { complete: true, replaces: partials.map((p) => p.id) });
+          } catch (err) {
+            if (err instanceof HookRejection) throw new ConcatError(err.status_code, err.body);
+            throw err;
+          }
+          reservedFinal = upload.id;
+        },
       });
     } catch (err) {
+      if (reservedFinal) {
+        await access.quota.release(reservedFinal).catch(() => {});
+        await access.ownership.forget(reservedFinal).catch(() => {});
+      }
       if (!(err instanceof ConcatError)) throw err;
       sendTusText(req, res, { status: err.status_code, body: err.body }, config);
       return;
     }
+    for (const url of parsed.urls) {
+      const partialId = partialIdOf(url, TUS_PATH);
+      if (partialId) await access.ownership.forget(partialId);
+    }
     await finished.created(final);
-    await finished.enqueue(final);
+    await finished.enqueue(final, await ownerForJob(final.id));
     const location = tus.handlers.POST.generateUrl(new NodeRequest({ req, res }), final.id);
     const headers = { Location: location, 'Upload-Concat': `final;${parsed.urls.join(' ')}`, ...corsHeaders(req, config) };
     sendTusText(req, res, { status: 201, body: '', headers }, config);
@@ -212,7 +329,8 @@ export function createTusEndpoint(deps: {
     const length = response.headers.get('upload-length');
     if (offset === null || offset !== length) return;
     try {
-      await finished.enqueue(await datastore.getUpload(id));
+      await access.quota.complete(id);
+      await finished.enqueue(await datastore.getUpload(id), await ownerForJob(id));
     } catch (err) {
       logger.warn({ err, uploadId: id }, 'could not re-check the processing job of a finished upload');
     }
@@ -234,6 +352,9 @@ export function createTusEndpoint(deps: {
 
   return { tus, handle, inFlight: () => inFlight };
 }
+
+/** tus clients in browsers read these on a 401/503 from tusk itself. */
+const exposeAuthHeaders = { 'Access-Control-Expose-Headers': 'WWW-Authenticate, Retry-After, Tus-Resumable' };
 
 /** Removes a request header before the request is handed on (srvx reads rawHeaders too). */
 function removeHeader(req: IncomingMessage, lowerName: string): void {
