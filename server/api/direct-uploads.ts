@@ -30,6 +30,7 @@ import type { Config } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
 import { Presigner } from '../../lib/presign.js';
 import { createS3Client } from '../../lib/s3-client.js';
+import { dedupKey, DEDUP_TTL_SECONDS } from '../../lib/dedup.js';
 import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
 import { publicDocument, RecordStore } from '../../workers/pipeline/record.js';
 import { createObjectStorage } from '../../workers/storage.js';
@@ -83,6 +84,8 @@ export interface DirectSession {
   description?: string;
   visibility?: string;
   completed_at?: string;
+  /** A dedup hit: the upload whose object and outputs this one shares. */
+  dedup_of?: string;
 }
 
 export class DirectSessionStore {
@@ -235,6 +238,10 @@ export class DirectUploads {
         throw new ApiError(429, 'rate_limited', `Too many uploads started; retry in ${retry} s`, { retry_after: retry }, { 'Retry-After': String(Math.max(1, Math.ceil(retry))) });
       }
     }
+    if (input.sha256 && via === 'api') {
+      const hit = await this.dedupHit(principal, input);
+      if (hit) return hit;
+    }
     const id = newUploadId();
     const expiresAt = Date.now() + config.uploadExpiryMs;
     if (this.deps.quota) {
@@ -281,6 +288,54 @@ export class DirectUploads {
       await this.deps.quota?.release(id).catch(() => {});
       throw err;
     }
+  }
+
+  /**
+   * A ready upload of the same user with the same content (sha256 computed by the pipeline) and
+   * size: a new upload record pointing at its object and outputs, already complete. Nothing is
+   * stored, so nothing is reserved against the quota.
+   */
+  private async dedupHit(principal: Principal, input: InitiateInput): Promise<DirectSession | undefined> {
+    const { redis, config } = this.deps;
+    const key = dedupKey(config.redisPrefix, principal.userId, input.sha256!, input.filesize);
+    const existingId = await redis.get(key);
+    if (!existingId) return undefined;
+    const existing = await this.records.get(existingId);
+    const stored = await redis.hget(this.records.key(existingId), 'sha256');
+    if (!existing || existing.status !== 'ready' || existing.base.size !== input.filesize || existing.base.source?.owner !== principal.userId || stored !== input.sha256!.toLowerCase()) {
+      await redis.del(key); // stale: deleted, reprocessed into another state, ...
+      return undefined;
+    }
+    const id = newUploadId();
+    const created = new Date().toISOString();
+    const fields = await redis.hgetall(this.records.key(existingId));
+    const base = { ...existing.base, upload_id: id, filename: input.filename, created_at: created };
+    await redis.hset(this.records.key(id), { ...fields, base: JSON.stringify(base), dedup_of: existingId, updated_at: created });
+    const source = existing.base.source?.location;
+    const session: DirectSession = {
+      upload_id: id,
+      owner: principal.userId,
+      filename: input.filename,
+      size: input.filesize,
+      content_type: input.content_type,
+      method: 'put',
+      bucket: source?.type === 's3' ? source.bucket : this.bucket,
+      key: source?.type === 's3' ? source.key : '',
+      chunk_size: input.filesize,
+      part_count: 1,
+      sha256: input.sha256!.toLowerCase(),
+      created_at: created,
+      expires_at: created,
+      status: 'completed',
+      completed_at: created,
+      via: 'api',
+      dedup_of: existingId,
+    };
+    await this.sessions.save(session);
+    await this.deps.ownership?.setOwner(id, principal.userId);
+    await redis.expire(key, DEDUP_TTL_SECONDS);
+    this.log.info({ uploadId: id, dedupOf: existingId, owner: principal.userId }, 'direct upload deduplicated');
+    return session;
   }
 
   /** The session if it belongs to `principal`; 404 otherwise (never reveal another user's upload). */
@@ -575,6 +630,10 @@ export function createDirectUploadsRouter(options: DirectRouterOptions): Router 
       const principal = principalOf(res);
       const body = parseBody(initiateBody, req.body);
       const s = await service.initiate(principal, req.ip ?? '', body, 'api');
+      if (s.dedup_of) {
+        res.status(200).set('Cache-Control', 'no-store').json({ deduplicated: true, upload_id: s.upload_id });
+        return;
+      }
       const first = Array.from({ length: Math.min(s.part_count, MAX_URLS_PER_RESPONSE) }, (_, i) => i + 1);
       const urls = await service.urlsFor(s, first);
       res

@@ -13,13 +13,16 @@
 // the restarted one) takes the job as stalled and runs it again. Every step is idempotent:
 // outputs go to fixed keys (derived/<id>/...), record writes carry the run and terminal states
 // are written once (Lua in record.ts), webhooks have one job id per event and run.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Transform } from 'node:stream';
 import { FlowProducer, UnrecoverableError, Worker, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
+import { dedupKey, DEDUP_TTL_SECONDS } from '../../lib/dedup.js';
 import {
   detectType,
   extractMetadata,
@@ -168,8 +171,20 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
       return { verdict: 'empty' };
     }
     let result;
+    // The object's sha256 on the way to clamd (the dedup index, lib/dedup.ts): no second read.
+    const hash = createHash('sha256');
+    let hashed = 0;
     try {
-      const stream = await storage.openRead(location);
+      const source = await storage.openRead(location);
+      const tap = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          hashed += chunk.length;
+          cb(null, chunk);
+        },
+      });
+      const stream = source.pipe(tap);
+      source.once('error', (err) => stream.destroy(err));
       try {
         result = await scanStream(stream, size, {
           socket: p.clamd?.socket,
@@ -180,6 +195,7 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
         });
       } finally {
         stream.destroy();
+        source.destroy();
       }
     } catch (err) {
       if (err instanceof ScanTooLargeError) {
@@ -198,7 +214,7 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
       await finish(uploadId, run, 'rejected', { code: 'infected', message: `virus found: ${result.signature}`, signature: result.signature }, quarantined ? { 'out:quarantine': quarantined } : {});
       return { verdict: 'infected', signature: result.signature };
     }
-    await records.setTask(uploadId, run, 'virus_scan', { status: 'done', finished_at: now() });
+    await records.setTask(uploadId, run, 'virus_scan', { status: 'done', finished_at: now() }, hashed === size ? { sha256: hash.digest('hex') } : {});
     return { verdict: 'clean' };
   });
 
@@ -310,6 +326,9 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
     if (statusChanged) {
       const rec = await records.get(uploadId);
       if (rec) await webhooks.send('upload.ready', uploadId, run, publicDocument(rec, urlFor));
+      const sha256 = await redis.hget(records.key(uploadId), 'sha256');
+      const owner = rec?.base.source?.owner;
+      if (sha256 && owner && rec?.base.size) await redis.set(dedupKey(config.redisPrefix, owner, sha256, rec.base.size), uploadId, 'EX', DEDUP_TTL_SECONDS);
       log.info({ uploadId, run }, 'upload ready');
     }
     return { ready: true };
