@@ -65,7 +65,8 @@ describe('cleanup of abandoned direct uploads', () => {
       expect(again.status).toBe(201);
       await waitFor('the cleanup log line', () => /abandoned sessions cleaned up/.test(tusk.output()), 10_000);
       expect(tusk.output()).toMatch(/"expired":1/);
-      // The orphan is aborted by this job or, in the same bucket, by the tus store's own expiry pass.
+      expect(tusk.output()).toMatch(/"orphans":1/);
+      expect(tusk.output()).toMatch(/"bytesFreed":[1-9]\d{6,}/); // the 10 MiB part and the orphan's 5 MiB
     } finally {
       s3.destroy();
     }

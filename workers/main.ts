@@ -36,8 +36,10 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
     async (job) => {
       if (job.name !== CLEANUP_EXPIRED_JOB) return;
       const started = Date.now();
+      // Abandoned direct-to-storage sessions and orphaned direct/ parts first (the tus store's pass
+      // would abort their multipart uploads too, unaccounted); logs what it freed.
+      await runDirectCleanup(config, redis, log);
       const deleted = await datastore.deleteExpired();
-      await runDirectCleanup(config, redis, log); // abandoned direct-to-storage sessions, orphaned parts (logs what it freed)
       // Issue 5: quota reservations of uploads that expired unfinished are released.
       const quota = await releaseExpiredReservations({
         quota: new QuotaService(redis, config.redisPrefix, { quotaBytes: config.access.quotaBytes, maxConcurrentUploads: config.access.maxConcurrentUploads }),
