@@ -1,18 +1,25 @@
 // GET on an upload URL: a finished upload is served whole or by Range, with validators and safe
 // headers; an unfinished one is never served. Both stores, real tusk process, real S3 / disk.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
+import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
 import { TUS, createUpload, headUpload, patchRest, type StoreKind } from './helpers/tus.js';
 
 const MiB = 1024 * 1024;
 
+let bucket = '';
+let dataDir = '';
+
 async function envFor(kind: StoreKind): Promise<Record<string, string>> {
-  if (kind === 's3') return { ...tuskEnvForTests(await createTestBucket('download')), LOG_LEVEL: 'warn' };
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-download-'));
+  if (kind === 's3') {
+    bucket = await createTestBucket('download');
+    return { ...tuskEnvForTests(bucket), LOG_LEVEL: 'warn' };
+  }
+  dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-download-'));
   return { STORAGE: 'file', DATA_DIR: dataDir, REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), LOG_LEVEL: 'warn' };
 }
 
@@ -99,6 +106,21 @@ describe.each<StoreKind>(['s3', 'file'])('GET /files/<id> (%s store)', (kind) =>
     expect(res.headers.get('content-disposition')).toBe(`attachment; filename="index.html"; filename*=UTF-8''index.html`);
     expect(res.headers.get('content-security-policy')).toContain('sandbox');
     expect(await res.text()).toBe('<script>alert(1)</script>');
+  });
+
+  test('a finished upload whose bytes were removed from storage answers 404 or 410, not 503', async () => {
+    const created = await createUpload(tusk.url, { length: 5, metadata: { filename: 'gone.txt' } });
+    await patchRest(created.url, Buffer.from('hello'), 0);
+    if (kind === 's3') {
+      const client = s3ClientForTests();
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: created.id }));
+      client.destroy();
+    } else {
+      await rm(path.join(dataDir, 'uploads', created.id));
+    }
+    const res = await fetch(created.url);
+    expect([404, 410]).toContain(res.status);
+    await res.arrayBuffer();
   });
 
   test('an unknown upload answers 404', async () => {

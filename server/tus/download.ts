@@ -101,6 +101,11 @@ async function objectInfo(storage: DownloadStorage, upload: Upload): Promise<Obj
   };
 }
 
+function isMissingObject(err: unknown): boolean {
+  const e = err as { name?: unknown; code?: unknown; $metadata?: { httpStatusCode?: number } } | null;
+  return !!e && (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.code === 'ENOENT' || e.$metadata?.httpStatusCode === 404);
+}
+
 function fresh(req: IncomingMessage, etag: string, lastModified: Date): boolean {
   const ifNoneMatch = req.headers['if-none-match'];
   if (ifNoneMatch) return ifNoneMatch.split(',').some((t) => t.trim() === etag || t.trim() === `W/${etag}` || t.trim() === '*');
@@ -127,7 +132,15 @@ export function createDownloadHandler(deps: { datastore: DataStore; storage: Dow
       sendText(res, 404, 'Upload not finished: nothing to download yet\n', extraHeaders);
       return;
     }
-    const info = await objectInfo(storage, upload);
+    let info: ObjectInfo;
+    try {
+      info = await objectInfo(storage, upload);
+    } catch (err) {
+      if (!isMissingObject(err)) throw err;
+      // Finished, but its bytes were moved away (quarantined by the virus scan) or deleted.
+      sendText(res, 410, 'Upload content is no longer available\n', extraHeaders);
+      return;
+    }
     const size = upload.size;
     const contentType = contentTypeOf(upload.metadata);
     const inline = INLINE_SAFE.test(contentType);
