@@ -198,6 +198,7 @@ describe('direct-to-storage uploads (S3)', () => {
     const init = await api(tusk.url, 'POST', '/api/uploads/initiate', alice, { filename: 'c.bin', filesize: 12 * MiB, content_type: 'application/octet-stream' });
     const id = init.body.upload_id as string;
     const calls: Array<[string, string, unknown?]> = [
+      ['GET', `/api/uploads/${id}`],
       ['GET', `/api/uploads/${id}/parts`],
       ['POST', `/api/uploads/${id}/parts`, { part_numbers: [1] }],
       ['POST', `/api/uploads/${id}/complete`, {}],
