@@ -237,9 +237,9 @@ export class QuotaService {
 
 /**
  * The cleanup job's part (workers/main.ts): reservations whose upload expired unfinished are
- * released (and their owner keys dropped). `uploadState` tells what storage still has: a finished
- * upload keeps its bytes (its `complete` was lost), an unfinished one that storage has not expired
- * yet is looked at again on the next run, a missing one is released.
+ * released (and their owner keys dropped). An upload past its expiry can no longer be continued
+ * (tus answers 410, the store deletes it), so only `uploadState` = 'finished' keeps the bytes (its
+ * `complete` was lost, e.g. Redis blinked when it finished); anything else is released.
  */
 export async function releaseExpiredReservations(deps: {
   quota: QuotaService;
@@ -250,14 +250,13 @@ export async function releaseExpiredReservations(deps: {
   const released: string[] = [];
   let bytes = 0;
   for (const id of await deps.quota.expiredReservations(deps.now ?? Date.now())) {
-    const state = await deps.uploadState(id);
-    if (state === 'finished') {
+    if ((await deps.uploadState(id)) === 'finished') {
       await deps.quota.complete(id);
-    } else if (state === 'missing') {
-      bytes += await deps.quota.release(id);
-      await deps.forgetOwner(id);
-      released.push(id);
+      continue;
     }
+    bytes += await deps.quota.release(id);
+    await deps.forgetOwner(id);
+    released.push(id);
   }
   return { released, bytes };
 }

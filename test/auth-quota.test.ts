@@ -294,6 +294,38 @@ describe('authentication, ownership, quotas and rate limits (tus + API)', () => 
   });
 });
 
+describe('expiry releases reservations (worker cleanup)', () => {
+  test('an unfinished upload that expires gives its bytes and slot back; a finished one keeps its bytes', async () => {
+    const bucket = await createTestBucket('quota-expiry');
+    const prefix = uniqueRedisPrefix();
+    const tusk = await startTusk({
+      mode: 'all',
+      env: { ...tuskEnvForTests(bucket), REDIS_PREFIX: prefix, AUTH_JWT_SECRET: SECRET, QUOTA_BYTES: '1000', MAX_CONCURRENT_UPLOADS: '1', UPLOAD_EXPIRY: '2s', CLEANUP_INTERVAL: '1s', SCAN_REQUIRED: 'false' },
+    });
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('henry').setExpirationTime('5m').sign(new TextEncoder().encode(SECRET));
+    const redis = new Redis(testRedisUrl());
+    try {
+      const quota = new QuotaService(redis, prefix, { quotaBytes: 1000, maxConcurrentUploads: 1 });
+      const finished = urlOf(tusk.url, await create(tusk.url, token, 100));
+      expect((await patch(finished, token, 0, randomBytes(100))).status).toBe(204);
+      const abandoned = urlOf(tusk.url, await create(tusk.url, token, 800));
+      expect((await patch(abandoned, token, 0, randomBytes(10))).status).toBe(204);
+      expect(await quota.usage('henry')).toMatchObject({ bytes: 900, activeUploads: 1 });
+      expect((await create(tusk.url, token, 10)).status).toBe(403); // the one slot is taken
+      const deadline = Date.now() + 20_000;
+      while ((await quota.usage('henry')).bytes !== 100 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+
+      expect(await quota.usage('henry')).toMatchObject({ bytes: 100, activeUploads: 0 });
+      expect(await redis.get(`${prefix}owner:{${idOf(abandoned)}}`)).toBeNull();
+      expect((await create(tusk.url, token, 900)).status).toBe(201);
+      expect(tusk.output()).toMatch(/"released":1/);
+    } finally {
+      redis.disconnect();
+      await tusk.kill();
+    }
+  });
+});
+
 describe('creation rate limits', () => {
   test('per user, then per IP: 429 with Retry-After', async () => {
     const bucket = await createTestBucket('ratelimit');
