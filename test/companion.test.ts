@@ -112,6 +112,18 @@ describe('Companion-compatible /s3 routes (@uppy/aws-s3)', () => {
     expect(quota.body.error.code).toBe('quota_exceeded');
     expect((await api(tusk.url, 'POST', '/s3/multipart', undefined, { filename: 'a.mp4', type: 'video/mp4', metadata: { size: 1 } })).status).toBe(401);
 
+    // Uppy picks the part size: parts below S3's 5 MiB minimum are refused by storage at complete -> 400.
+    const tiny = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 't.mp4', type: 'video/mp4', size: 3 * MiB });
+    const tq = `key=${encodeURIComponent(tiny.body.key)}`;
+    const tbase = `/s3/multipart/${encodeURIComponent(tiny.body.uploadId)}`;
+    const signed = await api(tusk.url, 'GET', `${tbase}/batch?${tq}&partNumbers=1,2`, token);
+    const p1 = await putTo(signed.body.presignedUrls['1'], randomBytes(2 * MiB));
+    const p2 = await putTo(signed.body.presignedUrls['2'], randomBytes(1 * MiB));
+    const refused = await api(tusk.url, 'POST', `${tbase}/complete?${tq}`, token, { parts: [{ PartNumber: 1, ETag: p1.etag }, { PartNumber: 2, ETag: p2.etag }] });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error.code).toBe('storage_refused');
+    expect((await api(tusk.url, 'DELETE', `${tbase}?${tq}`, token)).status).toBe(200);
+
     const created = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'a.mp4', type: 'video/mp4', metadata: { size: 10 * MiB } });
     const q = `key=${encodeURIComponent(created.body.key)}`;
     const aborted = await api(tusk.url, 'DELETE', `/s3/multipart/${encodeURIComponent(created.body.uploadId)}?${q}`, token);

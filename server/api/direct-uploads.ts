@@ -495,7 +495,13 @@ export class DirectUploads {
         UploadId: s.s3_upload_id,
         MultipartUpload: { Parts: parts.slice(0, count).map((p) => ({ PartNumber: p.PartNumber, ETag: p.ETag })) },
       }),
-    );
+    ).catch((err: unknown) => {
+      // e.g. EntityTooSmall: a client-chosen (Companion) part below S3's 5 MiB minimum.
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 400) {
+        throw new ApiError(400, 'storage_refused', `storage refused to complete the upload: ${errName(err)}${(err as Error).message ? ` (${(err as Error).message})` : ''}`);
+      }
+      throw err;
+    });
   }
 
   /** Aborts / deletes what storage has, releases the reservation, removes the status record. */
