@@ -107,7 +107,7 @@ export function createAuthenticator(config: Config | { access: { auth: AuthConfi
         throw authErrorOf(err);
       }
       const sub = payload.sub;
-      if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_USER_ID_LENGTH || /[\x00-\x1f]/.test(sub)) {
+      if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_USER_ID_LENGTH || [...sub].some((c) => c.charCodeAt(0) < 0x20)) {
         throw new AuthError('Token subject (sub) is missing or invalid');
       }
       return { userId: sub };

@@ -314,7 +314,6 @@ describe('expiry releases reservations (worker cleanup)', () => {
       expect((await create(tusk.url, token, 10)).status).toBe(403); // the one slot is taken
       const deadline = Date.now() + 20_000;
       while ((await quota.usage('henry')).bytes !== 100 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
-
       expect(await quota.usage('henry')).toMatchObject({ bytes: 100, activeUploads: 0 });
       expect(await redis.get(`${prefix}owner:{${idOf(abandoned)}}`)).toBeNull();
       expect((await create(tusk.url, token, 900)).status).toBe(201);
