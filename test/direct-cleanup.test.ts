@@ -3,9 +3,9 @@
 // direct/ that no session owns. Real tusk in `all` mode, UPLOAD_EXPIRY 2 s, CLEANUP_INTERVAL 1 s.
 import { randomBytes } from 'node:crypto';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
-import { createTestBucket, s3ClientForTests, tuskEnvForTests } from './helpers/services.js';
+import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { waitFor } from './helpers/tus.js';
+import { processUploadJobs, waitFor } from './helpers/tus.js';
 import { api, JWT_SECRET, putTo, tokenFor } from './helpers/direct.js';
 
 const MiB = 1024 * 1024;
@@ -13,13 +13,16 @@ const MiB = 1024 * 1024;
 describe('cleanup of abandoned direct uploads', () => {
   let tusk: TuskProcess;
   let bucket = '';
+  let prefix = '';
 
   beforeAll(async () => {
     bucket = await createTestBucket('direct-cleanup');
+    const env = tuskEnvForTests(bucket);
+    prefix = env.REDIS_PREFIX!;
     tusk = await startTusk({
       mode: 'all',
       env: {
-        ...tuskEnvForTests(bucket),
+        ...env,
         AUTH_JWT_SECRET: JWT_SECRET,
         UPLOAD_EXPIRY: '2s',
         CLEANUP_INTERVAL: '1s',
@@ -70,5 +73,24 @@ describe('cleanup of abandoned direct uploads', () => {
     } finally {
       s3.destroy();
     }
+  });
+
+  test("Uppy's single PUT (/s3/params, no completion call) is completed once its object arrived", async () => {
+    const token = await tokenFor('frank');
+    const data = randomBytes(100_000);
+    const params = new URLSearchParams({ filename: 'clip.mp4', type: 'video/mp4', 'metadata[size]': String(data.length) });
+    const res = await api(tusk.url, 'GET', `/s3/params?${params}`, token);
+    expect(res.status).toBe(200);
+    expect((await putTo(res.body.url, data)).status).toBe(200);
+    const id = res.body.upload_id as string;
+    await waitFor(
+      'the worker to complete the arrived PUT and queue its processing',
+      async () => (await processUploadJobs(testRedisUrl(), prefix)).some((j) => j.data.uploadId === id),
+      10_000,
+    );
+    const status = await api(tusk.url, 'GET', `/api/uploads/${id}`, token);
+    expect(status.status).toBe(200);
+    expect(status.body.status).not.toBe('uploading');
+    expect(tusk.output()).toMatch(/"completed":1/);
   });
 });

@@ -6,17 +6,24 @@
 //   - orphans: multipart uploads under `direct/` older than UPLOAD_EXPIRY that no open session
 //     owns (a crash between CreateMultipartUpload and saving the session, a lost Redis) are
 //     aborted too, so storage of orphaned parts never grows without bound.
-// What was freed is logged (counts and bytes of the parts).
-import { AbortMultipartUploadCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+//   - Uppy's single PUT (/s3/params) makes no completion call: such a session whose object arrived
+//     with the declared size is completed here, exactly like POST /api/uploads/:id/complete.
+// What was done is logged (counts and bytes of the parts).
+import { AbortMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
 import { QuotaService } from '../hooks/quota.js';
 import type { Logger } from '../lib/logger.js';
 import { createS3Client } from '../lib/s3-client.js';
-import { abortStorage, DIRECT_PREFIX, DirectSessionStore, listAllParts, uploadIdOfKey } from '../server/api/direct-uploads.js';
+import { UploadFinishedHook } from '../hooks/upload-finished.js';
+import { abortStorage, DIRECT_PREFIX, DirectSessionStore, DirectUploads, listAllParts, uploadIdOfKey } from '../server/api/direct-uploads.js';
+import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob } from './queues.js';
 import { RecordStore } from './pipeline/record.js';
 
 export interface DirectCleanupResult {
+  /** Companion single PUTs completed because their object arrived. */
+  completed: number;
   expired: number;
   orphans: number;
   bytesFreed: number;
@@ -28,6 +35,8 @@ export class DirectCleanup {
   private readonly records: RecordStore;
   private readonly quota: QuotaService;
   private readonly bucket: string;
+  private readonly queue: Queue<ProcessUploadJob>;
+  private readonly direct: DirectUploads;
 
   constructor(
     private readonly config: Config,
@@ -40,6 +49,10 @@ export class DirectCleanup {
     this.sessions = new DirectSessionStore(redis, config.redisPrefix);
     this.records = new RecordStore(redis, config.redisPrefix);
     this.quota = new QuotaService(redis, config.redisPrefix, { quotaBytes: config.access.quotaBytes, maxConcurrentUploads: config.access.maxConcurrentUploads });
+    this.queue = new Queue<ProcessUploadJob>(PROCESS_UPLOAD_QUEUE, { connection: redis, prefix: `${config.redisPrefix}bull` });
+    this.queue.on('error', (err) => logger.warn({ err: err.message }, 'queue connection error'));
+    // Completion exactly as the API does it (checks, quota, record, the same process-upload job).
+    this.direct = new DirectUploads({ config, redis, logger, finished: new UploadFinishedHook(this.queue, logger), quota: this.quota });
   }
 
   private async partBytes(key: string, uploadId: string): Promise<number> {
@@ -51,8 +64,30 @@ export class DirectCleanup {
     }
   }
 
+  /** Companion single PUTs (no completion call in Uppy) whose object arrived with the declared size. */
+  private async completeArrivedPuts(): Promise<number> {
+    let completed = 0;
+    const ids = await this.redis.zrange(this.sessions.pendingPutKey, 0, 999);
+    for (const id of ids) {
+      const s = await this.sessions.get(id);
+      if (!s || s.status !== 'uploading') {
+        await this.redis.zrem(this.sessions.pendingPutKey, id);
+        continue;
+      }
+      const head = await this.s3.send(new HeadObjectCommand({ Bucket: s.bucket, Key: s.key })).catch(() => undefined);
+      if (head?.ContentLength !== s.size) continue; // not there yet (or the expiry pass deals with it)
+      try {
+        await this.direct.complete({ userId: s.owner }, s, {});
+        completed++;
+      } catch (err) {
+        this.logger.warn({ err, uploadId: id }, 'could not complete an arrived single PUT');
+      }
+    }
+    return completed;
+  }
+
   async run(now = Date.now()): Promise<DirectCleanupResult> {
-    const result: DirectCleanupResult = { expired: 0, orphans: 0, bytesFreed: 0 };
+    const result: DirectCleanupResult = { expired: 0, orphans: 0, bytesFreed: 0, completed: await this.completeArrivedPuts() };
     // 1. Expired sessions (in batches; the sorted set only holds open ones).
     for (;;) {
       const ids = await this.sessions.expired(now, 200);
@@ -110,12 +145,14 @@ export class DirectCleanup {
       uploadIdMarker = page.NextUploadIdMarker;
       if (!keyMarker && !uploadIdMarker) break;
     }
-    if (result.expired || result.orphans) this.logger.info({ ...result }, 'direct uploads: abandoned sessions cleaned up');
+    if (result.expired || result.orphans || result.completed) this.logger.info({ ...result }, 'direct uploads: abandoned sessions cleaned up');
     return result;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.s3.destroy();
+    this.direct.close();
+    await this.queue.close();
   }
 }
 

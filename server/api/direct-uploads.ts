@@ -109,7 +109,13 @@ export class DirectSessionStore {
     const multi = this.redis.multi().set(this.key(s.upload_id), JSON.stringify(s), 'EX', ttl);
     if (s.status === 'uploading') multi.zadd(this.expiringKey, Date.parse(s.expires_at), s.upload_id);
     else multi.zrem(this.expiringKey, s.upload_id);
+    // Uppy's single PUT (/s3/params) has no completion call: the cleanup completes it once the object is there.
+    if (s.status === 'uploading' && s.via === 'companion' && s.method === 'put') multi.zadd(this.pendingPutKey, Date.parse(s.created_at), s.upload_id);
+    else multi.zrem(this.pendingPutKey, s.upload_id);
     await multi.exec();
+  }
+  get pendingPutKey(): string {
+    return `${this.prefix}direct-pending-put`;
   }
   /** Open sessions whose expiry is before `now`. */
   expired(now: number, limit = 500): Promise<string[]> {
