@@ -5,6 +5,7 @@ import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { Redis } from 'ioredis';
 import { createTestBucket, s3ClientForTests, sha256OfObject, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
 import { processUploadJobs, sha256, sleep } from './helpers/tus.js';
@@ -96,6 +97,17 @@ describe('direct-to-storage uploads (S3)', () => {
     expect(jobs[0]!.data).toMatchObject({ uploadId: id, size: data.length, owner: 'alice', location: { type: 's3', bucket, key: `direct/${id}` } });
     expect(jobs[0]!.data.metadata).toMatchObject({ filename: 'clip.mp4', filetype: 'video/mp4', title: 'A clip', visibility: 'private' });
 
+    const redis = new Redis(testRedisUrl());
+    try {
+      expect(JSON.parse((await redis.hget(`${env.REDIS_PREFIX}record:${id}`, 'meta:direct')) ?? '{}')).toEqual({
+        title: 'A clip',
+        visibility: 'private',
+        method: 'multipart',
+        owner: 'alice',
+      });
+    } finally {
+      redis.disconnect();
+    }
     const status = await api(tusk.url, 'GET', `/api/uploads/${id}`, alice);
     expect(status.status).toBe(200);
     expect(status.body.upload_id).toBe(id);

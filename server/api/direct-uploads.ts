@@ -441,6 +441,9 @@ export class DirectUploads {
         new Upload({ id: s.upload_id, size: s.size, offset: s.size, metadata, storage: { type: 's3', bucket: this.bucket, path: s.key } }),
         s.owner,
       );
+      // The client's descriptive fields, in the status record too (`meta:direct`), next to how it was uploaded.
+      const described = { title: done.title, description: done.description, visibility: done.visibility, method: s.method, owner: s.owner };
+      await this.records.update(s.upload_id, undefined, { 'meta:direct': JSON.stringify(described) });
       await this.sessions.save(done);
       this.log.info({ uploadId: s.upload_id, size: s.size, method: s.method }, 'direct upload completed; processing queued');
       return done;
