@@ -262,6 +262,36 @@ describe('direct uploads: short-lived URLs and the rate limit', () => {
   });
 });
 
+describe('direct uploads: a huge file', () => {
+  let tusk: TuskProcess;
+  beforeAll(async () => {
+    const bucket = await createTestBucket('direct-huge');
+    tusk = await startTusk({ env: { ...tuskEnvForTests(bucket), AUTH_JWT_SECRET: JWT_SECRET, SCAN_REQUIRED: 'false', ALLOWED_TYPES: 'video/mp4', MAX_UPLOAD_SIZE: '200GiB' } });
+  });
+  afterAll(async () => {
+    await tusk?.kill();
+  });
+
+  test('150 GiB: the chunk grows so that parts stay <= 10,000; 1,000 URLs at once, the rest via POST parts', async () => {
+    const token = await tokenFor('gina');
+    const size = 150 * 1024 * MiB;
+    const init = await api(tusk.url, 'POST', '/api/uploads/initiate', token, { filename: 'huge.mp4', filesize: size, content_type: 'video/mp4' });
+    expect(init.status).toBe(201);
+    expect(init.body.chunk_size).toBe(16 * MiB);
+    expect(init.body.part_count).toBe(9600);
+    expect(init.body.upload_urls).toHaveLength(1000);
+    const id = init.body.upload_id as string;
+    const rest = await api(tusk.url, 'POST', `/api/uploads/${id}/parts`, token, { part_numbers: Array.from({ length: 1000 }, (_, i) => 8601 + i) });
+    expect(rest.status).toBe(200);
+    expect(rest.body.upload_urls).toHaveLength(1000);
+    expect(rest.body.upload_urls[999].part_number).toBe(9600);
+    expect(rest.body.upload_urls[999].url).toMatch(/partNumber=9600/);
+    expect((await api(tusk.url, 'POST', `/api/uploads/${id}/parts`, token, { part_numbers: [9601] })).status).toBe(400);
+    expect((await api(tusk.url, 'POST', `/api/uploads/${id}/parts`, token, { part_numbers: Array.from({ length: 1001 }, (_, i) => i + 1) })).status).toBe(400);
+    expect((await api(tusk.url, 'DELETE', `/api/uploads/${id}`, token)).status).toBe(204);
+  });
+});
+
 describe('direct uploads with STORAGE=file', () => {
   let tusk: TuskProcess;
   beforeAll(async () => {
