@@ -101,6 +101,19 @@ describe('Companion-compatible /s3 routes (@uppy/aws-s3)', () => {
     expect(await sha256OfObject(bucket, res.body.key)).toBe(sha256(data));
   });
 
+  test('CORS: preflight answered for a browser on another origin, Authorization allowed', async () => {
+    const pre = await fetch(`${tusk.url}/s3/multipart`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' },
+    });
+    expect(pre.status).toBe(204);
+    expect(pre.headers.get('access-control-allow-origin')).toBe('*');
+    expect(pre.headers.get('access-control-allow-headers')).toMatch(/Authorization/);
+    const res = await fetch(`${tusk.url}/s3/multipart`, { method: 'POST', headers: { origin: 'https://app.example', 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
+  });
+
   test('same checks as the API: size required, allow-list, quota; abort answers {}', async () => {
     const noSize = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'a.mp4', type: 'video/mp4', metadata: {} });
     expect(noSize.status).toBe(400);

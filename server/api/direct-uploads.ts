@@ -595,6 +595,18 @@ export function jsonErrors(err: unknown, _req: Request, res: Response, next: Nex
   next(err);
 }
 
+/** Sets Access-Control-Allow-Origin (and what a client may read) for an allowed Origin. */
+function corsFor(origins: string[] | '*'): (req: Request, res: Response) => void {
+  return (req, res) => {
+    const origin = req.get('origin');
+    if (!origin) return;
+    if (origins === '*') res.set('Access-Control-Allow-Origin', '*');
+    else if (origins.includes(origin)) res.set({ 'Access-Control-Allow-Origin': origin, Vary: 'Origin' });
+    else return;
+    res.set('Access-Control-Expose-Headers', 'Retry-After, WWW-Authenticate');
+  };
+}
+
 export interface DirectRouterOptions {
   config: Config;
   redis: Redis;
@@ -633,6 +645,17 @@ export function createDirectUploadsRouter(options: DirectRouterOptions): Router 
     );
     return router;
   }
+  // CORS for browsers (Uppy) on another origin: CORS_ORIGINS, Authorization allowed, preflights answered.
+  const cors = corsFor(options.config.corsOrigins);
+  router.options([...routes, '/api/uploads/:id'], (req, res) => {
+    cors(req, res);
+    res.set({ 'Access-Control-Allow-Methods': 'GET, POST, DELETE, OPTIONS', 'Access-Control-Allow-Headers': 'Authorization, Content-Type', 'Access-Control-Max-Age': '600' });
+    res.status(204).end();
+  });
+  router.use([...routes, '/api/uploads/:id'], (req, res, next) => {
+    cors(req, res);
+    next();
+  });
   const service = new DirectUploads({ ...options, ...accessServices(options.config, options.redis) });
   const auth = requireAuth(createAuthenticator(options.config));
   const baseUrl = (req: Request) => options.config.publicUrl ?? `${req.protocol}://${req.get('host')}`;
