@@ -133,6 +133,9 @@ describe('direct-to-storage uploads (S3)', () => {
     expect(done.status).toBe(202);
     expect(done.body).toMatchObject({ upload_id: id, status: 'uploaded', size: data.length });
     expect(await sha256OfObject(bucket, `direct/${id}`)).toBe(sha256(data));
+    // The URL is still valid, but a second PUT can no longer replace what was completed (and scanned).
+    expect((await putTo(init.body.upload_urls[0], randomBytes(data.length))).status).toBe(200);
+    expect(await sha256OfObject(bucket, `direct/${id}`)).toBe(sha256(data));
   });
 
   test('resume: a dropped part is named by complete, listed as missing by GET parts, re-signed and sent', async () => {

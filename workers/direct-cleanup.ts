@@ -9,7 +9,7 @@
 //   - Uppy's single PUT (/s3/params) makes no completion call: such a session whose object arrived
 //     with the declared size is completed here, exactly like POST /api/uploads/:id/complete.
 // What was done is logged (counts and bytes of the parts).
-import { AbortMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, DeleteObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
@@ -74,7 +74,7 @@ export class DirectCleanup {
         await this.redis.zrem(this.sessions.pendingPutKey, id);
         continue;
       }
-      const head = await this.s3.send(new HeadObjectCommand({ Bucket: s.bucket, Key: s.key })).catch(() => undefined);
+      const head = await this.s3.send(new HeadObjectCommand({ Bucket: s.bucket, Key: s.upload_key ?? s.key })).catch(() => undefined);
       if (head?.ContentLength !== s.size) continue; // not there yet (or the expiry pass deals with it)
       try {
         await this.direct.complete({ userId: s.owner }, s, {});
@@ -116,6 +116,11 @@ export class DirectCleanup {
         }
       }
       if (ids.length < 200) break;
+    }
+    // PUT keys of completed single PUTs once every URL signed for them expired (a late PUT's bytes).
+    for (const id of await this.redis.zrangebyscore(this.sessions.staleKey, 0, now, 'LIMIT', 0, 500)) {
+      await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: `${DIRECT_PREFIX}/${id}.put` })).catch(() => {});
+      await this.redis.zrem(this.sessions.staleKey, id);
     }
     // 2. Orphaned multipart uploads under direct/ (all pages).
     let keyMarker: string | undefined;

@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
+  CopyObjectCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   HeadObjectCommand,
@@ -71,6 +72,11 @@ export interface DirectSession {
   key: string;
   /** S3 UploadId of the multipart upload. */
   s3_upload_id?: string;
+  /**
+   * Single PUT: where the client PUTs (`direct/<id>.put`). Complete copies it to `key`, so a
+   * second PUT with a still-valid URL can never replace the object the pipeline scanned.
+   */
+  upload_key?: string;
   chunk_size: number;
   part_count: number;
   sha256?: string;
@@ -113,6 +119,10 @@ export class DirectSessionStore {
     if (s.status === 'uploading' && s.via === 'companion' && s.method === 'put') multi.zadd(this.pendingPutKey, Date.parse(s.created_at), s.upload_id);
     else multi.zrem(this.pendingPutKey, s.upload_id);
     await multi.exec();
+  }
+  /** Completed single PUTs whose PUT key is deleted once every URL signed for it has expired. */
+  get staleKey(): string {
+    return `${this.prefix}direct-stale-put`;
   }
   get pendingPutKey(): string {
     return `${this.prefix}direct-pending-put`;
@@ -267,6 +277,7 @@ export class DirectUploads {
         method: multipart ? 'multipart' : 'put',
         bucket: this.bucket,
         key,
+        ...(multipart ? {} : { upload_key: `${key}.put` }),
         chunk_size: chunk,
         part_count: multipart ? Math.max(1, Math.ceil(input.filesize / chunk)) : 1,
         ...(input.sha256 ? { sha256: input.sha256.toLowerCase() } : {}),
@@ -358,7 +369,7 @@ export class DirectUploads {
 
   /** Presigned URLs for `numbers` (1-based part numbers; the single PUT is part 1). */
   async urlsFor(s: DirectSession, numbers: number[]): Promise<Array<{ part_number: number; url: string }>> {
-    if (s.method === 'put') return [{ part_number: 1, url: await this.presigner.putObject(s.key, s.size) }];
+    if (s.method === 'put') return [{ part_number: 1, url: await this.presigner.putObject(s.upload_key ?? s.key, s.size) }];
     return Promise.all(numbers.map(async (n) => ({ part_number: n, url: await this.presigner.uploadPart(s.key, s.s3_upload_id!, n) })));
   }
 
@@ -372,7 +383,7 @@ export class DirectUploads {
   async parts(s: DirectSession): Promise<ListedPart[]> {
     this.open(s);
     if (s.method === 'put') {
-      const head = await this.head(s);
+      const head = await this.head(s, s.upload_key ?? s.key);
       return head ? [{ PartNumber: 1, Size: head.size, ETag: head.etag }] : [];
     }
     try {
@@ -383,9 +394,9 @@ export class DirectUploads {
     }
   }
 
-  private async head(s: DirectSession): Promise<{ size: number; etag: string } | undefined> {
+  private async head(s: DirectSession, key = s.key): Promise<{ size: number; etag: string } | undefined> {
     try {
-      const h = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: s.key }));
+      const h = await this.s3.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
       return { size: h.ContentLength ?? -1, etag: h.ETag ?? '' };
     } catch (err) {
       if (isNotFound(err)) return undefined;
@@ -418,6 +429,7 @@ export class DirectUploads {
       this.open(fresh);
       s = fresh;
       if (s.method === 'multipart') await this.completeMultipart(s, meta.parts);
+      else if (s.upload_key) await this.promotePut(s);
       const head = await this.head(s);
       if (!head) throw new ApiError(400, 'incomplete_upload', 'The object is not in storage yet: PUT the file to the upload URL first', { missing_parts: [1] });
       if (head.size !== s.size) {
@@ -450,6 +462,23 @@ export class DirectUploads {
     } finally {
       await unlock();
     }
+  }
+
+  /** The PUT's object (checked) becomes the upload's object; the PUT key is deleted. */
+  private async promotePut(s: DirectSession): Promise<void> {
+    const incoming = await this.head(s, s.upload_key);
+    if (!incoming) {
+      if ((await this.head(s))?.size === s.size) return; // copied already (a crash before the session was saved)
+      throw new ApiError(400, 'incomplete_upload', 'The object is not in storage yet: PUT the file to the upload URL first', { missing_parts: [1] });
+    }
+    if (incoming.size !== s.size) {
+      await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: s.upload_key })).catch(() => {});
+      throw new ApiError(400, 'size_mismatch', `storage has ${incoming.size} bytes, the upload declared ${s.size}`, { expected_size: s.size, actual_size: incoming.size });
+    }
+    await this.s3.send(new CopyObjectCommand({ Bucket: this.bucket, Key: s.key, CopySource: `${this.bucket}/${s.upload_key}`, ContentType: s.content_type, MetadataDirective: 'REPLACE' }));
+    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: s.upload_key }));
+    // A PUT with a URL signed before completion may still land on upload_key: deleted once they expired.
+    await this.deps.redis.zadd(this.sessions.staleKey, Date.now() + this.settings.signedUrlTtlMs + 60_000, s.upload_id);
   }
 
   private async completeMultipart(s: DirectSession, claimed?: Array<{ part_number: number; etag: string }>): Promise<void> {
@@ -537,15 +566,18 @@ export class DirectUploads {
 }
 
 /** Abort the multipart upload and delete the object, each tolerating "already gone". */
-export async function abortStorage(s3: S3Client, s: Pick<DirectSession, 'bucket' | 'key' | 's3_upload_id'>): Promise<void> {
+export async function abortStorage(s3: S3Client, s: Pick<DirectSession, 'bucket' | 'key' | 's3_upload_id' | 'upload_key'>): Promise<void> {
   if (s.s3_upload_id) {
     await s3.send(new AbortMultipartUploadCommand({ Bucket: s.bucket, Key: s.key, UploadId: s.s3_upload_id })).catch((err) => {
       if (!isNotFound(err)) throw err;
     });
   }
-  await s3.send(new DeleteObjectCommand({ Bucket: s.bucket, Key: s.key })).catch((err) => {
-    if (!isNotFound(err)) throw err;
-  });
+  for (const key of [s.key, s.upload_key]) {
+    if (!key) continue;
+    await s3.send(new DeleteObjectCommand({ Bucket: s.bucket, Key: key })).catch((err) => {
+      if (!isNotFound(err)) throw err;
+    });
+  }
 }
 
 // --- HTTP ------------------------------------------------------------------------------------
