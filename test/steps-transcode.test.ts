@@ -74,6 +74,7 @@ test('4 s 1080p video -> 3 renditions + master + MP4, progress increasing to 100
   expect(mp4.streams.find((s) => s.codec_type === 'video')).toMatchObject({ codec_name: 'h264', height: 720, width: 1280 });
   expect(mp4.streams.find((s) => s.codec_type === 'audio')).toMatchObject({ codec_name: 'aac' });
   expect(Number(mp4.format.duration)).toBeCloseTo(4, 0);
+  expect(Number(mp4.streams.find((s) => s.codec_type === 'video')?.start_time ?? 0)).toBeLessThan(0.2); // remuxed from the 720p rung: no mpegts offset
   // +faststart: the moov box comes before mdat
   const head = (await fs.readFile(path.join(outDir, result.mp4!))).subarray(0, 4096).toString('latin1');
   expect(head.indexOf('moov')).toBeGreaterThan(0);
@@ -100,6 +101,16 @@ test('480p source without audio -> only the 480p rendition (no upscaling), video
   expect(seg.streams.map((s) => s.codec_type)).toEqual(['video']);
   const mp4 = await probeJson(path.join(outDir, result.mp4!));
   expect(mp4.streams.find((s) => s.codec_type === 'video')).toMatchObject({ height: 480 });
+});
+
+test('a source between rungs (600p) -> ladder [480] and an MP4 encoded at the source size (not a remux)', async () => {
+  const src = await makeVideo(path.join(dir, 'src600.mp4'), { width: 1000, height: 600, seconds: 1 });
+  const outDir = path.join(dir, 'out600');
+  const result = await transcode(src, await ffprobe(src, 10_000), { outDir, timeoutMs: 60_000, preset: 'ultrafast' });
+  expect(result.hls.renditions.map((r) => r.height)).toEqual([480]);
+  const mp4 = await probeJson(path.join(outDir, result.mp4!));
+  expect(mp4.streams.find((s) => s.codec_type === 'video')).toMatchObject({ codec_name: 'h264', height: 600, width: 1000 });
+  expect(mp4.streams.find((s) => s.codec_type === 'audio')).toMatchObject({ codec_name: 'aac' });
 });
 
 test('a source smaller than 480p gets one rendition at its own size', async () => {
