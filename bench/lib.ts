@@ -60,12 +60,29 @@ export function rssOf(pid: number): { rssMiB: number; peakMiB: number } {
 
 /** Starts `node dist/tusk.js server` on S3 and waits until /readyz answers. */
 export async function startTuskServer(port: number, extraEnv: Record<string, string> = {}): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(repoRoot, 'dist', 'tusk.js'), 'server'], {
+  const child = spawnTusk('server', { PORT: String(port), ...extraEnv });
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return child;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error('tusk did not become ready within 20 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Spawns `node dist/tusk.js <mode>` on the bench S3 and Redis (no readiness wait). Pass the same
+ * REDIS_PREFIX to a server and a worker that must share queues and records.
+ */
+export function spawnTusk(mode: 'server' | 'worker', extraEnv: Record<string, string> = {}): ChildProcess {
+  return spawn(process.execPath, [path.join(repoRoot, 'dist', 'tusk.js'), mode], {
     cwd: repoRoot,
     env: {
       PATH: process.env.PATH,
       HOST: '127.0.0.1',
-      PORT: String(port),
       STORAGE: 's3',
       S3_ENDPOINT: benchEnv.endpoint,
       S3_BUCKET: benchEnv.bucket,
@@ -80,16 +97,6 @@ export async function startTuskServer(port: number, extraEnv: Record<string, str
     },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return child;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error('tusk did not become ready within 20 s');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 export async function stopProcess(child: ChildProcess): Promise<void> {
