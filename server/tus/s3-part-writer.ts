@@ -142,9 +142,14 @@ export class PartWriter {
     let received = 0;
     let current: Piece | undefined;
     let bodyError: unknown;
+    // Iterated by hand: leaving a `for await` destroys the body, and @tus/server then reports an
+    // aborted request (400) instead of the storage error that made us stop (503, retried).
+    const body = (this.src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
     try {
-      for await (const chunk of this.src as AsyncIterable<Buffer>) {
-        let buf = chunk;
+      for (;;) {
+        const next = await body.next();
+        if (next.done) break;
+        let buf = next.value;
         try {
           while (buf.length > 0) {
             if (!current) current = await this.startPiece();

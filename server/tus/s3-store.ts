@@ -76,6 +76,20 @@ function abortOnBodyError(body: Readable, signal: AbortSignal | undefined): Abor
   return ac.signal;
 }
 
+/**
+ * What of an SDK log argument may reach our logs: never a command's input (its Body holds
+ * upload bytes), only strings and errors' names and messages.
+ */
+function loggable(arg: unknown): unknown {
+  if (typeof arg === 'string' || typeof arg === 'number' || typeof arg === 'boolean') return arg;
+  if (arg instanceof Error) return { name: arg.name, message: arg.message };
+  if (typeof arg === 'object' && arg !== null) {
+    const { name, message, commandName, clientName } = arg as Record<string, unknown>;
+    return Object.fromEntries(Object.entries({ name, message, commandName, clientName }).filter(([, v]) => typeof v === 'string'));
+  }
+  return typeof arg;
+}
+
 function infoOf(upload: Upload): StoredUploadInfo {
   const info: StoredUploadInfo = { id: upload.id };
   if (upload.size !== undefined) info.size = upload.size;
@@ -110,8 +124,8 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
           trace: () => {},
           debug: () => {},
           info: () => {},
-          warn: (...args: unknown[]) => log?.debug({ sdk: args }, 'aws sdk warning'),
-          error: (...args: unknown[]) => log?.warn({ sdk: args }, 'aws sdk error'),
+          warn: (...args: unknown[]) => log?.debug({ sdk: args.map(loggable) }, 'aws sdk warning'),
+          error: (...args: unknown[]) => log?.warn({ sdk: args.map(loggable) }, 'aws sdk error'),
         },
         ...options.s3ClientConfig,
       },
