@@ -433,7 +433,7 @@ describe('storage outage (S3 endpoint on a dead port)', () => {
   // do not retry a 400: a short S3 outage fails the upload for good. Nothing is lost in either case.
   test.each([
     ['at a part boundary (no .part tail)', 5 * MiB],
-    ['BUG s3-outage-tail-400: with an incomplete .part tail to prepend', 2 * MiB],
+    ['with an incomplete .part tail to prepend', 2 * MiB],
   ])('a PATCH while storage is down answers 503 with Retry-After and changes nothing (%s); the upload completes once storage is back', async (_label, first) => {
     await withOutput(() => [tusk, healthy], async () => {
       const data = randomBytes(9 * MiB);
@@ -457,7 +457,7 @@ describe('storage outage (S3 endpoint on a dead port)', () => {
   // PutObject including its Body: the request stream, serialized with whatever upload bytes it
   // has buffered at that moment (a JSON array of numbers: lines of hundreds of KB that copy user
   // data into the logs). Whether bytes were buffered varies, so the check is on the Body itself.
-  test('BUG s3-log-body: a failed S3 write is logged without the request body', async () => {
+  test('a failed S3 write is logged without the request body', async () => {
     const data = randomBytes(6 * MiB);
     const created = await createUpload(healthy.url, { length: data.length });
     expect(created.status).toBe(201);
