@@ -57,6 +57,7 @@ describe.each<StoreKind>(['s3', 'file'])('GET /files/<id> (%s store)', (kind) =>
     expect(disposition).not.toMatch(/[\r\n]/);
     expect(res.headers.get('set-cookie')).toBeNull();
     expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(res.headers.get('tus-resumable')).toBe('1.0.0');
   });
 
   test('a Range in the middle answers 206 with exactly those bytes', async () => {

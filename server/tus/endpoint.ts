@@ -152,7 +152,7 @@ export function createTusEndpoint(deps: {
 
   async function handleAuthorized(req: IncomingMessage, res: ServerResponse, id: string | undefined): Promise<void> {
     if (req.method === 'GET' && id) {
-      await download(req, res, id, { ...corsHeaders(req, config), 'Access-Control-Expose-Headers': 'Content-Range, Content-Disposition, ETag, Accept-Ranges' });
+      await download(req, res, id, { 'Tus-Resumable': '1.0.0', ...corsHeaders(req, config), 'Access-Control-Expose-Headers': 'Content-Range, Content-Disposition, ETag, Accept-Ranges' });
       return;
     }
     const gateError = checkTusRequest(req);
