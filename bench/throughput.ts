@@ -337,16 +337,21 @@ async function main(): Promise<void> {
   }
   const results = runners.map((x) => x.r);
 
-  const base = results.find((r) => r.name === 'sdk');
-  const baseMed = base ? median(base.mibs) : undefined;
-  console.log(`\n| case | what | runs (MiB/s) | median MiB/s | ratio to sdk | server peak RSS | server CPU s/GiB |`);
-  console.log(`|---|---|---|---|---|---|---|`);
+  const baseOf = (name: string) => {
+    const r = results.find((x) => x.name === name);
+    return r ? median(r.mibs) : undefined;
+  };
+  const bases = (['sdk', 'sdk-stream'] as const).filter((n) => baseOf(n) !== undefined);
+  console.log(
+    `\n| case | what | runs (MiB/s) | median MiB/s | ${bases.map((b) => `ratio to ${b}`).join(' | ')} | server peak RSS | server CPU s/GiB |`,
+  );
+  console.log(`|---|---|---|---|${bases.map(() => '---|').join('')}---|---|`);
   for (const r of results) {
     const med = median(r.mibs);
     console.log(
-      `| ${r.name} | ${r.what} | ${r.mibs.map((x) => x.toFixed(0)).join(', ')} | ${med.toFixed(1)} | ${
-        baseMed ? (med / baseMed).toFixed(2) : '-'
-      } | ${r.peakRss ? `${r.peakRss.toFixed(0)} MiB` : '-'} | ${
+      `| ${r.name} | ${r.what} | ${r.mibs.map((x) => x.toFixed(0)).join(', ')} | ${med.toFixed(1)} | ${bases
+        .map((b) => (med / baseOf(b)!).toFixed(2))
+        .join(' | ')} | ${r.peakRss ? `${r.peakRss.toFixed(0)} MiB` : '-'} | ${
         r.cpu?.length ? ((median(r.cpu) / cfg.sizeMiB) * 1024).toFixed(1) : '-'
       } |`,
     );
