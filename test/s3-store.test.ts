@@ -418,6 +418,18 @@ describe('TuskS3Store', () => {
     expect(await objectSha(id)).toBe(sha(data));
   });
 
+  test('spool files left by a dead process are swept when a store starts', async () => {
+    const dead = path.join(spoolDir, 'tusk-s3-999999999-0123456789abcdef'); // no such pid
+    const live = path.join(spoolDir, `tusk-s3-${process.pid}-0123456789abcdef`);
+    const other = path.join(spoolDir, 'unrelated.bin');
+    for (const f of [dead, live, other]) fs.writeFileSync(f, 'x');
+    newStore();
+    for (let i = 0; i < 100 && fs.existsSync(dead); i++) await new Promise((r) => setTimeout(r, 10));
+    expect([fs.existsSync(dead), fs.existsSync(live), fs.existsSync(other)]).toEqual([false, true, true]);
+    fs.rmSync(live);
+    fs.rmSync(other);
+  });
+
   test('Tus-Completed tags: false while in progress, true once completed', async () => {
     const store = newStore();
     const data = crypto.randomBytes(6 * MiB);

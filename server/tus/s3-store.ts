@@ -15,6 +15,7 @@
 // body upload at once (s3-part-writer.ts, s3-spool.ts).
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { S3Store, type Options as S3StoreOptions, type MetadataValue } from '@tus/s3-store';
 import { ERRORS, StreamLimiter, TUS_RESUMABLE, Upload } from '@tus/utils';
@@ -90,6 +91,15 @@ function loggable(arg: unknown): unknown {
   return typeof arg;
 }
 
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // exists, not ours
+  }
+}
+
 function infoOf(upload: Upload): StoredUploadInfo {
   const info: StoredUploadInfo = { id: upload.id };
   if (upload.size !== undefined) info.size = upload.size;
@@ -133,10 +143,30 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
     this.log = logger;
     this.spoolDirectory = spoolDirectory ?? os.tmpdir();
     if (spoolDirectory) fs.mkdirSync(spoolDirectory, { recursive: true });
+    void this.sweepSpool();
     this.spoolRetries = spoolRetries ?? 3;
     this.partsInFlightPerWrite = Math.max(1, partsInFlightPerWrite ?? 4);
     const expiry = this.expirationPeriodInMilliseconds;
     this.states = new S3UploadStateStore(redis, redisPrefix, stateTtlMs ?? (expiry > 0 ? expiry + DAY_MS : 7 * DAY_MS));
+  }
+
+  /**
+   * Spool files are removed after every write, but a process killed mid-PATCH leaves its own
+   * (`tusk-s3-<pid>-<random>`): remove those whose process is gone. Runs once, in the background.
+   */
+  private async sweepSpool(): Promise<void> {
+    try {
+      let removed = 0;
+      for (const name of await fs.promises.readdir(this.spoolDirectory)) {
+        const m = /^tusk-s3-(\d+)-[0-9a-f]{16}$/.exec(name);
+        if (!m || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
+        await fs.promises.rm(path.join(this.spoolDirectory, name), { force: true });
+        removed++;
+      }
+      if (removed > 0) this.log?.info({ removed, directory: this.spoolDirectory }, 'removed spool files of dead processes');
+    } catch (err) {
+      this.log?.warn({ err, directory: this.spoolDirectory }, 'could not sweep the spool directory');
+    }
   }
 
   // ---------------------------------------------------------------- state
