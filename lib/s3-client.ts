@@ -4,6 +4,10 @@
 import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import type { S3Config } from '../config/index.js';
 
+const S3_CONNECT_TIMEOUT_MS = 5_000;
+/** Longer than tusk's own IDLE_TIMEOUT default (60 s), so a stalled client is noticed first. */
+const S3_IDLE_TIMEOUT_MS = 120_000;
+
 /** The part of S3Config needed to connect (bucket, part sizes etc. are not client settings). */
 export type S3ConnectionConfig = Pick<S3Config, 'endpoint' | 'region' | 'accessKeyId' | 'secretAccessKey' | 'forcePathStyle'>;
 
@@ -22,6 +26,9 @@ export function s3ClientConfig(s3: S3ConnectionConfig): S3ClientConfig {
     // where the S3 API itself requires them.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    // Without timeouts a stalled S3 would hang a PATCH (and its upload lock) forever. The socket
+    // timeout is an idle timeout: a part streaming at the client's pace keeps it alive.
+    requestHandler: { connectionTimeout: S3_CONNECT_TIMEOUT_MS, requestTimeout: S3_IDLE_TIMEOUT_MS },
   };
   if (s3.endpoint) config.endpoint = s3.endpoint;
   // Without explicit keys the SDK's default credential chain applies (env, profile, IMDS, IRSA...).
