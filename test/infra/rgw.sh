@@ -19,6 +19,7 @@
 set -euo pipefail
 
 DIR=${DIR:?set DIR to a scratch folder for the Ceph cluster}
+DIR=$(realpath -m -- "$DIR")  # daemons are found by their absolute ceph.conf path
 DIR=${DIR%/}
 CMD=${1:-start}
 CONF=$DIR/ceph.conf
