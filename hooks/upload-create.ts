@@ -1,5 +1,6 @@
 // Validation when an upload is created, before anything is stored. (Size limits are enforced
-// by @tus/server through `maxSize`; authentication, ownership and quotas come with their issue.)
+// by @tus/server through `maxSize`; owner and quota reservation: hooks/ownership.ts, hooks/quota.ts,
+// called from server/tus/endpoint.ts.)
 import type { Upload } from '@tus/utils';
 
 /** Upload-Metadata is kept with every upload and echoed on every HEAD: bound it. */
