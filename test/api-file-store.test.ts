@@ -11,14 +11,8 @@ import { makeRotatedJpegWithGps } from './fixtures-media.js';
 import { testRedisUrl, uniqueRedisPrefix } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
 import { createUpload, sleep } from './helpers/tus.js';
+import { type StatusDoc as Doc } from './helpers/pipeline.js';
 
-interface Doc {
-  status: string;
-  run: number;
-  reason?: { code: string; message: string };
-  tasks: Record<'virus_scan' | 'metadata' | 'thumbnail' | 'transcode', { status: string; progress?: number }>;
-  outputs: { thumbnails: Array<{ width: number; format: string; url: string }>; metadata?: Record<string, unknown> };
-}
 
 let tusk: TuskProcess;
 let dir: string;

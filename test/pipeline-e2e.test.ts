@@ -12,22 +12,10 @@ import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-
 import { createTestBucket, s3ClientForTests, tuskEnvForTests } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
 import { createUpload, sleep } from './helpers/tus.js';
+import { fetchStatus, isTerminal, waitForStatus, type StatusDoc as Doc } from './helpers/pipeline.js';
 
 const exec = promisify(execFile);
 
-interface Doc {
-  upload_id: string;
-  status: string;
-  run: number;
-  reason?: { code: string; message: string; signature?: string };
-  tasks: Record<'virus_scan' | 'metadata' | 'thumbnail' | 'transcode', { status: string; progress?: number; error?: string }>;
-  outputs: {
-    thumbnails: Array<{ width: number; format: string; url: string }>;
-    hls?: { master_url: string };
-    mp4_url?: string;
-    metadata?: Record<string, unknown>;
-  };
-}
 
 const SECRET = 'test-webhook-secret';
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
@@ -52,22 +40,10 @@ async function ffmpeg(args: string[]): Promise<void> {
   await exec('ffmpeg', ['-hide_banner', '-nostdin', '-loglevel', 'error', '-y', ...args], { maxBuffer: 16 << 20 });
 }
 
-async function status(id: string): Promise<{ status: number; body: Doc }> {
-  const res = await fetch(`${tusk.url}/api/uploads/${id}`);
-  return { status: res.status, body: (await res.json()) as Doc };
-}
-
-async function waitFor(id: string, done: (doc: Doc) => boolean, timeoutMs = 90_000): Promise<Doc> {
-  const deadline = Date.now() + timeoutMs;
-  let last: Doc | undefined;
-  while (Date.now() < deadline) {
-    last = (await status(id)).body;
-    if (done(last)) return last;
-    await sleep(200);
-  }
-  throw new Error(`timed out; last document: ${JSON.stringify(last, null, 2)}\n--- tusk output ---\n${tusk.output().slice(-6000)}`);
-}
-const terminal = (d: Doc) => ['ready', 'rejected', 'failed'].includes(d.status);
+const status = (id: string) => fetchStatus(tusk.url, id);
+const waitFor = (id: string, done: (doc: Doc) => boolean, timeoutMs?: number) =>
+  waitForStatus(tusk.url, id, done, { timeoutMs, context: () => `--- tusk output ---\n${tusk.output().slice(-6000)}` });
+const terminal = isTerminal;
 
 async function upload(body: Buffer, filename: string, filetype: string): Promise<string> {
   const created = await createUpload(tusk.url, { length: body.length, body, metadata: { filename, filetype } });

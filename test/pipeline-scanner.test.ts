@@ -7,13 +7,8 @@ import path from 'node:path';
 import { freePort, testRedisUrl, uniqueRedisPrefix } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
 import { createUpload, sleep } from './helpers/tus.js';
+import { type StatusDoc as Doc } from './helpers/pipeline.js';
 
-interface Doc {
-  status: string;
-  reason?: { code: string; message: string };
-  tasks: Record<'virus_scan' | 'metadata' | 'thumbnail' | 'transcode', { status: string; error?: string }>;
-  outputs: { thumbnails: unknown[] };
-}
 
 let tusk: TuskProcess;
 let dir: string;

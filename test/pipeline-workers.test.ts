@@ -12,22 +12,10 @@ import zlib from 'node:zlib';
 import { createTestBucket, freePort, tuskEnvForTests } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
 import { createUpload, sleep } from './helpers/tus.js';
+import { isTerminal, waitForStatus, type StatusDoc as Doc } from './helpers/pipeline.js';
 
 const exec = promisify(execFile);
 
-interface Doc {
-  upload_id: string;
-  status: string;
-  run: number;
-  reason?: { code: string; message: string; signature?: string };
-  tasks: Record<'virus_scan' | 'metadata' | 'thumbnail' | 'transcode', { status: string; progress?: number; error?: string }>;
-  outputs: {
-    thumbnails: Array<{ width: number; format: string; url: string }>;
-    hls?: { master_url: string };
-    mp4_url?: string;
-    metadata?: Record<string, unknown>;
-  };
-}
 
 
 let env: Record<string, string>;
@@ -49,21 +37,12 @@ async function startWorker(queues: string): Promise<TuskProcess> {
   return startTusk({ mode: 'worker', env: { ...env, PORT: port, WORKER_HEALTH_PORT: port, WORKER_QUEUES: queues } });
 }
 
-async function doc(id: string): Promise<Doc> {
-  return (await (await fetch(`${server.url}/api/uploads/${id}`)).json()) as Doc;
-}
-
-async function waitFor(id: string, done: (d: Doc) => boolean, timeoutMs = 90_000): Promise<Doc> {
-  const deadline = Date.now() + timeoutMs;
-  let last: Doc | undefined;
-  while (Date.now() < deadline) {
-    last = await doc(id);
-    if (done(last)) return last;
-    await sleep(200);
-  }
-  throw new Error(`timed out; last document: ${JSON.stringify(last, null, 2)}\n--- worker output ---\n${worker.output().slice(-4000)}\n--- transcode worker output ---\n${transcoder.output().slice(-4000)}`);
-}
-const terminal = (d: Doc) => ['ready', 'rejected', 'failed'].includes(d.status);
+const waitFor = (id: string, done: (d: Doc) => boolean, timeoutMs?: number) =>
+  waitForStatus(server.url, id, done, {
+    timeoutMs,
+    context: () => `--- worker output ---\n${worker.output().slice(-4000)}\n--- transcode worker output ---\n${transcoder.output().slice(-4000)}`,
+  });
+const terminal = isTerminal;
 
 async function upload(file: string, filename: string, filetype: string): Promise<string> {
   const body = await fs.readFile(file);
