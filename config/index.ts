@@ -199,9 +199,9 @@ export interface Config {
   cleanupIntervalMs: number;
   logLevel: z.infer<typeof env>['LOG_LEVEL'];
   pipeline: PipelineConfig;
-  /** Authentication, quotas, rate limits (non-enumerable, like `pipeline`). */
+  /** Authentication, quotas, rate limits. */
   access: AccessConfig;
-  /** Direct-to-storage uploads (non-enumerable, like `pipeline`). */
+  /** Direct-to-storage uploads. */
   direct: DirectConfig;
 }
 
@@ -379,9 +379,6 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     maxConcurrentUploads: e.MAX_CONCURRENT_UPLOADS,
     rateLimit: { creationsPerMinuteUser: e.RATE_LIMIT_CREATIONS_PER_MINUTE_USER, creationsPerMinuteIp: e.RATE_LIMIT_CREATIONS_PER_MINUTE_IP },
   };
-  Object.defineProperty(config, 'access', { value: access, enumerable: false });
-  // Non-enumerable so that comparisons of the core settings (test/config.test.ts) stay as they
-  // are; read it as config.pipeline like any other field.
   const pipeline: PipelineConfig = {
     scanRequired: e.SCAN_REQUIRED,
     clamd: e.CLAMD_SOCKET || e.CLAMD_HOST ? { socket: e.CLAMD_SOCKET, host: e.CLAMD_HOST, port: e.CLAMD_PORT, timeoutMs: e.CLAMD_TIMEOUT } : undefined,
@@ -409,8 +406,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     workerQueues: workerQueues as PipelineConfig['workerQueues'],
   };
   const direct: DirectConfig = { singlePutMax: e.SINGLE_PUT_MAX, chunkSize: e.DIRECT_CHUNK_SIZE, signedUrlTtlMs: e.SIGNED_URL_TTL };
-  Object.defineProperty(config, 'direct', { value: direct, enumerable: false });
-  return Object.defineProperty(config, 'pipeline', { value: pipeline, enumerable: false }) as Config;
+  return { ...config, access, direct, pipeline };
 }
 
 /** AUTH_*: one key source, a sane secret or PEM, algorithms that fit it (never `none`). */

@@ -81,6 +81,9 @@ describe('loadConfig', () => {
       shutdownTimeoutMs: 25_000,
       cleanupIntervalMs: 15 * 60_000,
       logLevel: 'info',
+      pipeline: expect.objectContaining({ scanRequired: true }),
+      access: expect.objectContaining({ quotaBytes: 0, maxConcurrentUploads: 0 }),
+      direct: expect.objectContaining({ singlePutMax: 100 * MiB }),
     });
   });
 
