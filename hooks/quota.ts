@@ -4,9 +4,11 @@
 //   ${prefix}quota:upload:{<uploadId>} hash  user, bytes, state (active|complete), expires_at (ms, 0 = never)
 //   ${prefix}quota:expiring            zset  active upload ids by expires_at (releaseExpiredReservations)
 // Life of a reservation:
-//   reserve(user, id, bytes)  at creation, from the declared length (0 for a deferred length);
+//   reserve(user, id, bytes)  at creation, from the declared length (for a deferred length: the
+//                             creation body's length, 0 without one);
 //                             idempotent per upload id; refused with quota_exceeded / too_many_uploads
-//   adjust(id, bytes)         the deferred length became known (may be refused: quota_exceeded)
+//   adjust(id, bytes)         the deferred length became known, or grows by each PATCH body of a
+//                             still-deferred upload before it is read (may be refused: quota_exceeded)
 //   complete(id)              finished: no longer counts as concurrent, keeps its bytes
 //   release(id)               terminated, aborted or expired: frees the bytes and, if active, the slot
 import type { Redis } from 'ioredis';
@@ -48,6 +50,11 @@ export interface ReserveOptions {
 // ARGV[6] expires_at, ARGV[7] complete (0/1), ARGV[8..] replaced upload ids
 // Returns {1, 'ok'} | {0, code, used, limit}
 const RESERVE = `
+-- Counters never go below zero, whatever happens to the reservations behind them.
+local function add(key, field, delta)
+  local v = redis.call('HINCRBY', key, field, delta)
+  if v < 0 then redis.call('HSET', key, field, 0) end
+end
 local existing = redis.call('HGET', KEYS[2], 'user')
 if existing then
   if existing == ARGV[1] then return {1, 'ok'} end
@@ -81,39 +88,51 @@ end
 local state = 'active'
 if complete then state = 'complete' end
 redis.call('HSET', KEYS[2], 'user', ARGV[1], 'bytes', bytes, 'state', state, 'expires_at', ARGV[6])
-redis.call('HINCRBY', KEYS[1], 'bytes', bytes - freedBytes)
+add(KEYS[1], 'bytes', bytes - freedBytes)
 local deltaActive = 0 - freedActive -- never -0: HINCRBY refuses "-0"
 if not complete then deltaActive = deltaActive + 1 end
-redis.call('HINCRBY', KEYS[1], 'active', deltaActive)
+add(KEYS[1], 'active', deltaActive)
 if not complete and tonumber(ARGV[6]) > 0 then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2]) end
 return {1, 'ok'}
 `;
 
-// KEYS[1] upload hash, ARGV[1] user-key prefix (before '{'), ARGV[2] new bytes, ARGV[3] quota
+// KEYS[1] upload hash, ARGV[1] user-key prefix (before '{'), ARGV[2] new bytes, ARGV[3] quota,
+// ARGV[4] grow only (1: never shrink the reservation)
 // Returns {1,'ok'} | {0,'not_found'} | {0,'quota_exceeded', used, quota}
 const ADJUST = `
+-- Counters never go below zero, whatever happens to the reservations behind them.
+local function add(key, field, delta)
+  local v = redis.call('HINCRBY', key, field, delta)
+  if v < 0 then redis.call('HSET', key, field, 0) end
+end
 local user = redis.call('HGET', KEYS[1], 'user')
 if not user then return {0, 'not_found', 0, 0} end
 local userKey = ARGV[1] .. '{' .. user .. '}'
 local old = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
 local new = tonumber(ARGV[2])
+if ARGV[4] == '1' and new < old then return {1, 'ok'} end
 local used = tonumber(redis.call('HGET', userKey, 'bytes') or '0')
 local quota = tonumber(ARGV[3])
 if new > old and quota > 0 and used - old + new > quota then
   return {0, 'quota_exceeded', used - old, quota}
 end
 redis.call('HSET', KEYS[1], 'bytes', new)
-redis.call('HINCRBY', userKey, 'bytes', new - old)
+add(userKey, 'bytes', new - old)
 return {1, 'ok'}
 `;
 
 // KEYS[1] upload hash, KEYS[2] expiring zset; ARGV[1] user-key prefix, ARGV[2] upload id
 const COMPLETE = `
+-- Counters never go below zero, whatever happens to the reservations behind them.
+local function add(key, field, delta)
+  local v = redis.call('HINCRBY', key, field, delta)
+  if v < 0 then redis.call('HSET', key, field, 0) end
+end
 local user = redis.call('HGET', KEYS[1], 'user')
 if not user then return 0 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'complete', 'expires_at', 0)
-redis.call('HINCRBY', ARGV[1] .. '{' .. user .. '}', 'active', -1)
+add(ARGV[1] .. '{' .. user .. '}', 'active', -1)
 redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
 `;
@@ -121,12 +140,17 @@ return 1
 // KEYS[1] upload hash, KEYS[2] expiring zset; ARGV[1] user-key prefix, ARGV[2] upload id
 // Returns the bytes freed, or -1 when there was no reservation.
 const RELEASE = `
+-- Counters never go below zero, whatever happens to the reservations behind them.
+local function add(key, field, delta)
+  local v = redis.call('HINCRBY', key, field, delta)
+  if v < 0 then redis.call('HSET', key, field, 0) end
+end
 local user = redis.call('HGET', KEYS[1], 'user')
 if not user then redis.call('ZREM', KEYS[2], ARGV[2]); return -1 end
 local userKey = ARGV[1] .. '{' .. user .. '}'
 local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
-redis.call('HINCRBY', userKey, 'bytes', 0 - bytes)
-if redis.call('HGET', KEYS[1], 'state') == 'active' then redis.call('HINCRBY', userKey, 'active', -1) end
+add(userKey, 'bytes', 0 - bytes)
+if redis.call('HGET', KEYS[1], 'state') == 'active' then add(userKey, 'active', -1) end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 return bytes
@@ -175,8 +199,11 @@ export class QuotaService {
     return this.refusal(result[1], Number(result[2] ?? 0), Number(result[3] ?? 0), bytes);
   }
 
-  /** Sets the reserved bytes of an upload (a deferred length declared); refused when that exceeds the quota. */
-  async adjust(uploadId: string, bytes: number): Promise<QuotaResult> {
+  /**
+   * Sets the reserved bytes of an upload (a deferred length declared, or what the next body of a
+   * still-deferred one can add: `growOnly`); refused when that exceeds the quota.
+   */
+  async adjust(uploadId: string, bytes: number, opts: { growOnly?: boolean } = {}): Promise<QuotaResult> {
     const result = (await this.redis.eval(
       ADJUST,
       1,
@@ -184,6 +211,7 @@ export class QuotaService {
       this.userKeyPrefix(),
       String(Math.max(0, Math.floor(bytes))),
       String(this.limits.quotaBytes),
+      opts.growOnly ? '1' : '0',
     )) as [number, string, number?, number?];
     if (result[0] === 1 || result[1] === 'not_found') return { ok: true };
     return this.refusal(result[1], Number(result[2] ?? 0), Number(result[3] ?? 0), bytes);
@@ -198,6 +226,16 @@ export class QuotaService {
   async release(uploadId: string): Promise<number> {
     const freed = Number(await this.redis.eval(RELEASE, 2, this.uploadKey(uploadId), this.expiringKey(), this.userKeyPrefix(), uploadId));
     return Math.max(0, freed);
+  }
+
+  /**
+   * Would reserving `bytes` more for the user be refused right now? A cheap advance check (the
+   * reservation itself decides): lets a request be refused before its body is read.
+   */
+  async check(userId: string, bytes: number): Promise<QuotaResult> {
+    if (this.limits.quotaBytes === 0 || bytes <= 0) return { ok: true };
+    const { bytes: used } = await this.usage(userId);
+    return used + bytes > this.limits.quotaBytes ? this.refusal('quota_exceeded', used, this.limits.quotaBytes, bytes) : { ok: true };
   }
 
   /** Unfinished reservations whose expiry passed (at most `limit`), for the cleanup job. */
