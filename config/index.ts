@@ -97,6 +97,7 @@ const env = z.object({
   REDIS_URL: url('REDIS_URL', ['redis:', 'rediss:', 'unix:']).optional(),
   REDIS_PREFIX: z.string().default('tusk:'),
   MAX_UPLOAD_SIZE: bytes('MAX_UPLOAD_SIZE').default(50 * 1024 * MiB),
+  CHECKSUM_SPOOL_LIMIT: bytes('CHECKSUM_SPOOL_LIMIT').default(2 * 1024 * MiB),
   UPLOAD_EXPIRY: duration('UPLOAD_EXPIRY').default(24 * 3_600_000),
   IDLE_TIMEOUT: duration('IDLE_TIMEOUT').default(60_000),
   LOCK_ACQUIRE_TIMEOUT: duration('LOCK_ACQUIRE_TIMEOUT').default(30_000),
@@ -191,6 +192,8 @@ export interface Config {
   redisUrl?: string;
   redisPrefix: string;
   maxUploadSize: number;
+  /** Bytes of checksummed request bodies spooled to disk at once (per process); also the largest such body. */
+  checksumSpoolLimit: number;
   uploadExpiryMs: number;
   idleTimeoutMs: number;
   lockAcquireTimeoutMs: number;
@@ -326,6 +329,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     };
   }
   if (e.MAX_UPLOAD_SIZE <= 0) problems.push('MAX_UPLOAD_SIZE: must be greater than 0');
+  if (e.CHECKSUM_SPOOL_LIMIT < MiB) problems.push('CHECKSUM_SPOOL_LIMIT: must be at least 1MiB');
   if (e.IDLE_TIMEOUT < 1000) problems.push('IDLE_TIMEOUT: must be at least 1s');
   if (e.LOCK_TTL < 1000) problems.push('LOCK_TTL: must be at least 1s');
   const auth = authConfig(e, problems);
@@ -364,6 +368,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     redisUrl: e.REDIS_URL,
     redisPrefix: e.REDIS_PREFIX,
     maxUploadSize: e.MAX_UPLOAD_SIZE,
+    checksumSpoolLimit: e.CHECKSUM_SPOOL_LIMIT,
     uploadExpiryMs: e.UPLOAD_EXPIRY,
     idleTimeoutMs: e.IDLE_TIMEOUT,
     lockAcquireTimeoutMs: e.LOCK_ACQUIRE_TIMEOUT,

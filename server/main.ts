@@ -12,11 +12,16 @@ import { bootstrapBucket } from '../minio/bootstrap.js';
 import { UploadFinishedHook } from '../hooks/upload-finished.js';
 import { warnIfUnauthenticated } from '../hooks/auth.js';
 import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob } from '../workers/queues.js';
+import { RecordStore, servingRefusal } from '../workers/pipeline/record.js';
 import { healthz, readyz, type ReadinessDeps } from './health.js';
+import { handleUncaught } from './http/errors.js';
+import { requireValidHost } from './http/public-url.js';
+import { isTusPath, TUS_PATH } from './http/request-target.js';
 import { createDatastore, uploadsDirectory } from './tus/datastore.js';
 import { createAccessControl } from './tus/access.js';
+import { SpoolBudget } from './tus/checksum.js';
 import { ConcatRegistry } from './tus/concatenation.js';
-import { createTusEndpoint, TUS_PATH } from './tus/endpoint.js';
+import { createTusEndpoint } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
 import { createApiRouter } from './api/uploads.js';
 import { createDirectUploadsRouter } from './api/direct-uploads.js';
@@ -70,6 +75,8 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
   // Authentication, ownership, quota and creation rate limits (issue 5), shared by tus and the API.
   const access = createAccessControl(config, redis);
   warnIfUnauthenticated(config, logger);
+  const records = new RecordStore(redis, config.redisPrefix);
+  const contentGate = async (id: string) => servingRefusal(await records.get(id), config.pipeline.scanRequired);
   const tusEndpoint = createTusEndpoint({
     config,
     datastore,
@@ -78,6 +85,8 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
     downloadStorage: storage.kind === 's3' ? storage : { kind: 'file' },
     concat: new ConcatRegistry(redis, config.redisPrefix, config.uploadExpiryMs + 86_400_000),
     access,
+    contentGate,
+    spoolBudget: new SpoolBudget(config.checksumSpoolLimit),
     logger: logger.child({ component: 'tus' }),
   });
 
@@ -85,9 +94,16 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', config.trustProxy);
+  // Paths are matched exactly as written: /FILES/<id> or /api/uploads/<id>/ name nothing.
+  app.set('case sensitive routing', true);
+  app.set('strict routing', true);
+  app.use(requireValidHost);
   app.get('/healthz', healthz);
   app.get('/readyz', readyz({ redis, storage, isShuttingDown: () => shuttingDown }));
-  app.all([TUS_PATH, `${TUS_PATH}/`, `${TUS_PATH}/*rest`], (req, res) => {
+  // The tus endpoint parses its own URLs (server/http/request-target.ts): one parser for the id
+  // that is authorized and the id that is acted on.
+  app.use((req, res, next) => {
+    if (!isTusPath(req.url)) return next();
     void tusEndpoint.handle(req, res);
   });
   app.use(createDirectUploadsRouter({ config, redis, logger, finished }));
@@ -95,6 +111,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
   app.use((_req, res) => {
     res.status(404).json({ error: { code: 'not_found', message: 'No such route' } });
   });
+  app.use(handleUncaught(logger));
 
   const server = http.createServer(app);
   // Node's default 5-minute requestTimeout would cut a long PATCH. Instead, a socket that

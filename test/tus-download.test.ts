@@ -17,10 +17,10 @@ let dataDir = '';
 async function envFor(kind: StoreKind): Promise<Record<string, string>> {
   if (kind === 's3') {
     bucket = await createTestBucket('download');
-    return { ...tuskEnvForTests(bucket), LOG_LEVEL: 'warn' };
+    return { ...tuskEnvForTests(bucket), LOG_LEVEL: 'warn', SCAN_REQUIRED: 'false' };
   }
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-download-'));
-  return { STORAGE: 'file', DATA_DIR: dataDir, REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), LOG_LEVEL: 'warn' };
+  return { STORAGE: 'file', DATA_DIR: dataDir, REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), LOG_LEVEL: 'warn', SCAN_REQUIRED: 'false' };
 }
 
 describe.each<StoreKind>(['s3', 'file'])('GET /files/<id> (%s store)', (kind) => {

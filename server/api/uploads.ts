@@ -16,14 +16,23 @@ import { connectRedis } from '../../lib/redis.js';
 import { createAuthenticator, principalOf, requireAuth } from '../../hooks/auth.js';
 import { OwnershipStore } from '../../hooks/ownership.js';
 import { queueReprocess } from '../../workers/pipeline/reprocess.js';
-import { publicDocument, RecordStore, TERMINAL } from '../../workers/pipeline/record.js';
+import { publicDocument, RecordStore, servingRefusal, TERMINAL } from '../../workers/pipeline/record.js';
 import { PROCESS_UPLOAD_QUEUE } from '../../workers/queues.js';
 import { createObjectStorage, DERIVED_PREFIX } from '../../workers/storage.js';
+import { publicBaseUrl } from '../http/public-url.js';
+import { derivedTarget, uploadIdOfSegment } from '../http/request-target.js';
 
 const HEARTBEAT_MS = 15_000;
 
-function notFound(res: Response, id: string): void {
-  res.status(404).json({ error: { code: 'not_found', message: `No upload with id "${id}"` } });
+function notFound(res: Response, id?: string): void {
+  res.status(404).json({ error: { code: 'not_found', message: id ? `No upload with id "${id}"` : 'No such upload' } });
+}
+
+/** The upload id the ownership check passed (server/http/request-target.ts); handlers act on it alone. */
+function uploadIdOf(res: Response): string {
+  const id = res.locals.uploadId as string | undefined;
+  if (!id) throw new Error('route is not behind the ownership check');
+  return id;
 }
 
 export function createApiRouter(config: Config, redisUrl: string, logger: Logger): Router {
@@ -36,7 +45,7 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
   const queue = new Queue(PROCESS_UPLOAD_QUEUE, { connection: redis, prefix: `${config.redisPrefix}bull` });
   queue.on('error', (err) => log.warn({ err: err.message }, 'queue connection error'));
 
-  const baseUrl = (req: Request) => config.publicUrl ?? `${req.protocol}://${req.get('host')}`;
+  const baseUrl = (req: Request) => publicBaseUrl(req, config);
   const documentOf = async (id: string, req: Request) => {
     const rec = await records.get(id);
     return rec ? publicDocument(rec, (key) => storage.urlFor(key, baseUrl(req))) : undefined;
@@ -54,35 +63,37 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
   process.once('SIGTERM', endStreams);
   process.once('SIGINT', endStreams);
 
-  const router = express.Router();
-  const validId = (id: string) => /^[A-Za-z0-9_.+-]{1,200}$/.test(id);
+  const router = express.Router({ caseSensitive: true, strict: true });
 
-  // Issue 5: every route needs a Bearer token (SSE and derived files may carry it as ?access_token=,
-  // EventSource and <img> cannot send headers); another user's upload is 404 like an unknown one.
+  // Every route needs a Bearer token (SSE and derived files may carry it as ?access_token=,
+  // EventSource and <img> cannot send headers) and names one upload; another user's upload is 404
+  // like an unknown one. The id is parsed once, here, and the handlers act on exactly that id.
   const authenticator = createAuthenticator(config);
   const ownership = new OwnershipStore(redis, config.redisPrefix, authenticator.enabled);
   router.use(['/api/uploads', '/api/files'], (req, res, next) => {
-    const allowQueryToken = req.baseUrl === '/api/files' || req.path.endsWith('/events');
+    const files = req.baseUrl === '/api/files';
+    const allowQueryToken = files || req.path.endsWith('/events');
     requireAuth(authenticator, { allowQueryToken })(req, res, () => {
-      const id = req.baseUrl === '/api/files' ? /^\/derived\/([^/]+)\//.exec(req.path)?.[1] : req.path.split('/')[1];
-      if (!id) return next();
-      let decoded: string;
-      try {
-        decoded = decodeURIComponent(id);
-      } catch {
-        return notFound(res, id);
-      }
-      ownership.canAccess(principalOf(res), decoded).then(
-        (ok) => (ok ? next() : notFound(res, decoded)),
+      const path = req.path;
+      const derived = files && path.startsWith(`/${DERIVED_PREFIX}/`) ? derivedTarget(path.slice(DERIVED_PREFIX.length + 2)) : undefined;
+      const id = files ? derived?.id : uploadIdOfSegment(path.split('/')[1] ?? '');
+      if (!id) return notFound(res);
+      ownership.canAccess(principalOf(res), id).then(
+        (ok) => {
+          if (!ok) return notFound(res, id);
+          res.locals.uploadId = id;
+          if (derived) res.locals.derivedKey = `${DERIVED_PREFIX}/${derived.id}/${derived.rest}`;
+          next();
+        },
         () => res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } }),
       );
     });
   });
 
   router.get('/api/uploads/:id', async (req, res) => {
-    const id = req.params.id;
+    const id = uploadIdOf(res);
     try {
-      const doc = validId(id) ? await documentOf(id, req) : undefined;
+      const doc = await documentOf(id, req);
       if (!doc) return notFound(res, id);
       res.set('Cache-Control', 'no-store').json(doc);
     } catch (err) {
@@ -92,10 +103,10 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
   });
 
   router.get('/api/uploads/:id/events', async (req, res) => {
-    const id = req.params.id;
+    const id = uploadIdOf(res);
     let first;
     try {
-      first = validId(id) ? await documentOf(id, req) : undefined;
+      first = await documentOf(id, req);
     } catch {
       res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } });
       return;
@@ -158,9 +169,9 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
   });
 
   router.post('/api/uploads/:id/reprocess', async (req, res) => {
-    const id = req.params.id;
+    const id = uploadIdOf(res);
     try {
-      const rec = validId(id) ? await records.get(id) : undefined;
+      const rec = await records.get(id);
       if (!rec) return notFound(res, id);
       if (!rec.base.source) {
         res.status(409).json({ error: { code: 'not_finished', message: 'The upload has not finished; nothing to process yet' } });
@@ -186,17 +197,30 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
 
   if (storage.kind === 'file' && storage.localPath) {
     const localPath = storage.localPath.bind(storage);
-    router.get(`/api/files/${DERIVED_PREFIX}/*rest`, (req, res) => {
-      const rest = (req.params as { rest?: string[] | string }).rest;
-      const key = `${DERIVED_PREFIX}/${Array.isArray(rest) ? rest.join('/') : (rest ?? '')}`;
+    router.get(`/api/files/${DERIVED_PREFIX}/*rest`, async (_req, res) => {
+      const key = res.locals.derivedKey as string;
+      let record;
+      try {
+        record = await records.get(uploadIdOf(res));
+      } catch {
+        res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } });
+        return;
+      }
+      // Not before a clean scan verdict (when scanning is required), never once rejected.
+      const refusal = servingRefusal(record, config.pipeline.scanRequired);
+      if (refusal) {
+        res.status(refusal.status).json({ error: { code: refusal.code, message: refusal.message } });
+        return;
+      }
       let file: string;
       try {
         file = localPath(key);
       } catch {
-        return notFound(res, key);
+        return notFound(res);
       }
+      res.set('X-Content-Type-Options', 'nosniff');
       res.sendFile(file, { dotfiles: 'deny', maxAge: 0 }, (err) => {
-        if (err && !res.headersSent) notFound(res, key);
+        if (err && !res.headersSent) notFound(res);
       });
     });
   }

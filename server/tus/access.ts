@@ -1,11 +1,10 @@
 // Access control shared by the tus endpoint and the JSON API (issue 5): who the caller is
 // (hooks/auth.ts), what they own (hooks/ownership.ts), how much they may store and upload at once
 // (hooks/quota.ts), how fast they may create uploads (hooks/rate-limit.ts).
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { IncomingMessage } from 'node:http';
 import type { Redis } from 'ioredis';
 import type { Config } from '../../config/index.js';
-import { ANONYMOUS, createAuthenticator, type Authenticator, type Principal } from '../../hooks/auth.js';
+import { createAuthenticator, type Authenticator } from '../../hooks/auth.js';
 import { OwnershipStore } from '../../hooks/ownership.js';
 import { QuotaService } from '../../hooks/quota.js';
 import { CreationRateLimiter } from '../../hooks/rate-limit.js';
@@ -34,11 +33,6 @@ export function createAccessControl(config: Config, redis: Redis): AccessControl
     expiresAt: () => (config.uploadExpiryMs > 0 ? Date.now() + config.uploadExpiryMs : 0),
   };
 }
-
-/** The principal of the tus request being handled (read by the @tus/server hooks). */
-const principals = new AsyncLocalStorage<Principal>();
-export const runAsPrincipal = <T>(principal: Principal, fn: () => T): T => principals.run(principal, fn);
-export const currentPrincipal = (): Principal => principals.getStore() ?? ANONYMOUS;
 
 /** The client address: express's req.ip (honours TRUST_PROXY), else the socket's. */
 export function clientIp(req: IncomingMessage): string | undefined {

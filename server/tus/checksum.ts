@@ -62,63 +62,124 @@ export function checksumSource(req: IncomingMessage): 'header' | 'trailer' | und
 }
 
 export type SpoolResult =
-  | { verdict: 'match'; path: string; size: number }
+  | { verdict: 'match'; path: string; size: number; release: () => void }
   | { verdict: 'mismatch' }
-  | { verdict: 'invalid'; reason: string };
+  | { verdict: 'invalid'; reason: string }
+  /** The body is longer than `maxBytes`. */
+  | { verdict: 'too_large' }
+  /** Spooling it would exceed the process's spool budget: retry later. */
+  | { verdict: 'busy' };
 
 /**
- * Reads the whole request body into a temporary file while hashing it with every supported
- * algorithm it might need; then checks it against the header or trailer checksum.
- * The caller removes the file (`discardSpool`).
+ * Bytes of checksummed bodies on disk at once, per process (CHECKSUM_SPOOL_LIMIT): spooling
+ * costs disk, so it is bounded like memory would be.
  */
-export async function spoolAndVerify(req: IncomingMessage, source: 'header' | 'trailer', spoolDir = os.tmpdir()): Promise<SpoolResult> {
+export class SpoolBudget {
+  private used = 0;
+  constructor(readonly limit: number) {}
+
+  /** Takes `bytes` of the budget; false when that would exceed it. */
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.limit) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used = Math.max(0, this.used - bytes);
+  }
+
+  get inUse(): number {
+    return this.used;
+  }
+}
+
+class SpoolRefused extends Error {
+  constructor(readonly verdict: 'too_large' | 'busy') {
+    super(verdict);
+  }
+}
+
+export interface SpoolOptions {
+  /** The most body bytes accepted (what the upload can still take); more: verdict too_large. */
+  maxBytes: number;
+  budget: SpoolBudget;
+  /** Aborts the spooling (e.g. the upload's lock is wanted by another request). */
+  signal?: AbortSignal;
+  spoolDir?: string;
+}
+
+/**
+ * Reads the request body into a temporary file while hashing it with every supported
+ * algorithm it might need; then checks it against the header or trailer checksum. The body is
+ * cut off as soon as it exceeds `maxBytes` or the budget. The caller removes the file
+ * (`discardSpool`), which also gives its bytes back to the budget.
+ */
+export async function spoolAndVerify(req: IncomingMessage, source: 'header' | 'trailer', opts: SpoolOptions): Promise<SpoolResult> {
   let announced: Checksum | undefined;
   if (source === 'header') {
     const parsed = parseChecksum(String(req.headers['upload-checksum']));
     if (typeof parsed === 'string') return { verdict: 'invalid', reason: parsed };
     announced = parsed;
   }
+  const { budget } = opts;
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (Number.isSafeInteger(declared) && declared > opts.maxBytes) return { verdict: 'too_large' };
+  if (Number.isSafeInteger(declared) && declared > budget.limit) return { verdict: 'too_large' };
   // With a trailer the algorithm is known only at the end: hash with all of them (cheap
   // next to the network, and only for requests that ask for it).
   const digests = new Map<ChecksumAlgorithm, Digest>(
     (announced ? [announced.algorithm] : [...CHECKSUM_ALGORITHMS]).map((a) => [a, new Digest(a)]),
   );
-  const file = path.join(spoolDir, `tusk-checksum-${crypto.randomBytes(8).toString('hex')}`);
+  const file = path.join(opts.spoolDir ?? os.tmpdir(), `tusk-checksum-${crypto.randomBytes(8).toString('hex')}`);
   let size = 0;
+  let taken = 0;
+  const release = () => {
+    budget.give(taken);
+    taken = 0;
+  };
   const hasher = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       size += chunk.length;
+      if (size > opts.maxBytes) return callback(new SpoolRefused('too_large'));
+      if (!budget.take(chunk.length)) return callback(new SpoolRefused(size > budget.limit ? 'too_large' : 'busy'));
+      taken += chunk.length;
       for (const d of digests.values()) d.update(chunk);
       callback(null, chunk);
     },
   });
   try {
-    await pipeline(req, hasher, fs.createWriteStream(file));
+    const out = fs.createWriteStream(file);
+    await (opts.signal ? pipeline(req, hasher, out, { signal: opts.signal }) : pipeline(req, hasher, out));
   } catch (err) {
-    await discardSpool(file);
+    await removeFile(file);
+    release();
+    if (err instanceof SpoolRefused) return { verdict: err.verdict };
     throw err;
   }
+  const refuse = async <T extends SpoolResult>(result: T): Promise<T> => {
+    await removeFile(file);
+    release();
+    return result;
+  };
   if (!announced) {
     const trailer = req.trailers['upload-checksum'];
-    if (trailer === undefined) {
-      await discardSpool(file);
-      return { verdict: 'invalid', reason: 'Upload-Checksum trailer announced but not sent' };
-    }
+    if (trailer === undefined) return refuse({ verdict: 'invalid', reason: 'Upload-Checksum trailer announced but not sent' });
     const parsed = parseChecksum(trailer);
-    if (typeof parsed === 'string') {
-      await discardSpool(file);
-      return { verdict: 'invalid', reason: parsed };
-    }
+    if (typeof parsed === 'string') return refuse({ verdict: 'invalid', reason: parsed });
     announced = parsed;
   }
   const actual = digests.get(announced.algorithm)?.digest();
-  if (!actual || !actual.equals(announced.expected)) {
-    await discardSpool(file);
-    return { verdict: 'mismatch' };
-  }
-  return { verdict: 'match', path: file, size };
+  if (!actual || !actual.equals(announced.expected)) return refuse({ verdict: 'mismatch' });
+  return { verdict: 'match', path: file, size, release };
 }
 
-export async function discardSpool(file: string): Promise<void> {
+async function removeFile(file: string): Promise<void> {
   await fs.promises.rm(file, { force: true });
+}
+
+/** Removes a spooled body and gives its bytes back to the budget. */
+export async function discardSpool(spooled: { path: string; release: () => void }): Promise<void> {
+  await removeFile(spooled.path);
+  spooled.release();
 }

@@ -9,10 +9,11 @@
 //   HEAD  on a partial or final upload      Upload-Concat reported
 //   PATCH on a final upload                 403
 // What is partial or final lives in Redis: `${prefix}concat:{<id>}` = "partial" | "final;<urls>".
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { Metadata, Uid, Upload, type DataStore } from '@tus/utils';
+import { Metadata, Upload, type DataStore } from '@tus/utils';
 import type { Redis } from 'ioredis';
 import { HookRejection, validateNewUpload } from '../../hooks/upload-create.js';
+import { newUploadId } from '../../lib/upload-id.js';
+import { uploadIdOfUrl } from '../http/request-target.js';
 
 /** A store that can build a final upload from finished partial uploads, server-side. */
 export interface ConcatenatingStore {
@@ -35,11 +36,6 @@ export function parseConcatHeader(value: string): ConcatHeader {
   }
   return { kind: 'invalid', reason: 'Upload-Concat must be "partial" or "final;<url> <url> ..."' };
 }
-
-/** Is the request being handled creating a partial upload? (read by the create/finish hooks) */
-const creatingPartial = new AsyncLocalStorage<boolean>();
-export const runCreatingPartial = <T>(fn: () => T): T => creatingPartial.run(true, fn);
-export const isCreatingPartial = (): boolean => creatingPartial.getStore() === true;
 
 export class ConcatRegistry {
   constructor(
@@ -69,19 +65,6 @@ export class ConcatRegistry {
 
 export class ConcatError extends HookRejection {}
 
-/** The upload id in a partial upload URL (absolute, or relative to the server), if it is ours. */
-export function partialIdOf(url: string, tusPath: string): string | undefined {
-  let pathname: string;
-  try {
-    pathname = new URL(url, 'http://placeholder').pathname;
-  } catch {
-    return undefined;
-  }
-  if (!pathname.startsWith(`${tusPath}/`)) return undefined;
-  const id = pathname.slice(tusPath.length + 1).replace(/\/$/, '');
-  return id && !id.includes('/') ? decodeURIComponent(id) : undefined;
-}
-
 /**
  * Creates the final upload of `Upload-Concat: final;...` from finished partial uploads.
  * Throws ConcatError (400 / 413) for bad requests; storage errors propagate.
@@ -89,7 +72,6 @@ export function partialIdOf(url: string, tusPath: string): string | undefined {
 export async function createFinalUpload(deps: {
   store: DataStore & ConcatenatingStore;
   registry: ConcatRegistry;
-  tusPath: string;
   maxSize: number;
   urls: string[];
   metadataHeader: string | undefined;
@@ -98,7 +80,7 @@ export async function createFinalUpload(deps: {
   /** Runs before anything is stored (quota reservation, owner); throws ConcatError to refuse. */
   beforeStore?: (final: Upload, partials: Upload[]) => Promise<void>;
 }): Promise<Upload> {
-  const { store, registry, tusPath, maxSize, urls } = deps;
+  const { store, registry, maxSize, urls } = deps;
   let metadata: Record<string, string | null> | undefined;
   if (deps.metadataHeader !== undefined) {
     try {
@@ -108,9 +90,13 @@ export async function createFinalUpload(deps: {
     }
   }
   const partials: Upload[] = [];
+  const seen = new Set<string>();
   for (const url of urls) {
-    const id = partialIdOf(url, tusPath);
-    if (!id) throw new ConcatError(400, `Not an upload URL of this server: ${url}\n`);
+    const id = uploadIdOfUrl(url);
+    if (!id) throw new ConcatError(400, `Partial upload not found (not an upload URL of this server): ${url}\n`);
+    // Each partial's bytes (and quota reservation) can become part of one final upload once.
+    if (seen.has(id)) throw new ConcatError(400, `Partial upload listed more than once: ${url}\n`);
+    seen.add(id);
     if (deps.canUse && !(await deps.canUse(id))) throw new ConcatError(400, `Partial upload not found: ${url}\n`);
     if ((await registry.headerOf(id)) !== 'partial') throw new ConcatError(400, `Not a partial upload (Upload-Concat: partial): ${url}\n`);
     let partial: Upload;
@@ -126,7 +112,7 @@ export async function createFinalUpload(deps: {
   }
   const size = partials.reduce((sum, p) => sum + (p.size ?? 0), 0);
   if (maxSize > 0 && size > maxSize) throw new ConcatError(413, `Concatenated size ${size} exceeds the maximum upload size ${maxSize}\n`);
-  const final = new Upload({ id: Uid.rand(), size, offset: 0, metadata });
+  const final = new Upload({ id: newUploadId(), size, offset: 0, metadata });
   validateNewUpload(final);
   await deps.beforeStore?.(final, partials);
   const built = await store.concatenate(final, partials);

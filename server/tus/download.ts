@@ -11,6 +11,9 @@ import type { Logger } from '../../lib/logger.js';
 
 export type DownloadStorage = { kind: 's3'; client: S3Client; bucket: string } | { kind: 'file' };
 
+/** Why an upload's bytes may not be served (yet), or undefined when they may (see servingRefusal). */
+export type ContentGate = (id: string) => Promise<{ status: number; code: string; message: string } | undefined>;
+
 /** Types a browser may render inline from our origin; everything else is an attachment. */
 const INLINE_SAFE = /^(image\/(png|jpeg|gif|webp|avif|heic|heif)|video\/[\w.+-]+|audio\/[\w.+-]+|application\/pdf|text\/plain)$/;
 const MIME = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/;
@@ -118,9 +121,16 @@ function sendText(res: ServerResponse, status: number, body: string, headers: Re
   res.end(body);
 }
 
-export function createDownloadHandler(deps: { datastore: DataStore; storage: DownloadStorage; logger: Logger }) {
-  const { datastore, storage, logger } = deps;
+export function createDownloadHandler(deps: { datastore: DataStore; storage: DownloadStorage; gate: ContentGate; logger: Logger }) {
+  const { datastore, storage, gate, logger } = deps;
   return async function download(req: IncomingMessage, res: ServerResponse, id: string, extraHeaders: Record<string, string> = {}): Promise<void> {
+    // Not before a clean scan verdict (when scanning is required), never once rejected (its bytes
+    // may be quarantined already: say why rather than "not found").
+    const refusal = await gate(id);
+    if (refusal?.status === 403) {
+      sendText(res, refusal.status, `${refusal.message}\n`, extraHeaders);
+      return;
+    }
     let upload: Upload;
     try {
       upload = await datastore.getUpload(id);
@@ -130,6 +140,10 @@ export function createDownloadHandler(deps: { datastore: DataStore; storage: Dow
     }
     if (upload.size === undefined || upload.offset !== upload.size) {
       sendText(res, 404, 'Upload not finished: nothing to download yet\n', extraHeaders);
+      return;
+    }
+    if (refusal) {
+      sendText(res, refusal.status, `${refusal.message}\n`, extraHeaders);
       return;
     }
     let info: ObjectInfo;

@@ -27,8 +27,19 @@ function header(req: IncomingMessage, name: string): string | undefined {
 export function applyMethodOverride(req: IncomingMessage): void {
   const override = header(req, 'x-http-method-override')?.trim().toUpperCase();
   if (override && req.method === 'POST' && ['PATCH', 'DELETE', 'HEAD', 'GET', 'OPTIONS', 'POST'].includes(override)) {
+    wireMethods.set(req, req.method);
     req.method = override;
   }
+}
+
+const wireMethods = new WeakMap<IncomingMessage, string>();
+
+/**
+ * The method the request was sent with (before X-HTTP-Method-Override): a response to a POST
+ * handled as HEAD still carries its body, since Node and the client frame it as a POST's.
+ */
+export function wireMethod(req: IncomingMessage): string | undefined {
+  return wireMethods.get(req) ?? req.method;
 }
 
 export function checkTusRequest(req: IncomingMessage): GateError | null {

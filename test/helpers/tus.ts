@@ -158,6 +158,38 @@ export interface RawResult {
 }
 
 /**
+ * One request over node:http with the path sent exactly as given (fetch would normalise dot
+ * segments and encodings away) and any Host header. Never rejects on an HTTP status; rejects on a
+ * network error or after `timeoutMs`.
+ */
+export function rawRequest(
+  base: string,
+  options: { method: string; path: string; headers?: Record<string, string>; body?: Buffer; timeoutMs?: number },
+): Promise<RawResult> {
+  const target = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: target.hostname,
+      port: Number(target.port),
+      path: options.path,
+      method: options.method,
+      agent: false,
+      headers: { ...(options.body ? { 'Content-Length': String(options.body.length) } : {}), ...options.headers },
+      timeout: options.timeoutMs ?? 15_000,
+    });
+    req.on('timeout', () => req.destroy(new Error(`${options.method} ${options.path}: no answer in time`)));
+    req.on('error', reject);
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('latin1') }));
+      res.on('error', reject);
+    });
+    req.end(options.body);
+  });
+}
+
+/**
  * A PATCH over node:http whose body we control: it declares `contentLength`, and the caller
  * writes bytes, stalls, ends or cuts it. `result` settles with the response, or with the error
  * if the connection is closed first (never rejects).

@@ -246,6 +246,19 @@ export function publicDocument(record: RawRecord, urlFor: (key: string) => strin
 
 export type PublicDocument = ReturnType<typeof publicDocument>;
 
+/**
+ * Why an upload's bytes and derived files may not be served, or undefined when they may: never
+ * once it is rejected, and while scanning is required, not before its scan said clean (a missing
+ * record, a scan still pending or one that failed is no verdict).
+ */
+export function servingRefusal(record: RawRecord | undefined, scanRequired: boolean): { status: 403 | 409; code: string; message: string } | undefined {
+  if (record?.status === 'rejected') {
+    return { status: 403, code: 'rejected', message: `The upload was rejected: ${record.reason?.message ?? 'see its status'}` };
+  }
+  if (!scanRequired || record?.tasks.virus_scan.status === 'done') return undefined;
+  return { status: 409, code: 'not_scanned', message: 'The upload has no clean virus-scan verdict yet; its status tells when it has' };
+}
+
 /** Record base from the tus metadata (filename / filetype as sent by tus-js-client and Uppy). */
 export function baseFromMetadata(uploadId: string, size: number | null, metadata: Record<string, string | null | undefined>): RecordBase {
   return {
