@@ -1,6 +1,8 @@
 // The one typed configuration of tusk, read from the environment and validated at start-up.
 // Every variable is documented in README.md ("Configuration"); keep the two in step.
+import { isIP } from 'node:net';
 import path from 'node:path';
+import proxyAddr from 'proxy-addr';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -80,7 +82,7 @@ const env = z.object({
   PORT: integer('PORT', 0, 65535).default(1080),
   HOST: z.string().min(1).optional(),
   PUBLIC_URL: url('PUBLIC_URL', ['http:', 'https:']).optional(),
-  TRUST_PROXY: bool('TRUST_PROXY').default(false),
+  TRUST_PROXY: z.string().optional(),
   STORAGE: z.enum(['s3', 'file'], { message: 'STORAGE must be "s3" or "file"' }).optional(),
   DATA_DIR: z.string().min(1).default('./data'),
   S3_ENDPOINT: url('S3_ENDPOINT', ['http:', 'https:']).optional(),
@@ -182,7 +184,10 @@ export interface Config {
   host: string;
   /** Base URL for Location headers when tusk runs behind a proxy, without trailing slash. */
   publicUrl?: string;
+  /** TRUST_PROXY names at least one proxy (a hop count or addresses); false: X-Forwarded-* are ignored. */
   trustProxy: boolean;
+  /** express's `trust proxy` (from TRUST_PROXY): which peers are proxies whose X-Forwarded-* express believes. */
+  proxyTrust: ProxyTrust;
   storage: StorageKind;
   dataDir: string;
   s3?: S3Config;
@@ -204,6 +209,15 @@ export interface Config {
   /** Direct-to-storage uploads. */
   direct: DirectConfig;
 }
+
+/**
+ * Is the peer at `hop` a proxy we trust? Hop 0 is the socket's peer, hop 1 the right-most
+ * X-Forwarded-For entry, and so on leftwards; the first untrusted hop is the client (req.ip).
+ */
+export type ProxyTrust = (address: string, hop: number) => boolean;
+
+/** Most proxies TRUST_PROXY may count; a real chain is one or two. */
+export const MAX_TRUSTED_PROXY_HOPS = 10;
 
 export interface DirectConfig {
   /** Files up to this size get one presigned PUT; larger ones a multipart upload. */
@@ -329,6 +343,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (e.IDLE_TIMEOUT < 1000) problems.push('IDLE_TIMEOUT: must be at least 1s');
   if (e.LOCK_TTL < 1000) problems.push('LOCK_TTL: must be at least 1s');
   const auth = authConfig(e, problems);
+  const proxy = proxyConfig(e.TRUST_PROXY, problems);
   const thumbnailWidths = e.THUMBNAIL_WIDTHS.split(',').map((w) => Number(w.trim()));
   if (!thumbnailWidths.length || thumbnailWidths.some((w) => !Number.isInteger(w) || w < 16 || w > 8192)) {
     problems.push(`THUMBNAIL_WIDTHS: must be a comma-separated list of widths from 16 to 8192 (got "${e.THUMBNAIL_WIDTHS}")`);
@@ -356,7 +371,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     port: e.PORT,
     host: e.HOST ?? '127.0.0.1',
     publicUrl: e.PUBLIC_URL,
-    trustProxy: e.TRUST_PROXY,
+    ...proxy,
     storage,
     dataDir: path.resolve(e.DATA_DIR),
     s3,
@@ -454,4 +469,45 @@ function authConfig(e: z.infer<typeof env>, problems: string[]): AuthConfig | un
     algorithms,
     clockToleranceMs: e.AUTH_CLOCK_TOLERANCE,
   };
+}
+
+/** Address ranges proxy-addr knows by name. */
+const PROXY_RANGE_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
+
+/**
+ * TRUST_PROXY: off (default), a hop count, or the proxies' addresses / CIDRs / range names
+ * (proxy-addr, as express itself compiles them). Never "trust every peer": then X-Forwarded-For
+ * is whatever the client writes, and the per-IP rate limit keys on a value it chooses.
+ */
+function proxyConfig(raw: string | undefined, problems: string[]): Pick<Config, 'trustProxy' | 'proxyTrust'> {
+  const off = { trustProxy: false, proxyTrust: () => false };
+  const value = (raw ?? '').trim();
+  if (['', '0', 'false', 'no', 'off'].includes(value.toLowerCase())) return off;
+  const instead = `set the number of proxies in front of tusk (TRUST_PROXY=1) or their addresses (TRUST_PROXY=10.0.0.5, a CIDR such as 10.0.0.0/8, or ${PROXY_RANGE_NAMES.join(', ')})`;
+  if (['true', 'yes', 'on'].includes(value.toLowerCase())) {
+    problems.push(`TRUST_PROXY: "${raw}" (believe X-Forwarded-For from every client) is no longer accepted, since clients could then pick their own address; ${instead}`);
+    return off;
+  }
+  if (/^\d+$/.test(value)) {
+    const hops = Number(value);
+    if (hops > MAX_TRUSTED_PROXY_HOPS) problems.push(`TRUST_PROXY: a hop count must be from 0 to ${MAX_TRUSTED_PROXY_HOPS} (got "${raw}")`);
+    if (hops === 0) return off;
+    return { trustProxy: true, proxyTrust: (_address, hop) => hop < hops };
+  }
+  const entries = value.split(',').map((v) => v.trim()).filter(Boolean);
+  const bad = entries.filter((entry) => {
+    // proxy-addr alone would also take shorthand forms such as "10.1" or octal "010.0.0.1".
+    if (!PROXY_RANGE_NAMES.includes(entry) && !isIP(entry.split('/')[0] ?? '')) return true;
+    try {
+      proxyAddr.compile(entry);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  if (bad.length) {
+    problems.push(`TRUST_PROXY: ${bad.map((b) => `"${b}"`).join(', ')} is not an IP address, a CIDR or one of ${PROXY_RANGE_NAMES.join(', ')}; ${instead}`);
+    return off;
+  }
+  return { trustProxy: true, proxyTrust: proxyAddr.compile(entries) };
 }

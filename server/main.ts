@@ -84,7 +84,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
   let shuttingDown = false;
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', config.trustProxy);
+  app.set('trust proxy', config.proxyTrust);
   app.get('/healthz', healthz);
   app.get('/readyz', readyz({ redis, storage, isShuttingDown: () => shuttingDown }));
   app.all([TUS_PATH, `${TUS_PATH}/`, `${TUS_PATH}/*rest`], (req, res) => {
