@@ -114,6 +114,8 @@ const env = z.object({
   AUTH_JWT_AUDIENCE: z.string().min(1).optional(),
   AUTH_JWT_ALGORITHMS: z.string().optional(),
   AUTH_CLOCK_TOLERANCE: duration('AUTH_CLOCK_TOLERANCE').default(5_000),
+  AUTH_REQUIRE_EXP: bool('AUTH_REQUIRE_EXP').optional(),
+  AUTH_MAX_TOKEN_LIFETIME: duration('AUTH_MAX_TOKEN_LIFETIME').optional(),
   QUOTA_BYTES: bytes('QUOTA_BYTES').default(0),
   MAX_CONCURRENT_UPLOADS: integer('MAX_CONCURRENT_UPLOADS', 0, 1_000_000).default(0),
   RATE_LIMIT_CREATIONS_PER_MINUTE_USER: integer('RATE_LIMIT_CREATIONS_PER_MINUTE_USER', 0, 1_000_000).default(60),
@@ -246,6 +248,10 @@ export interface AuthConfig {
   /** Pinned algorithms; undefined: derived from the key (HS256 for a secret, the key's type for a PEM, RS256/ES256 for a JWKS). */
   algorithms?: string[];
   clockToleranceMs: number;
+  /** Tokens must carry `exp` (AUTH_REQUIRE_EXP, default true): a token without one would work forever. */
+  requireExp: boolean;
+  /** Longest validity a token may claim, `exp` - `iat` (AUTH_MAX_TOKEN_LIFETIME); 0 = no maximum. */
+  maxTokenLifetimeMs: number;
 }
 
 export interface AccessConfig {
@@ -432,7 +438,7 @@ function authConfig(e: z.infer<typeof env>, problems: string[]): AuthConfig | un
     ['AUTH_JWKS_URL', e.AUTH_JWKS_URL],
   ].filter(([, v]) => v !== undefined);
   if (sources.length === 0) {
-    for (const name of ['AUTH_JWT_ISSUER', 'AUTH_JWT_AUDIENCE', 'AUTH_JWT_ALGORITHMS'] as const) {
+    for (const name of ['AUTH_JWT_ISSUER', 'AUTH_JWT_AUDIENCE', 'AUTH_JWT_ALGORITHMS', 'AUTH_REQUIRE_EXP', 'AUTH_MAX_TOKEN_LIFETIME'] as const) {
       if (e[name] !== undefined) problems.push(`${name}: has no effect without AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY or AUTH_JWKS_URL`);
     }
     return undefined;
@@ -459,6 +465,8 @@ function authConfig(e: z.infer<typeof env>, problems: string[]): AuthConfig | un
       problems.push(`AUTH_JWT_ALGORITHMS: with ${mode === 'secret' ? 'AUTH_JWT_SECRET' : mode === 'jwks' ? 'AUTH_JWKS_URL' : 'AUTH_JWT_PUBLIC_KEY'} choose from ${allowed.join(', ')} (got "${e.AUTH_JWT_ALGORITHMS}")`);
     }
   }
+  const maxTokenLifetimeMs = e.AUTH_MAX_TOKEN_LIFETIME ?? 24 * 3_600_000;
+  if (maxTokenLifetimeMs > 0 && maxTokenLifetimeMs < 1000) problems.push('AUTH_MAX_TOKEN_LIFETIME: must be 0 (no maximum) or at least 1s');
   return {
     mode,
     secret: e.AUTH_JWT_SECRET,
@@ -468,6 +476,8 @@ function authConfig(e: z.infer<typeof env>, problems: string[]): AuthConfig | un
     audience: e.AUTH_JWT_AUDIENCE,
     algorithms,
     clockToleranceMs: e.AUTH_CLOCK_TOLERANCE,
+    requireExp: e.AUTH_REQUIRE_EXP ?? true,
+    maxTokenLifetimeMs,
   };
 }
 
