@@ -1,6 +1,8 @@
 // The one typed configuration of tusk, read from the environment and validated at start-up.
 // Every variable is documented in README.md ("Configuration"); keep the two in step.
+import { isIP } from 'node:net';
 import path from 'node:path';
+import proxyAddr from 'proxy-addr';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -80,7 +82,7 @@ const env = z.object({
   PORT: integer('PORT', 0, 65535).default(1080),
   HOST: z.string().min(1).optional(),
   PUBLIC_URL: url('PUBLIC_URL', ['http:', 'https:']).optional(),
-  TRUST_PROXY: bool('TRUST_PROXY').default(false),
+  TRUST_PROXY: z.string().optional(),
   STORAGE: z.enum(['s3', 'file'], { message: 'STORAGE must be "s3" or "file"' }).optional(),
   DATA_DIR: z.string().min(1).default('./data'),
   S3_ENDPOINT: url('S3_ENDPOINT', ['http:', 'https:']).optional(),
@@ -113,6 +115,8 @@ const env = z.object({
   AUTH_JWT_AUDIENCE: z.string().min(1).optional(),
   AUTH_JWT_ALGORITHMS: z.string().optional(),
   AUTH_CLOCK_TOLERANCE: duration('AUTH_CLOCK_TOLERANCE').default(5_000),
+  AUTH_REQUIRE_EXP: bool('AUTH_REQUIRE_EXP').optional(),
+  AUTH_MAX_TOKEN_LIFETIME: duration('AUTH_MAX_TOKEN_LIFETIME').optional(),
   QUOTA_BYTES: bytes('QUOTA_BYTES').default(0),
   MAX_CONCURRENT_UPLOADS: integer('MAX_CONCURRENT_UPLOADS', 0, 1_000_000).default(0),
   RATE_LIMIT_CREATIONS_PER_MINUTE_USER: integer('RATE_LIMIT_CREATIONS_PER_MINUTE_USER', 0, 1_000_000).default(60),
@@ -183,7 +187,8 @@ export interface Config {
   host: string;
   /** Base URL for Location headers when tusk runs behind a proxy, without trailing slash. */
   publicUrl?: string;
-  trustProxy: boolean;
+  /** express's `trust proxy` (from TRUST_PROXY): which peers are proxies whose X-Forwarded-* express believes. */
+  proxyTrust: ProxyTrust;
   storage: StorageKind;
   dataDir: string;
   s3?: S3Config;
@@ -207,6 +212,15 @@ export interface Config {
   /** Direct-to-storage uploads. */
   direct: DirectConfig;
 }
+
+/**
+ * Is the peer at `hop` a proxy we trust? Hop 0 is the socket's peer, hop 1 the right-most
+ * X-Forwarded-For entry, and so on leftwards; the first untrusted hop is the client (req.ip).
+ */
+export type ProxyTrust = (address: string, hop: number) => boolean;
+
+/** Most proxies TRUST_PROXY may count; a real chain is one or two. */
+export const MAX_TRUSTED_PROXY_HOPS = 10;
 
 export interface DirectConfig {
   /** Files up to this size get one presigned PUT; larger ones a multipart upload. */
@@ -235,6 +249,10 @@ export interface AuthConfig {
   /** Pinned algorithms; undefined: derived from the key (HS256 for a secret, the key's type for a PEM, RS256/ES256 for a JWKS). */
   algorithms?: string[];
   clockToleranceMs: number;
+  /** Tokens must carry `exp` (AUTH_REQUIRE_EXP, default true): a token without one would work forever. */
+  requireExp: boolean;
+  /** Longest validity a token may claim, `exp` - `iat` (AUTH_MAX_TOKEN_LIFETIME); 0 = no maximum. */
+  maxTokenLifetimeMs: number;
 }
 
 export interface AccessConfig {
@@ -333,6 +351,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (e.IDLE_TIMEOUT < 1000) problems.push('IDLE_TIMEOUT: must be at least 1s');
   if (e.LOCK_TTL < 1000) problems.push('LOCK_TTL: must be at least 1s');
   const auth = authConfig(e, problems);
+  const proxy = proxyConfig(e.TRUST_PROXY, problems);
   const thumbnailWidths = e.THUMBNAIL_WIDTHS.split(',').map((w) => Number(w.trim()));
   if (!thumbnailWidths.length || thumbnailWidths.some((w) => !Number.isInteger(w) || w < 16 || w > 8192)) {
     problems.push(`THUMBNAIL_WIDTHS: must be a comma-separated list of widths from 16 to 8192 (got "${e.THUMBNAIL_WIDTHS}")`);
@@ -360,7 +379,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     port: e.PORT,
     host: e.HOST ?? '127.0.0.1',
     publicUrl: e.PUBLIC_URL,
-    trustProxy: e.TRUST_PROXY,
+    ...proxy,
     storage,
     dataDir: path.resolve(e.DATA_DIR),
     s3,
@@ -422,7 +441,7 @@ function authConfig(e: z.infer<typeof env>, problems: string[]): AuthConfig | un
     ['AUTH_JWKS_URL', e.AUTH_JWKS_URL],
   ].filter(([, v]) => v !== undefined);
   if (sources.length === 0) {
-    for (const name of ['AUTH_JWT_ISSUER', 'AUTH_JWT_AUDIENCE', 'AUTH_JWT_ALGORITHMS'] as const) {
+    for (const name of ['AUTH_JWT_ISSUER', 'AUTH_JWT_AUDIENCE', 'AUTH_JWT_ALGORITHMS', 'AUTH_REQUIRE_EXP', 'AUTH_MAX_TOKEN_LIFETIME'] as const) {
       if (e[name] !== undefined) problems.push(`${name}: has no effect without AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY or AUTH_JWKS_URL`);
     }
     return undefined;
@@ -449,6 +468,8 @@ function authConfig(e: z.infer<typeof env>, problems: string[]): AuthConfig | un
       problems.push(`AUTH_JWT_ALGORITHMS: with ${mode === 'secret' ? 'AUTH_JWT_SECRET' : mode === 'jwks' ? 'AUTH_JWKS_URL' : 'AUTH_JWT_PUBLIC_KEY'} choose from ${allowed.join(', ')} (got "${e.AUTH_JWT_ALGORITHMS}")`);
     }
   }
+  const maxTokenLifetimeMs = e.AUTH_MAX_TOKEN_LIFETIME ?? 24 * 3_600_000;
+  if (maxTokenLifetimeMs > 0 && maxTokenLifetimeMs < 1000) problems.push('AUTH_MAX_TOKEN_LIFETIME: must be 0 (no maximum) or at least 1s');
   return {
     mode,
     secret: e.AUTH_JWT_SECRET,
@@ -458,5 +479,48 @@ function authConfig(e: z.infer<typeof env>, problems: string[]): AuthConfig | un
     audience: e.AUTH_JWT_AUDIENCE,
     algorithms,
     clockToleranceMs: e.AUTH_CLOCK_TOLERANCE,
+    requireExp: e.AUTH_REQUIRE_EXP ?? true,
+    maxTokenLifetimeMs,
   };
+}
+
+/** Address ranges proxy-addr knows by name. */
+const PROXY_RANGE_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
+
+/**
+ * TRUST_PROXY: off (default), a hop count, or the proxies' addresses / CIDRs / range names
+ * (proxy-addr, as express itself compiles them). Never "trust every peer": then X-Forwarded-For
+ * is whatever the client writes, and the per-IP rate limit keys on a value it chooses.
+ */
+function proxyConfig(raw: string | undefined, problems: string[]): Pick<Config, 'proxyTrust'> {
+  const off = { proxyTrust: () => false };
+  const value = (raw ?? '').trim();
+  if (['', '0', 'false', 'no', 'off'].includes(value.toLowerCase())) return off;
+  const instead = `set the number of proxies in front of tusk (TRUST_PROXY=1) or their addresses (TRUST_PROXY=10.0.0.5, a CIDR such as 10.0.0.0/8, or ${PROXY_RANGE_NAMES.join(', ')})`;
+  if (['true', 'yes', 'on'].includes(value.toLowerCase())) {
+    problems.push(`TRUST_PROXY: "${raw}" (believe X-Forwarded-For from every client) is no longer accepted, since clients could then pick their own address; ${instead}`);
+    return off;
+  }
+  if (/^\d+$/.test(value)) {
+    const hops = Number(value);
+    if (hops > MAX_TRUSTED_PROXY_HOPS) problems.push(`TRUST_PROXY: a hop count must be from 0 to ${MAX_TRUSTED_PROXY_HOPS} (got "${raw}")`);
+    if (hops === 0) return off;
+    return { proxyTrust: (_address, hop) => hop < hops };
+  }
+  const entries = value.split(',').map((v) => v.trim()).filter(Boolean);
+  const bad = entries.filter((entry) => {
+    // proxy-addr alone would also take shorthand forms such as "10.1" or octal "010.0.0.1".
+    if (!PROXY_RANGE_NAMES.includes(entry) && !isIP(entry.split('/')[0] ?? '')) return true;
+    try {
+      proxyAddr.compile(entry);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  if (bad.length) {
+    problems.push(`TRUST_PROXY: ${bad.map((b) => `"${b}"`).join(', ')} is not an IP address, a CIDR or one of ${PROXY_RANGE_NAMES.join(', ')}; ${instead}`);
+    return off;
+  }
+  return { proxyTrust: proxyAddr.compile(entries) };
 }

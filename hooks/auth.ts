@@ -2,13 +2,15 @@
 // is the user id. Verified with jose against one configured key source: an HMAC secret
 // (AUTH_JWT_SECRET), a public key PEM (AUTH_JWT_PUBLIC_KEY) or a JWKS URL (AUTH_JWKS_URL), with
 // the algorithms pinned to what that key can do (never `none`, never HS* with a public key: no
-// algorithm confusion), optional issuer/audience checks, `exp`/`nbf` honoured.
+// algorithm confusion), optional issuer/audience checks, `exp`/`nbf` honoured. `exp` is required
+// (AUTH_REQUIRE_EXP) and may lie at most AUTH_MAX_TOKEN_LIFETIME after `iat`: a leaked token
+// stops working on its own.
 // With no key source configured, authentication is off: every request is the one principal
 // `anonymous`, and tusk warns loudly at start-up (warnIfUnauthenticated).
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { AuthConfig, Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
 
@@ -92,8 +94,9 @@ export function createAuthenticator(config: Config | { access: { auth: AuthConfi
     issuer: auth.issuer,
     audience: auth.audience,
     clockTolerance: Math.round(auth.clockToleranceMs / 1000),
-    requiredClaims: ['sub'],
+    requiredClaims: auth.requireExp ? ['sub', 'exp'] : ['sub'],
   };
+  const maxLifetimeSeconds = Math.floor(auth.maxTokenLifetimeMs / 1000);
 
   return {
     enabled: true,
@@ -106,6 +109,7 @@ export function createAuthenticator(config: Config | { access: { auth: AuthConfi
       } catch (err) {
         throw authErrorOf(err);
       }
+      checkLifetime(payload, maxLifetimeSeconds, options.clockTolerance);
       const sub = payload.sub;
       if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_USER_ID_LENGTH || [...sub].some((c) => c.charCodeAt(0) < 0x20)) {
         throw new AuthError('Token subject (sub) is missing or invalid');
@@ -115,10 +119,27 @@ export function createAuthenticator(config: Config | { access: { auth: AuthConfi
   };
 }
 
+/**
+ * Refuses a token whose `exp` lies more than `maxSeconds` after its `iat` (0: no maximum). Counted
+ * from now when `iat` is absent or in the future, so that a made-up `iat` cannot stretch it.
+ */
+function checkLifetime(payload: JWTPayload, maxSeconds: number, toleranceSeconds: number): void {
+  if (maxSeconds <= 0 || payload.exp === undefined) return;
+  const now = Math.floor(Date.now() / 1000);
+  const from = payload.iat === undefined ? now : Math.min(payload.iat, now);
+  if (payload.exp - from > maxSeconds + toleranceSeconds) {
+    throw new AuthError(`Token rejected: valid for longer (exp - iat) than the ${maxSeconds} s this server accepts`);
+  }
+}
+
 function authErrorOf(err: unknown): AuthError {
   if (err instanceof joseErrors.JWTExpired) return new AuthError('Token expired');
   if (err instanceof joseErrors.JWKSTimeout) return new AuthError('Could not fetch the signing keys (JWKS timeout)', 503);
-  if (err instanceof joseErrors.JWTClaimValidationFailed) return new AuthError(`Token rejected: ${err.claim} claim check failed`);
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    if (err.claim === 'exp' && err.reason === 'missing') return new AuthError('Token rejected: no exp claim (tokens must expire)');
+    if (err.reason === 'missing') return new AuthError(`Token rejected: no ${err.claim} claim`);
+    return new AuthError(`Token rejected: ${err.claim} claim check failed`);
+  }
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return new AuthError('Token rejected: algorithm not allowed');
   if (err instanceof joseErrors.JOSEError) return new AuthError('Invalid token');
   // Not a JOSE error: the JWKS endpoint was unreachable or answered garbage.
@@ -165,10 +186,17 @@ export function requireAuth(authenticator: Authenticator, opts: AuthenticateOpti
   };
 }
 
-/** Loud start-up warning when authentication is off (and louder when HOST was set explicitly). */
+/** Start-up log of the authentication settings; loud warnings when it is off (louder with an explicit HOST) or tokens need not expire. */
 export function warnIfUnauthenticated(config: Config, logger: Logger): void {
-  if (config.access.auth) {
-    logger.info({ mode: config.access.auth.mode, issuer: config.access.auth.issuer, audience: config.access.auth.audience }, 'authentication: Bearer JWT required on /files/ and /api/');
+  const auth = config.access.auth;
+  if (auth) {
+    logger.info(
+      { mode: auth.mode, issuer: auth.issuer, audience: auth.audience, requireExp: auth.requireExp, maxTokenLifetimeMs: auth.maxTokenLifetimeMs },
+      'authentication: Bearer JWT required on /files/ and /api/',
+    );
+    if (!auth.requireExp) {
+      logger.warn({ requireExp: false }, 'AUTH_REQUIRE_EXP=false: tokens without exp are accepted and never expire; a leaked one works until the signing key changes.');
+    }
     return;
   }
   const loopback = ['127.0.0.1', '::1', 'localhost'].includes(config.host);

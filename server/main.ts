@@ -93,7 +93,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
   let shuttingDown = false;
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', config.trustProxy);
+  app.set('trust proxy', config.proxyTrust);
   // Paths are matched exactly as written: /FILES/<id> or /api/uploads/<id>/ name nothing.
   app.set('case sensitive routing', true);
   app.set('strict routing', true);

@@ -29,6 +29,14 @@ async function tokenFor(sub: string, opts: { secret?: string; issuer?: string; a
     .sign(new TextEncoder().encode(opts.secret ?? SECRET));
 }
 
+/** An HS256 token with exactly these claims (no defaults: `exp` and `iat` only when given). */
+function signed(claims: { sub: string; iat?: number; exp?: number }, secret = SECRET): Promise<string> {
+  return new SignJWT({ ...claims, iss: ISSUER, aud: AUDIENCE }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(secret));
+}
+
+const HOUR = 3600;
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
 /** An unsigned token (alg none), built by hand. */
 function unsignedToken(sub: string): string {
   const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -154,6 +162,35 @@ describe('authentication, ownership, quotas and rate limits (tus + API)', () => 
       expect(api.status).toBe(401);
     }
     expect((await create(a.url, await tokenFor('alice-ok'), 10)).status).toBe(201);
+  });
+
+  test('tokens must expire: no exp, or exp more than AUTH_MAX_TOKEN_LIFETIME (default 24h) after iat, is 401 on /files/ and /api/', async () => {
+    const now = nowSeconds();
+    const refused: Array<[string, string, RegExp]> = [
+      ['no exp', await signed({ sub: 'ivy', iat: now }), /no exp claim/],
+      ['no exp, no iat', await signed({ sub: 'ivy' }), /no exp claim/],
+      ['exp 25h after iat', await signed({ sub: 'ivy', iat: now, exp: now + 25 * HOUR }), /longer/],
+      ['exp 24h after now, iat 1h ago', await signed({ sub: 'ivy', iat: now - HOUR, exp: now + 24 * HOUR }), /longer/],
+      ['no iat, exp 25h from now', await signed({ sub: 'ivy', exp: now + 25 * HOUR }), /longer/],
+      ['iat in the future, exp 1h after it', await signed({ sub: 'ivy', iat: now + 30 * 24 * HOUR, exp: now + 30 * 24 * HOUR + HOUR }), /longer/],
+    ];
+    for (const [label, token, why] of refused) {
+      const tus = await create(a.url, token, 10);
+      expect([label, tus.status, tus.headers.get('www-authenticate')]).toEqual([label, 401, 'Bearer']);
+      expect(tus.body).toMatch(why);
+      const api = await call(`${a.url}/api/uploads/anything`, { token });
+      expect([label, api.status]).toEqual([label, 401]);
+      expect(JSON.parse(api.body)).toEqual({ error: { code: 'unauthorized', message: expect.stringMatching(why) } });
+    }
+    const accepted: Array<[string, string]> = [
+      ['exp 23h after iat', await signed({ sub: 'ivy', iat: now, exp: now + 23 * HOUR })],
+      ['exp exactly 24h after iat', await signed({ sub: 'ivy', iat: now - 23 * HOUR, exp: now + HOUR })],
+      ['no iat, exp 23h from now', await signed({ sub: 'ivy', exp: now + 23 * HOUR })],
+    ];
+    for (const [label, token] of accepted) {
+      expect([label, (await create(a.url, token, 10)).status]).toEqual([label, 201]);
+      expect([label, (await call(`${a.url}/api/uploads/${'0'.repeat(32)}`, { token })).status]).toEqual([label, 404]);
+    }
   });
 
   test("user B cannot HEAD, PATCH, DELETE, download, see via the API or concatenate user A's upload (404 like unknown)", async () => {
@@ -293,6 +330,43 @@ describe('authentication, ownership, quotas and rate limits (tus + API)', () => 
     const slots = await Promise.all(Array.from({ length: 14 }, (_, i) => create(i % 2 ? b.url : a.url, grace, 1)));
     expect(slots.filter((r) => r.status === 201)).toHaveLength(MAX_ACTIVE);
     expect(slots.filter((r) => r.status === 403)).toHaveLength(14 - MAX_ACTIVE);
+  });
+});
+
+describe('token lifetime settings', () => {
+  test('AUTH_REQUIRE_EXP=false accepts tokens without exp (warned at start-up); AUTH_MAX_TOKEN_LIFETIME bounds the others', async () => {
+    const bucket = await createTestBucket('auth-exp');
+    const tusk = await startTusk({
+      env: { ...tuskEnvForTests(bucket), AUTH_JWT_SECRET: SECRET, AUTH_JWT_ISSUER: ISSUER, AUTH_JWT_AUDIENCE: AUDIENCE, AUTH_REQUIRE_EXP: 'false', AUTH_MAX_TOKEN_LIFETIME: '2h' },
+    });
+    try {
+      expect(tusk.output()).toMatch(/AUTH_REQUIRE_EXP=false: tokens without exp are accepted/);
+      const now = nowSeconds();
+      const noExp = await signed({ sub: 'jack', iat: now });
+      expect((await create(tusk.url, noExp, 10)).status).toBe(201);
+      expect((await call(`${tusk.url}/api/uploads/${'0'.repeat(32)}`, { token: noExp })).status).toBe(404);
+      expect((await create(tusk.url, await signed({ sub: 'jack', iat: now, exp: now + 2 * HOUR }), 10)).status).toBe(201);
+      const tooLong = await create(tusk.url, await signed({ sub: 'jack', iat: now, exp: now + 3 * HOUR }), 10);
+      expect([tooLong.status, tooLong.body]).toEqual([401, expect.stringMatching(/longer .* 7200 s/)]);
+    } finally {
+      await tusk.kill();
+    }
+  });
+
+  test('AUTH_MAX_TOKEN_LIFETIME=0: no maximum (exp still required)', async () => {
+    const auth = createAuthenticator(loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_MAX_TOKEN_LIFETIME: '0' }));
+    const req = (token: string) => ({ headers: { authorization: `Bearer ${token}` }, url: '/files/' }) as never;
+    const now = nowSeconds();
+    await expect(auth.authenticate(req(await signed({ sub: 'kim', iat: now, exp: now + 365 * 24 * HOUR })))).resolves.toEqual({ userId: 'kim' });
+    await expect(auth.authenticate(req(await signed({ sub: 'kim', iat: now })))).rejects.toMatchObject({ status: 401, message: expect.stringMatching(/no exp claim/) });
+  });
+
+  test('the settings are validated', () => {
+    expect(() => loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_MAX_TOKEN_LIFETIME: 'forever' })).toThrow(/AUTH_MAX_TOKEN_LIFETIME/);
+    expect(() => loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_MAX_TOKEN_LIFETIME: '500ms' })).toThrow(/AUTH_MAX_TOKEN_LIFETIME: must be 0 .* or at least 1s/);
+    expect(() => loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_REQUIRE_EXP: 'sometimes' })).toThrow(/AUTH_REQUIRE_EXP/);
+    expect(() => loadConfig({ AUTH_REQUIRE_EXP: 'false' })).toThrow(/AUTH_REQUIRE_EXP: has no effect/);
+    expect(loadConfig({ AUTH_JWT_SECRET: SECRET }).access.auth).toMatchObject({ requireExp: true, maxTokenLifetimeMs: 24 * HOUR * 1000 });
   });
 });
 

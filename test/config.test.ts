@@ -66,7 +66,7 @@ describe('loadConfig', () => {
       port: 1080,
       host: '127.0.0.1',
       publicUrl: undefined,
-      trustProxy: false,
+      proxyTrust: expect.any(Function),
       storage: 'file',
       dataDir: path.resolve('./data'),
       s3: undefined,
@@ -128,7 +128,7 @@ describe('loadConfig', () => {
       PORT: '8080',
       HOST: '0.0.0.0',
       PUBLIC_URL: 'https://up.example.com/',
-      TRUST_PROXY: 'yes',
+      TRUST_PROXY: '2',
       MAX_UPLOAD_SIZE: '2GiB',
       UPLOAD_EXPIRY: '2h',
       IDLE_TIMEOUT: '90s',
@@ -145,7 +145,6 @@ describe('loadConfig', () => {
       port: 8080,
       host: '0.0.0.0',
       publicUrl: 'https://up.example.com',
-      trustProxy: true,
       maxUploadSize: 2 * 1024 * MiB,
       uploadExpiryMs: 2 * 3_600_000,
       idleTimeoutMs: 90_000,
@@ -169,7 +168,14 @@ describe('loadConfig', () => {
     ['MAX_UPLOAD_SIZE=0', { MAX_UPLOAD_SIZE: '0' }, /^MAX_UPLOAD_SIZE: /],
     ['UPLOAD_EXPIRY=soon', { UPLOAD_EXPIRY: 'soon' }, /^UPLOAD_EXPIRY: /],
     ['IDLE_TIMEOUT=500ms', { IDLE_TIMEOUT: '500ms' }, /^IDLE_TIMEOUT: /],
-    ['TRUST_PROXY=maybe', { TRUST_PROXY: 'maybe' }, /^TRUST_PROXY: /],
+    ['TRUST_PROXY=maybe', { TRUST_PROXY: 'maybe' }, /^TRUST_PROXY: .*"maybe"/],
+    ['TRUST_PROXY=true', { TRUST_PROXY: 'true' }, /^TRUST_PROXY: .*no longer accepted.*TRUST_PROXY=1/],
+    ['TRUST_PROXY=yes', { TRUST_PROXY: 'yes' }, /^TRUST_PROXY: .*no longer accepted/],
+    ['TRUST_PROXY=10.0.0.0/33', { TRUST_PROXY: '10.0.0.0/33' }, /^TRUST_PROXY: .*"10\.0\.0\.0\/33"/],
+    ['TRUST_PROXY=loopback,10.0.0.256', { TRUST_PROXY: 'loopback, 10.0.0.256' }, /^TRUST_PROXY: "10\.0\.0\.256" is not/],
+    ['TRUST_PROXY=010.0.0.1 (octal in proxy-addr)', { TRUST_PROXY: '010.0.0.1' }, /^TRUST_PROXY: "010\.0\.0\.1" is not/],
+    ['TRUST_PROXY=1,2', { TRUST_PROXY: '1,2' }, /^TRUST_PROXY: "1", "2" is not/],
+    ['TRUST_PROXY=11 (hops)', { TRUST_PROXY: '11' }, /^TRUST_PROXY: a hop count/],
     ['S3_BUCKET=Bad_Bucket', { S3_BUCKET: 'Bad_Bucket' }, /^S3_BUCKET: /],
     ['only S3_ACCESS_KEY_ID', { S3_BUCKET: 'b-1', S3_ACCESS_KEY_ID: 'k' }, /S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY/],
     ['LOG_LEVEL=loud', { LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],
@@ -177,6 +183,25 @@ describe('loadConfig', () => {
     const problems = problemsOf(env);
     expect(problems).toHaveLength(1);
     expect(problems[0]).toMatch(message);
+  });
+
+  describe('TRUST_PROXY', () => {
+    // proxyTrust(address, hop) is what express asks for each hop from the right (0 = the socket
+    // peer): the first hop it does not trust is the client. The whole chain runs against real
+    // tusk processes in test/trust-proxy.test.ts.
+    test.each<[string, string | undefined, Array<[string, number, boolean]>]>([
+      ['unset', undefined, [['127.0.0.1', 0, false]]],
+      ['false', 'false', [['127.0.0.1', 0, false]]],
+      ['0', '0', [['127.0.0.1', 0, false]]],
+      ['1 (hops)', '1', [['127.0.0.1', 0, true], ['5.6.7.8', 1, false]]],
+      ['2 (hops)', '2', [['127.0.0.1', 0, true], ['5.6.7.8', 1, true], ['1.2.3.4', 2, false]]],
+      ['loopback', 'loopback', [['127.0.0.1', 0, true], ['::1', 0, true], ['5.6.7.8', 1, false]]],
+      ['a list with CIDRs', '127.0.0.1, 10.0.0.0/8,fd00::/8', [['127.0.0.1', 0, true], ['10.9.8.7', 1, true], ['fd12::1', 1, true], ['5.6.7.8', 2, false], ['127.0.0.2', 0, false]]],
+      ['uniquelocal (IPv4-mapped peers match)', 'uniquelocal', [['::ffff:10.1.2.3', 0, true], ['172.16.0.1', 1, true], ['8.8.8.8', 0, false]]],
+    ])('%s', (_label, trustProxy, answers) => {
+      const config = loadConfig(trustProxy === undefined ? {} : { TRUST_PROXY: trustProxy });
+      expect(answers.map(([address, hop]) => [address, hop, config.proxyTrust(address, hop)])).toEqual(answers);
+    });
   });
 
   test('reports every bad variable at once', () => {
@@ -225,6 +250,7 @@ describe('the tusk process with a bad configuration', () => {
     ['S3_PART_SIZE=1MiB', { STORAGE: 's3', S3_BUCKET: 'tusk-test', S3_PART_SIZE: '1MiB' }, 'S3_PART_SIZE', /1MiB|1048576/],
     ['REDIS_URL=http://x', { REDIS_URL: 'http://x' }, 'REDIS_URL', /http:\/\/x/],
     ['MAX_UPLOAD_SIZE=lots', { MAX_UPLOAD_SIZE: 'lots' }, 'MAX_UPLOAD_SIZE', /lots/],
+    ['TRUST_PROXY=10.0.0.0/33', { TRUST_PROXY: '10.0.0.0/33' }, 'TRUST_PROXY', /10\.0\.0\.0\/33/],
   ])('%s: exits non-zero at once with a message naming the variable', async (_label, bad, name, detail) => {
     const port = await freePort();
     const t0 = Date.now();
@@ -237,6 +263,14 @@ describe('the tusk process with a bad configuration', () => {
     expect(result.output).toMatch(detail); // says what is wrong with it
     expect(result.output).not.toMatch(/\n\s+at .+:\d+:\d+/); // a message, not a stack trace
     // it never started anything: no embedded Redis, no upload directory
+    expect(await readdir(dataDir)).toEqual([]);
+  });
+
+  test('TRUST_PROXY=true (believe every X-Forwarded-For) is refused: exit 78, saying what to set instead', async () => {
+    const result = await run({ PORT: String(await freePort()), DATA_DIR: dataDir, REDIS_URL: testRedisUrl(), TRUST_PROXY: 'true' });
+    expect(result.code).toBe(78);
+    expect(result.output).toMatch(/TRUST_PROXY: "true" .*no longer accepted/);
+    expect(result.output).toMatch(/TRUST_PROXY=1\b.*CIDR/);
     expect(await readdir(dataDir)).toEqual([]);
   });
 });
