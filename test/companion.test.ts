@@ -88,6 +88,97 @@ describe('Companion-compatible /s3 routes (@uppy/aws-s3)', () => {
     expect(jobs[0]!.data).toMatchObject({ owner: 'uppy-user', location: { type: 's3', key } });
   });
 
+  test("another user gets 404 on every /s3 route for an upload, odd spellings are 404 for everyone; the upload stays intact", async () => {
+    const data = randomBytes(6 * MiB);
+    const chunk = 5 * MiB;
+    const mine = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'mine.mp4', type: 'video/mp4', size: data.length });
+    const theirs = await api(tusk.url, 'POST', '/s3/multipart', other, { filename: 'theirs.mp4', type: 'video/mp4', size: data.length });
+    expect([mine.status, theirs.status]).toEqual([200, 200]);
+    const { uploadId, key } = mine.body as { uploadId: string; key: string };
+    const id = key.slice('direct/'.length);
+    const up = encodeURIComponent(uploadId);
+    const q = `key=${encodeURIComponent(key)}`;
+    const batch = await api(tusk.url, 'GET', `/s3/multipart/${up}/batch?${q}&partNumbers=1,2`, token);
+    const etags: Array<{ PartNumber: number; ETag: string }> = [];
+    for (const n of [1, 2]) {
+      const r = await putTo(batch.body.presignedUrls[String(n)], data.subarray((n - 1) * chunk, n * chunk));
+      expect(r.status).toBe(200);
+      etags.push({ PartNumber: n, ETag: r.etag });
+    }
+    const theirUp = encodeURIComponent(theirs.body.uploadId as string);
+    const theirQ = `key=${encodeURIComponent(theirs.body.key as string)}`;
+
+    // Exactly `/s3/multipart/<uploadId>[/...]?key=direct/<id>`, the key naming the session whose
+    // UploadId is in the path: every other spelling is no upload at all, for the owner too.
+    const odd: Array<[string, string]> = [
+      ['GET', `/S3/multipart/${up}?${q}`],
+      ['GET', `/s3/Multipart/${up}/1?${q}`],
+      ['GET', `/s3/multipart/${up}/?${q}`],
+      ['GET', `/s3/multipart//${up}?${q}`],
+      ['GET', `//s3/multipart/${up}?${q}`],
+      ['GET', `/s3/multipart/${up}/batch/?${q}&partNumbers=1`],
+      ['POST', `/s3/multipart/${up}/complete/?${q}`],
+      ['POST', `/s3/multipart/${up}/COMPLETE?${q}`],
+      ['POST', `/s3/multipart/${up}%2Fcomplete?${q}`],
+      ['DELETE', `/s3/multipart/${up}/?${q}`],
+      ['GET', `/s3/multipart/%2e%2e/multipart/${up}?${q}`],
+      ['GET', `/s3/multipart/${up}%2e?${q}`],
+      ['GET', `/s3/multipart/${up}?key=direct/${id.toUpperCase()}`],
+      ['GET', `/s3/multipart/${up}?key=DIRECT/${id}`],
+      ['GET', `/s3/multipart/${up}?key=direct/../direct/${id}`],
+      ['GET', `/s3/multipart/${up}?key=direct%2F..%2Fdirect%2F${id}`],
+      ['GET', `/s3/multipart/${up}?key=direct/${id}/..`],
+      ['GET', `/s3/multipart/${up}?key=direct%252F${id}`],
+      ['GET', `/s3/multipart/${up}?key=/direct/${id}`],
+      ['GET', `/s3/multipart/${up}?key=direct//${id}`],
+      ['GET', `/s3/multipart/${up}?key=direct/${id}/`],
+      ['GET', `/s3/multipart/${up}?key=direct/${id}%2e`],
+      ['GET', `/s3/multipart/${up}?key=${id}`],
+      ['GET', `/s3/multipart/${up}?key=direct/${id}&key=direct/${id}`],
+      ['GET', `/s3/multipart/${up}`],
+      ['GET', `/s3/multipart/%E0%A4%A?${q}`],
+      // The UploadId of one session with the key of another, both ways.
+      ['GET', `/s3/multipart/${up}?${theirQ}`],
+      ['GET', `/s3/multipart/${theirUp}?${q}`],
+      ['GET', `/s3/multipart/${up}/1?${theirQ}`],
+      ['POST', `/s3/multipart/${theirUp}/complete?${q}`],
+      ['DELETE', `/s3/multipart/${theirUp}?${q}`],
+      ['DELETE', `/s3/multipart/${up}?${theirQ}`],
+    ];
+    const plain: Array<[string, string]> = [
+      ['GET', `/s3/multipart/${up}?${q}`],
+      ['GET', `/s3/multipart/${up}/1?${q}`],
+      ['GET', `/s3/multipart/${up}/batch?${q}&partNumbers=1,2`],
+      ['POST', `/s3/multipart/${up}/complete?${q}`],
+      ['DELETE', `/s3/multipart/${up}?${q}`],
+      ['GET', `/api/uploads/${id}/parts`],
+      ['POST', `/api/uploads/${id}/parts`],
+      ['POST', `/api/uploads/${id}/complete`],
+      ['DELETE', `/api/uploads/${id}`],
+    ];
+    const bodyOf = (method: string, p: string) => (method !== 'POST' ? undefined : p.includes('/parts') ? { part_numbers: [1] } : p.startsWith('/api/') ? {} : { parts: etags });
+    for (const [caller, calls] of [
+      [other, [...plain, ...odd]],
+      [token, odd],
+    ] as const) {
+      for (const [method, p] of calls) {
+        const res = await api(tusk.url, method, p, caller, bodyOf(method, p));
+        expect([caller === token ? 'owner' : 'other', method, p, res.status, res.body?.error?.code]).toEqual([caller === token ? 'owner' : 'other', method, p, 404, 'not_found']);
+      }
+    }
+
+    // Intact: the owner lists both parts and completes it.
+    const listed = await api(tusk.url, 'GET', `/s3/multipart/${up}?${q}`, token);
+    expect(listed.body.map((p: { PartNumber: number; Size: number }) => [p.PartNumber, p.Size])).toEqual([
+      [1, chunk],
+      [2, data.length - chunk],
+    ]);
+    const done = await api(tusk.url, 'POST', `/s3/multipart/${up}/complete?${q}`, token, { parts: etags });
+    expect(done.status).toBe(200);
+    expect(await sha256OfObject(bucket, key)).toBe(sha256(data));
+    expect((await api(tusk.url, 'DELETE', `/s3/multipart/${theirUp}?${theirQ}`, other)).status).toBe(200);
+  });
+
   test('/s3/params: one presigned PUT, then the object is completed by POST /api/uploads/:id/complete', async () => {
     const data = randomBytes(300_000);
     const params = new URLSearchParams({ filename: 'cat.jpg', type: 'image/jpeg', 'metadata[size]': String(data.length) });

@@ -209,28 +209,67 @@ describe('direct-to-storage uploads (S3)', () => {
     await api(tusk.url, 'DELETE', `/api/uploads/${retry.body.upload_id}`, carol);
   });
 
-  test("another user's upload is 404 on every route", async () => {
-    const init = await api(tusk.url, 'POST', '/api/uploads/initiate', alice, { filename: 'c.bin', filesize: 12 * MiB, content_type: 'application/octet-stream' });
+  test("another user's upload is 404 on every route; odd spellings of a route are 404 for everyone; the upload stays intact", async () => {
+    const data = randomBytes(12 * MiB);
+    const init = await api(tusk.url, 'POST', '/api/uploads/initiate', alice, { filename: 'c.bin', filesize: data.length, content_type: 'application/octet-stream' });
+    expect(init.body).toMatchObject({ method: 'multipart', part_count: 2 });
     const id = init.body.upload_id as string;
-    const calls: Array<[string, string, unknown?]> = [
+    const urls = init.body.upload_urls as string[];
+    expect((await putTo(urls[0]!, data.subarray(0, 10 * MiB))).status).toBe(200);
+    expect((await putTo(urls[1]!, data.subarray(10 * MiB))).status).toBe(200);
+
+    const calls: Array<[string, string]> = [
       ['GET', `/api/uploads/${id}`],
       ['GET', `/api/uploads/${id}/parts`],
-      ['POST', `/api/uploads/${id}/parts`, { part_numbers: [1] }],
-      ['POST', `/api/uploads/${id}/complete`, {}],
+      ['POST', `/api/uploads/${id}/parts`],
+      ['POST', `/api/uploads/${id}/complete`],
       ['DELETE', `/api/uploads/${id}`],
     ];
-    for (const [method, p, body] of calls) {
-      const res = await api(tusk.url, method, p, bob, body);
-      expect([method, p, res.status]).toEqual([method, p, 404]);
-      expect(res.body.error.code).toBe('not_found');
+    // One spelling only: case-sensitive path, no trailing or doubled slash, the id as 32 lowercase
+    // hex digits after one percent-decoding.
+    const odd: Array<[string, string]> = [
+      ['POST', `/API/uploads/${id}/complete`],
+      ['POST', `/api/Uploads/${id}/complete`],
+      ['POST', `/api/uploads/${id}/Complete`],
+      ['GET', `/api/uploads/${id.toUpperCase()}/parts`],
+      ['POST', `/api/uploads/${id.toUpperCase()}/complete`],
+      ['DELETE', `/api/uploads/${id.toUpperCase()}`],
+      ['GET', `/api/uploads/${id}/parts/`],
+      ['POST', `/api/uploads/${id}/complete/`],
+      ['DELETE', `/api/uploads/${id}/`],
+      ['GET', `/api/uploads//${id}/parts`],
+      ['GET', `/api/uploads/${id}//parts`],
+      ['POST', `//api/uploads/${id}/complete`],
+      ['GET', `/api/uploads/%2e%2e/uploads/${id}/parts`],
+      ['GET', `/api/uploads/%2e/${id}/parts`],
+      ['GET', `/api/uploads/${id}%2e/parts`],
+      ['POST', `/api/uploads/${id}/%2e%2e/complete`],
+      ['POST', `/api/uploads/%2e%2e%2f${id}/complete`],
+      ['DELETE', `/api/uploads/${id}%2Fparts`],
+      ['GET', `/api/uploads/%25${id.charCodeAt(0).toString(16)}${id.slice(1)}/parts`],
+      ['GET', `/api/uploads/${id}%00/parts`],
+      ['GET', `/api/uploads/${id}%20/parts`],
+      ['GET', `/api/uploads/%E0%A4%A/parts`],
+    ];
+    const bodyOf = (method: string, p: string) => (method !== 'POST' ? undefined : p.toLowerCase().includes('/parts') ? { part_numbers: [1] } : {});
+    for (const [who, token, list] of [
+      ['bob', bob, [...calls, ...odd]],
+      ['alice', alice, odd],
+    ] as const) {
+      for (const [method, p] of list) {
+        const res = await api(tusk.url, method, p, token, bodyOf(method, p));
+        expect([who, method, p, res.status]).toEqual([who, method, p, 404]);
+        expect(res.body).toEqual({ error: { code: 'not_found', message: expect.any(String) } });
+      }
     }
     const unknown = await api(tusk.url, 'GET', `/api/uploads/${'0'.repeat(32)}/parts`, bob);
     expect(unknown.status).toBe(404);
     expect(unknown.body).toEqual({ error: { code: 'not_found', message: expect.any(String) } });
-    // Still alive and alice's.
-    expect((await api(tusk.url, 'GET', `/api/uploads/${id}/parts`, alice)).status).toBe(200);
-    expect((await api(tusk.url, 'DELETE', `/api/uploads/${id}`, alice)).status).toBe(204);
-    expect((await api(tusk.url, 'GET', `/api/uploads/${id}/parts`, alice)).status).toBe(410);
+    // Still alive and alice's: both parts there, she completes it.
+    const listed = await api(tusk.url, 'GET', `/api/uploads/${id}/parts`, alice);
+    expect(listed.body.parts.map((p: { part_number: number }) => p.part_number)).toEqual([1, 2]);
+    expect((await api(tusk.url, 'POST', `/api/uploads/${id}/complete`, alice, {})).status).toBe(202);
+    expect(await sha256OfObject(bucket, `direct/${id}`)).toBe(sha256(data));
   });
 });
 

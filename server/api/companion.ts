@@ -11,10 +11,10 @@
 //   DELETE /s3/multipart/:uploadId?key=                  {}
 // Companion needs no file size; tusk does (quota, completion check): send it as `size` (body or
 // query) or in Uppy's metadata (`metadata.size`, e.g. with allowedMetaFields). `uploadId` is the S3
-// UploadId and `key` our object key `direct/<upload id>`; a key that is not one of the caller's
-// uploads, or an UploadId that does not match it, answers 404. A single PUT from /s3/params has no
-// completion call in Uppy: the client may POST /api/uploads/<upload_id>/complete, otherwise the
-// cleanup job completes a PUT whose object has arrived with the declared size.
+// UploadId and `key` our object key `direct/<upload id>`; unless both name the same upload of the
+// caller, 404. A single PUT from /s3/params has no completion call in Uppy: the client may POST
+// /api/uploads/<upload_id>/complete, otherwise the cleanup job completes a PUT whose object has
+// arrived with the declared size.
 import type { Request, RequestHandler, Response, Router } from 'express';
 import { z } from 'zod';
 import { principalOf } from '../../hooks/auth.js';
@@ -61,16 +61,19 @@ export function registerCompanionRoutes(router: Router, service: DirectUploads, 
   const log = logger.child({ component: 'companion-s3' });
   const baseUrl = (req: Request) => service.deps.config.publicUrl ?? `${req.protocol}://${req.get('host')}`;
 
-  /** The caller's session for `key` whose S3 UploadId is `uploadId`; 404 otherwise. */
-  async function sessionFor(principal: Principal, req: Request, multipart = true): Promise<DirectSession> {
+  /**
+   * The caller's multipart session named by both `key` (exactly `direct/<upload id>`, the query
+   * decoded once) and the path's `uploadId` (its S3 UploadId, decoded once by the router); 404
+   * unless both name the same session of this caller. Handlers act on the session returned.
+   */
+  async function sessionFor(principal: Principal, req: Request): Promise<DirectSession> {
     const key = typeof req.query.key === 'string' ? req.query.key : '';
+    const uploadId = req.params.uploadId;
     const id = uploadIdOfKey(key);
     const notFound = new ApiError(404, 'not_found', 'No such upload');
-    if (!id) throw notFound;
-    const s = await service.owned(principal, id).catch(() => {
-      throw notFound;
-    });
-    if (multipart && (s.method !== 'multipart' || s.s3_upload_id !== String(req.params.uploadId))) throw notFound;
+    if (!id || typeof uploadId !== 'string' || !uploadId) throw notFound;
+    const s = await service.owned(principal, id);
+    if (s.key !== key || s.method !== 'multipart' || !s.s3_upload_id || s.s3_upload_id !== uploadId) throw notFound;
     return s;
   }
 

@@ -11,7 +11,9 @@
 // the total, completes, HEADs the object, and queues the same `process-upload` job as a finished
 // tus upload (hooks/upload-finished.ts; job id = upload id). The session lives in Redis
 // (`${REDIS_PREFIX}direct:<id>`, plus `${REDIS_PREFIX}direct-expiring`, a sorted set of open
-// sessions by expiry for workers/direct-cleanup.ts). Another user's upload is 404 everywhere.
+// sessions by expiry for workers/direct-cleanup.ts). Each route has one spelling (case-sensitive,
+// no trailing slash, the id exactly lib/upload-id.ts's form); another user's upload, like any other
+// spelling, is 404.
 import { randomBytes } from 'node:crypto';
 import {
   AbortMultipartUploadCommand,
@@ -30,6 +32,7 @@ import { z } from 'zod';
 import type { Config } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
 import { Presigner } from '../../lib/presign.js';
+import { isUploadId, newUploadId } from '../../lib/upload-id.js';
 import { createS3Client } from '../../lib/s3-client.js';
 import { dedupKey, DEDUP_TTL_SECONDS } from '../../lib/dedup.js';
 import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
@@ -143,14 +146,13 @@ export class DirectSessionStore {
   }
 }
 
-export function newUploadId(): string {
-  return randomBytes(16).toString('hex');
-}
-
 export const objectKeyOf = (uploadId: string) => `${DIRECT_PREFIX}/${uploadId}`;
+/** The upload id of an object key `direct/<upload id>` (exactly that form), else undefined. */
 export function uploadIdOfKey(key: string): string | undefined {
-  const m = /^direct\/([a-f0-9]{32})$/.exec(key);
-  return m?.[1];
+  const prefix = `${DIRECT_PREFIX}/`;
+  if (!key.startsWith(prefix)) return undefined;
+  const id = key.slice(prefix.length);
+  return isUploadId(id) ? id : undefined;
 }
 
 /** 10 MiB (or the configured chunk), grown in whole MiB so that no file needs more than 10,000 parts. */
@@ -357,8 +359,8 @@ export class DirectUploads {
 
   /** The session if it belongs to `principal`; 404 otherwise (never reveal another user's upload). */
   async owned(principal: Principal, id: string): Promise<DirectSession> {
-    const s = /^[a-f0-9]{32}$/.test(id) ? await this.sessions.get(id) : undefined;
-    if (!s || s.owner !== principal.userId) throw new ApiError(404, 'not_found', `No upload with id "${id}"`);
+    const s = isUploadId(id) ? await this.sessions.get(id) : undefined;
+    if (!s || s.upload_id !== id || s.owner !== principal.userId) throw new ApiError(404, 'not_found', 'No such upload');
     return s;
   }
 
@@ -620,6 +622,8 @@ export function handle(log: Logger, fn: (req: Request, res: Response) => Promise
 export const jsonBody = express.json({ limit: '1mb' });
 /** Malformed JSON -> 400 in our error format. */
 export function jsonErrors(err: unknown, _req: Request, res: Response, next: NextFunction): void {
+  // A path parameter whose percent-encoding is malformed (the router could not decode it): no such upload.
+  if (err instanceof URIError) return sendError(res, 404, 'not_found', 'No such upload');
   if ((err as { type?: string })?.type === 'entity.parse.failed' || (err as { status?: number })?.status === 400) {
     return sendError(res, 400, 'invalid_request', 'Body is not valid JSON');
   }
@@ -665,7 +669,9 @@ export function accessServices(config: Config, redis: Redis) {
  * server/main.ts: `app.use(createDirectUploadsRouter({ config, redis, logger, finished }))`.
  */
 export function createDirectUploadsRouter(options: DirectRouterOptions): Router {
-  const router = express.Router();
+  // Each route has exactly one spelling: `/API/...`, `/api/uploads/<id>/parts/` and the like are
+  // not these routes (Express matches case-insensitively and with a trailing slash by default).
+  const router = express.Router({ caseSensitive: true, strict: true });
   const log = options.logger.child({ component: 'direct-uploads' });
   const routes = ['/api/uploads/initiate', '/api/uploads/:id/parts', '/api/uploads/:id/complete', '/s3/params', '/s3/multipart', '/s3/multipart/*rest'];
   if (options.config.storage !== 's3' || !options.config.s3) {
