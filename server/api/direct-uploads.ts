@@ -612,6 +612,13 @@ export class DirectUploads {
     const unlock = await this.sessions.lock(s.upload_id);
     if (!unlock) throw new ApiError(409, 'in_progress', 'The upload is being completed or aborted by another request; retry shortly');
     try {
+      // Decided on the session as it is under the lock: a completion that finished between the
+      // caller's read and this lock must not have its object deleted.
+      const fresh = await this.sessions.get(s.upload_id);
+      if (!fresh || fresh.owner !== s.owner) return;
+      if (fresh.status === 'completed') throw new ApiError(409, 'already_completed', 'The upload is complete; it is no longer an upload session');
+      if (fresh.status !== 'uploading') return;
+      s = fresh;
       await abortStorage(this.s3, s);
       await this.deps.quota?.release(s.upload_id);
       await this.sessions.save({ ...s, status });
