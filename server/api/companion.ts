@@ -7,7 +7,7 @@
 //   GET    /s3/multipart/:uploadId?key=                  [{ PartNumber, Size, ETag }]
 //   GET    /s3/multipart/:uploadId/batch?key=&partNumbers=1,2   { presignedUrls: { [n]: url } }
 //   GET    /s3/multipart/:uploadId/:partNumber?key=      { url, expires }
-//   POST   /s3/multipart/:uploadId/complete?key=         { location }   (the status URL)
+//   POST   /s3/multipart/:uploadId/complete?key=         { location, key, upload_id }   (location: the status URL)
 //   DELETE /s3/multipart/:uploadId?key=                  {}
 // Companion needs no file size; tusk does (quota, completion check): send it as `size` (body or
 // query) or in Uppy's metadata (`metadata.size`, e.g. with allowedMetaFields). Each part URL is
