@@ -40,9 +40,15 @@ export class Presigner {
     });
   }
 
-  uploadPart(key: string, uploadId: string, partNumber: number): Promise<string> {
-    return getSignedUrl(this.client, new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber }), {
+  /**
+   * One part of a multipart upload, with its size signed like the single PUT's: storage refuses a
+   * body of any other size (or without a Content-Length), so the parts a session can hold add up
+   * to at most its declared size, whoever picks the part numbers.
+   */
+  uploadPart(key: string, uploadId: string, partNumber: number, size: number): Promise<string> {
+    return getSignedUrl(this.client, new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, ContentLength: size }), {
       expiresIn: this.expiresInSeconds,
+      signableHeaders: new Set(['content-length']),
     });
   }
 

@@ -91,6 +91,7 @@ describe('cleanup of abandoned direct uploads', () => {
     const status = await api(tusk.url, 'GET', `/api/uploads/${id}`, token);
     expect(status.status).toBe(200);
     expect(status.body.status).not.toBe('uploading');
-    expect(tusk.output()).toMatch(/"completed":1/);
+    // The run's summary line is logged after the completion it counts: wait for it, do not race it.
+    await waitFor('the cleanup summary counting the completed PUT', () => /"completed":1/.test(tusk.output()), 10_000);
   });
 });

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import { ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
 import { createTestBucket, s3ClientForTests, sha256OfObject, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
@@ -13,15 +13,17 @@ import { api, countingProxy, JWT_SECRET, putTo, tokenFor, type CountingProxy } f
 
 const MiB = 1024 * 1024;
 
-async function openMultipartUploads(bucket: string): Promise<string[]> {
+async function openMultipartUploadsOf(bucket: string, prefix = 'direct/'): Promise<Array<{ Key: string; UploadId: string }>> {
   const client = s3ClientForTests();
   try {
-    const out = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: 'direct/' }));
-    return (out.Uploads ?? []).map((u) => u.Key ?? '');
+    const out = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
+    return (out.Uploads ?? []).map((u) => ({ Key: u.Key ?? '', UploadId: u.UploadId ?? '' }));
   } finally {
     client.destroy();
   }
 }
+
+const openMultipartUploads = async (bucket: string) => (await openMultipartUploadsOf(bucket)).map((u) => u.Key);
 
 describe('direct-to-storage uploads (S3)', () => {
   let tusk: TuskProcess;
@@ -166,16 +168,47 @@ describe('direct-to-storage uploads (S3)', () => {
     expect(await sha256OfObject(bucket, `direct/${id}`)).toBe(sha256(data));
   });
 
-  test('a part of the wrong size is refused at complete', async () => {
+  test('a part URL is signed for its part size: storage refuses a larger, smaller or chunked body', async () => {
+    const size = 15 * MiB; // parts of 10 MiB and 5 MiB
+    const init = await api(tusk.url, 'POST', '/api/uploads/initiate', alice, { filename: 'b.bin', filesize: size, content_type: 'application/octet-stream' });
+    expect(init.body).toMatchObject({ method: 'multipart', chunk_size: 10 * MiB, part_count: 2 });
+    const [first, last] = init.body.upload_urls as string[];
+    for (const url of [first!, last!]) expect(url).toMatch(/X-Amz-SignedHeaders=content-length%3Bhost/);
+    for (const [url, bytes, chunked] of [
+      [first!, 10 * MiB + 1, false],
+      [first!, 6 * MiB, false],
+      [first!, 10 * MiB, true],
+      [last!, 10 * MiB, false],
+      [last!, 5 * MiB + 1, false],
+    ] as const) {
+      const r = await putTo(url, randomBytes(bytes), {}, { chunked });
+      expect([bytes, chunked, r.status >= 400]).toEqual([bytes, chunked, true]);
+    }
+    expect(await api(tusk.url, 'GET', `/api/uploads/${init.body.upload_id}/parts`, alice)).toMatchObject({ status: 200, body: { parts: [] } });
+    // Re-signed URLs carry the same sizes.
+    const fresh = await api(tusk.url, 'POST', `/api/uploads/${init.body.upload_id}/parts`, alice, { part_numbers: [2] });
+    expect((await putTo(fresh.body.upload_urls[0].url, randomBytes(10 * MiB))).status).toBe(403);
+    expect((await putTo(fresh.body.upload_urls[0].url, randomBytes(5 * MiB))).status).toBe(200);
+    await api(tusk.url, 'DELETE', `/api/uploads/${init.body.upload_id}`, alice);
+  });
+
+  test('a part of the wrong size that is in storage anyway is refused at complete', async () => {
     const init = await api(tusk.url, 'POST', '/api/uploads/initiate', alice, { filename: 'b.bin', filesize: 15 * MiB, content_type: 'application/octet-stream' });
-    const urls = init.body.upload_urls as string[];
-    expect((await putTo(urls[0]!, randomBytes(6 * MiB))).status).toBe(200);
-    expect((await putTo(urls[1]!, randomBytes(5 * MiB))).status).toBe(200);
-    const res = await api(tusk.url, 'POST', `/api/uploads/${init.body.upload_id}/complete`, alice, {});
+    const id = init.body.upload_id as string;
+    // A store that ignored the signed length: the part is written with the test's own client.
+    const s3 = s3ClientForTests();
+    try {
+      const { UploadId } = (await openMultipartUploadsOf(bucket, `direct/${id}`))[0]!;
+      await s3.send(new UploadPartCommand({ Bucket: bucket, Key: `direct/${id}`, UploadId, PartNumber: 1, Body: randomBytes(6 * MiB) }));
+    } finally {
+      s3.destroy();
+    }
+    expect((await putTo(init.body.upload_urls[1], randomBytes(5 * MiB))).status).toBe(200);
+    const res = await api(tusk.url, 'POST', `/api/uploads/${id}/complete`, alice, {});
     expect(res.status).toBe(400);
     expect(res.body.error.code).toBe('part_size_mismatch');
     expect(res.body.error.wrong_parts).toEqual([{ part_number: 1, size: 6 * MiB, expected: 10 * MiB }]);
-    await api(tusk.url, 'DELETE', `/api/uploads/${init.body.upload_id}`, alice);
+    await api(tusk.url, 'DELETE', `/api/uploads/${id}`, alice);
   });
 
   test('validation, auth, size limit, allow-list and quota are checked before anything exists in storage', async () => {
@@ -209,28 +242,67 @@ describe('direct-to-storage uploads (S3)', () => {
     await api(tusk.url, 'DELETE', `/api/uploads/${retry.body.upload_id}`, carol);
   });
 
-  test("another user's upload is 404 on every route", async () => {
-    const init = await api(tusk.url, 'POST', '/api/uploads/initiate', alice, { filename: 'c.bin', filesize: 12 * MiB, content_type: 'application/octet-stream' });
+  test("another user's upload is 404 on every route; odd spellings of a route are 404 for everyone; the upload stays intact", async () => {
+    const data = randomBytes(12 * MiB);
+    const init = await api(tusk.url, 'POST', '/api/uploads/initiate', alice, { filename: 'c.bin', filesize: data.length, content_type: 'application/octet-stream' });
+    expect(init.body).toMatchObject({ method: 'multipart', part_count: 2 });
     const id = init.body.upload_id as string;
-    const calls: Array<[string, string, unknown?]> = [
+    const urls = init.body.upload_urls as string[];
+    expect((await putTo(urls[0]!, data.subarray(0, 10 * MiB))).status).toBe(200);
+    expect((await putTo(urls[1]!, data.subarray(10 * MiB))).status).toBe(200);
+
+    const calls: Array<[string, string]> = [
       ['GET', `/api/uploads/${id}`],
       ['GET', `/api/uploads/${id}/parts`],
-      ['POST', `/api/uploads/${id}/parts`, { part_numbers: [1] }],
-      ['POST', `/api/uploads/${id}/complete`, {}],
+      ['POST', `/api/uploads/${id}/parts`],
+      ['POST', `/api/uploads/${id}/complete`],
       ['DELETE', `/api/uploads/${id}`],
     ];
-    for (const [method, p, body] of calls) {
-      const res = await api(tusk.url, method, p, bob, body);
-      expect([method, p, res.status]).toEqual([method, p, 404]);
-      expect(res.body.error.code).toBe('not_found');
+    // One spelling only: case-sensitive path, no trailing or doubled slash, the id as 32 lowercase
+    // hex digits after one percent-decoding.
+    const odd: Array<[string, string]> = [
+      ['POST', `/API/uploads/${id}/complete`],
+      ['POST', `/api/Uploads/${id}/complete`],
+      ['POST', `/api/uploads/${id}/Complete`],
+      ['GET', `/api/uploads/${id.toUpperCase()}/parts`],
+      ['POST', `/api/uploads/${id.toUpperCase()}/complete`],
+      ['DELETE', `/api/uploads/${id.toUpperCase()}`],
+      ['GET', `/api/uploads/${id}/parts/`],
+      ['POST', `/api/uploads/${id}/complete/`],
+      ['DELETE', `/api/uploads/${id}/`],
+      ['GET', `/api/uploads//${id}/parts`],
+      ['GET', `/api/uploads/${id}//parts`],
+      ['POST', `//api/uploads/${id}/complete`],
+      ['GET', `/api/uploads/%2e%2e/uploads/${id}/parts`],
+      ['GET', `/api/uploads/%2e/${id}/parts`],
+      ['GET', `/api/uploads/${id}%2e/parts`],
+      ['POST', `/api/uploads/${id}/%2e%2e/complete`],
+      ['POST', `/api/uploads/%2e%2e%2f${id}/complete`],
+      ['DELETE', `/api/uploads/${id}%2Fparts`],
+      ['GET', `/api/uploads/%25${id.charCodeAt(0).toString(16)}${id.slice(1)}/parts`],
+      ['GET', `/api/uploads/${id}%00/parts`],
+      ['GET', `/api/uploads/${id}%20/parts`],
+      ['GET', `/api/uploads/%E0%A4%A/parts`],
+    ];
+    const bodyOf = (method: string, p: string) => (method !== 'POST' ? undefined : p.toLowerCase().includes('/parts') ? { part_numbers: [1] } : {});
+    for (const [who, token, list] of [
+      ['bob', bob, [...calls, ...odd]],
+      ['alice', alice, odd],
+    ] as const) {
+      for (const [method, p] of list) {
+        const res = await api(tusk.url, method, p, token, bodyOf(method, p));
+        expect([who, method, p, res.status]).toEqual([who, method, p, 404]);
+        expect(res.body).toEqual({ error: { code: 'not_found', message: expect.any(String) } });
+      }
     }
     const unknown = await api(tusk.url, 'GET', `/api/uploads/${'0'.repeat(32)}/parts`, bob);
     expect(unknown.status).toBe(404);
     expect(unknown.body).toEqual({ error: { code: 'not_found', message: expect.any(String) } });
-    // Still alive and alice's.
-    expect((await api(tusk.url, 'GET', `/api/uploads/${id}/parts`, alice)).status).toBe(200);
-    expect((await api(tusk.url, 'DELETE', `/api/uploads/${id}`, alice)).status).toBe(204);
-    expect((await api(tusk.url, 'GET', `/api/uploads/${id}/parts`, alice)).status).toBe(410);
+    // Still alive and alice's: both parts there, she completes it.
+    const listed = await api(tusk.url, 'GET', `/api/uploads/${id}/parts`, alice);
+    expect(listed.body.parts.map((p: { part_number: number }) => p.part_number)).toEqual([1, 2]);
+    expect((await api(tusk.url, 'POST', `/api/uploads/${id}/complete`, alice, {})).status).toBe(202);
+    expect(await sha256OfObject(bucket, `direct/${id}`)).toBe(sha256(data));
   });
 });
 

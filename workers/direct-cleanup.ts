@@ -105,10 +105,16 @@ export class DirectCleanup {
           continue;
         }
         try {
-          if (s.s3_upload_id) result.bytesFreed += await this.partBytes(s.key, s.s3_upload_id);
-          await abortStorage(this.s3, s);
+          // Completed (or aborted) between the read above and the lock: not ours to expire.
+          const fresh = await this.sessions.get(id);
+          if (!fresh || fresh.status !== 'uploading') {
+            await this.redis.zrem(this.sessions.expiringKey, id);
+            continue;
+          }
+          if (fresh.s3_upload_id) result.bytesFreed += await this.partBytes(fresh.key, fresh.s3_upload_id);
+          await abortStorage(this.s3, fresh);
           await this.quota.release(id);
-          await this.sessions.save({ ...s, status: 'expired' });
+          await this.sessions.save({ ...fresh, status: 'expired' });
           await this.redis.del(this.records.key(id));
           result.expired++;
         } finally {

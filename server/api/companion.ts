@@ -7,14 +7,17 @@
 //   GET    /s3/multipart/:uploadId?key=                  [{ PartNumber, Size, ETag }]
 //   GET    /s3/multipart/:uploadId/batch?key=&partNumbers=1,2   { presignedUrls: { [n]: url } }
 //   GET    /s3/multipart/:uploadId/:partNumber?key=      { url, expires }
-//   POST   /s3/multipart/:uploadId/complete?key=         { location }   (the status URL)
+//   POST   /s3/multipart/:uploadId/complete?key=         { location, key, upload_id }   (location: the status URL)
 //   DELETE /s3/multipart/:uploadId?key=                  {}
 // Companion needs no file size; tusk does (quota, completion check): send it as `size` (body or
-// query) or in Uppy's metadata (`metadata.size`, e.g. with allowedMetaFields). `uploadId` is the S3
-// UploadId and `key` our object key `direct/<upload id>`; a key that is not one of the caller's
-// uploads, or an UploadId that does not match it, answers 404. A single PUT from /s3/params has no
-// completion call in Uppy: the client may POST /api/uploads/<upload_id>/complete, otherwise the
-// cleanup job completes a PUT whose object has arrived with the declared size.
+// query) or in Uppy's metadata (`metadata.size`, e.g. with allowedMetaFields). Each part URL is
+// signed for its part's size, and Uppy does not say which part size it uses when it asks for one:
+// a session's parts are Uppy's default size (uppyChunkSize in direct-uploads.ts), numbered 1..its
+// part count, so an app with its own getChunkSize must return exactly that. `uploadId` is the S3
+// UploadId and `key` our object key `direct/<upload id>`; unless both name the same upload of the
+// caller, 404. A single PUT from /s3/params has no completion call in Uppy: the client may POST
+// /api/uploads/<upload_id>/complete, otherwise the cleanup job completes a PUT whose object has
+// arrived with the declared size.
 import type { Request, RequestHandler, Response, Router } from 'express';
 import { z } from 'zod';
 import { principalOf } from '../../hooks/auth.js';
@@ -22,6 +25,8 @@ import type { Logger } from '../../lib/logger.js';
 import {
   handle,
   jsonBody,
+  MAX_PARTS,
+  MAX_URLS_PER_RESPONSE,
   parseBody,
   uploadIdOfKey,
   type DirectSession,
@@ -37,9 +42,12 @@ const createBody = z.object({
   size: size.optional(),
   metadata: z.record(z.string(), z.unknown()).optional(),
 });
-const completeBody = z.object({
-  parts: z.array(z.object({ PartNumber: z.number().int().positive(), ETag: z.string().max(200).optional() })).max(10_000).optional(),
-});
+
+/** A part number as Uppy writes it: decimal digits, no sign, exponent or leading zero. */
+function partNumberOf(raw: string): number {
+  if (!/^[1-9][0-9]{0,4}$/.test(raw)) throw new ApiError(400, 'invalid_request', `part numbers are whole numbers from 1 (got "${raw.slice(0, 20)}")`, { invalid_part_numbers: [raw.slice(0, 20)] });
+  return Number(raw);
+}
 
 function declaredSize(...candidates: unknown[]): number {
   for (const c of candidates) {
@@ -59,18 +67,25 @@ const contentTypeOf = (type: unknown, filename: string) => {
 
 export function registerCompanionRoutes(router: Router, service: DirectUploads, auth: RequestHandler, logger: Logger): void {
   const log = logger.child({ component: 'companion-s3' });
+  // Built here, not at module level: direct-uploads.ts and this module import each other.
+  const completeBody = z.object({
+    parts: z.array(z.object({ PartNumber: z.number().int().positive(), ETag: z.string().max(200).optional() })).max(MAX_PARTS).optional(),
+  });
   const baseUrl = (req: Request) => service.deps.config.publicUrl ?? `${req.protocol}://${req.get('host')}`;
 
-  /** The caller's session for `key` whose S3 UploadId is `uploadId`; 404 otherwise. */
-  async function sessionFor(principal: Principal, req: Request, multipart = true): Promise<DirectSession> {
+  /**
+   * The caller's multipart session named by both `key` (exactly `direct/<upload id>`, the query
+   * decoded once) and the path's `uploadId` (its S3 UploadId, decoded once by the router); 404
+   * unless both name the same session of this caller. Handlers act on the session returned.
+   */
+  async function sessionFor(principal: Principal, req: Request): Promise<DirectSession> {
     const key = typeof req.query.key === 'string' ? req.query.key : '';
+    const uploadId = req.params.uploadId;
     const id = uploadIdOfKey(key);
     const notFound = new ApiError(404, 'not_found', 'No such upload');
-    if (!id) throw notFound;
-    const s = await service.owned(principal, id).catch(() => {
-      throw notFound;
-    });
-    if (multipart && (s.method !== 'multipart' || s.s3_upload_id !== String(req.params.uploadId))) throw notFound;
+    if (!id || typeof uploadId !== 'string' || !uploadId) throw notFound;
+    const s = await service.owned(principal, id);
+    if (s.key !== key || s.method !== 'multipart' || !s.s3_upload_id || s.s3_upload_id !== uploadId) throw notFound;
     return s;
   }
 
@@ -124,9 +139,10 @@ export function registerCompanionRoutes(router: Router, service: DirectUploads, 
     handle(log, async (req, res) => {
       const s = await sessionFor(principalOf(res), req);
       const raw = typeof req.query.partNumbers === 'string' ? req.query.partNumbers : '';
-      const numbers = raw.split(',').filter(Boolean).map(Number);
-      if (!numbers.length) throw new ApiError(400, 'invalid_request', 'partNumbers is required (e.g. partNumbers=1,2,3)');
-      service.validatePartNumbers(s, numbers);
+      if (!raw) throw new ApiError(400, 'invalid_request', 'partNumbers is required (e.g. partNumbers=1,2,3)');
+      const list = raw.split(',');
+      if (list.length > MAX_URLS_PER_RESPONSE) throw new ApiError(400, 'invalid_request', `at most ${MAX_URLS_PER_RESPONSE} part numbers at once`);
+      const numbers = list.map(partNumberOf);
       if (s.status !== 'uploading') throw new ApiError(409, s.status, `The upload is ${s.status}`);
       const urls = await service.urlsFor(s, [...new Set(numbers)]);
       res.set('Cache-Control', 'no-store').json({ presignedUrls: Object.fromEntries(urls.map((u) => [u.part_number, u.url])) });
@@ -138,8 +154,7 @@ export function registerCompanionRoutes(router: Router, service: DirectUploads, 
     auth,
     handle(log, async (req, res) => {
       const s = await sessionFor(principalOf(res), req);
-      const n = Number(req.params.partNumber);
-      service.validatePartNumbers(s, [n]);
+      const n = partNumberOf(String(req.params.partNumber));
       if (s.status !== 'uploading') throw new ApiError(409, s.status, `The upload is ${s.status}`);
       const [signed] = await service.urlsFor(s, [n]);
       res.set('Cache-Control', 'no-store').json({ url: signed!.url, expires: service.presigner.expiresInSeconds });
@@ -157,7 +172,7 @@ export function registerCompanionRoutes(router: Router, service: DirectUploads, 
       const done = await service.complete(principal, s, {
         parts: body.parts?.map((p) => ({ part_number: p.PartNumber, etag: p.ETag ?? '' })),
       });
-      res.set('Cache-Control', 'no-store').json({ location: `${baseUrl(req)}/api/uploads/${done.upload_id}`, upload_id: done.upload_id });
+      res.set('Cache-Control', 'no-store').json({ location: `${baseUrl(req)}/api/uploads/${done.upload_id}`, key: done.key, upload_id: done.upload_id });
     }),
   );
 

@@ -7,11 +7,16 @@
 //   POST   /api/uploads/:id/complete    { title?, description?, visibility?, parts? } -> 202 status document
 //   DELETE /api/uploads/:id             -> 204 (multipart aborted / object deleted, quota released)
 // Everything is checked (auth, body, size, type, rate limit, quota) before anything is created in
-// S3. Completion never trusts the client: tusk lists the parts itself, checks numbers, sizes and
-// the total, completes, HEADs the object, and queues the same `process-upload` job as a finished
-// tus upload (hooks/upload-finished.ts; job id = upload id). The session lives in Redis
+// S3. Every URL is signed for one size (the PUT: the file; part n of 1..part_count: chunk_size, the
+// last the remainder), so storage holds at most the declared size, which the quota reserved.
+// Completion never trusts the client: tusk lists the parts itself (stopping at a number beyond the
+// part count), checks numbers, sizes and the total in O(parts listed), completes, HEADs the
+// object, and queues the same `process-upload` job as a finished tus upload
+// (hooks/upload-finished.ts; job id = upload id). The session lives in Redis
 // (`${REDIS_PREFIX}direct:<id>`, plus `${REDIS_PREFIX}direct-expiring`, a sorted set of open
-// sessions by expiry for workers/direct-cleanup.ts). Another user's upload is 404 everywhere.
+// sessions by expiry for workers/direct-cleanup.ts). Each route has one spelling (case-sensitive,
+// no trailing slash, the id exactly lib/upload-id.ts's form); another user's upload, like any other
+// spelling, is 404.
 import { randomBytes } from 'node:crypto';
 import {
   AbortMultipartUploadCommand,
@@ -30,6 +35,7 @@ import { z } from 'zod';
 import type { Config } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
 import { Presigner } from '../../lib/presign.js';
+import { isUploadId, newUploadId } from '../../lib/upload-id.js';
 import { createS3Client } from '../../lib/s3-client.js';
 import { dedupKey, DEDUP_TTL_SECONDS } from '../../lib/dedup.js';
 import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
@@ -84,7 +90,7 @@ export interface DirectSession {
   /** The session (not the URLs) expires: then the cleanup aborts it. */
   expires_at: string;
   status: DirectStatus;
-  /** Who asked: the API or the Companion-compatible routes (whose clients pick their chunk size). */
+  /** Who asked: the API (tusk's chunk size) or the Companion-compatible routes (Uppy's default chunk size). */
   via: 'api' | 'companion';
   title?: string;
   description?: string;
@@ -143,14 +149,13 @@ export class DirectSessionStore {
   }
 }
 
-export function newUploadId(): string {
-  return randomBytes(16).toString('hex');
-}
-
 export const objectKeyOf = (uploadId: string) => `${DIRECT_PREFIX}/${uploadId}`;
+/** The upload id of an object key `direct/<upload id>` (exactly that form), else undefined. */
 export function uploadIdOfKey(key: string): string | undefined {
-  const m = /^direct\/([a-f0-9]{32})$/.exec(key);
-  return m?.[1];
+  const prefix = `${DIRECT_PREFIX}/`;
+  if (!key.startsWith(prefix)) return undefined;
+  const id = key.slice(prefix.length);
+  return isUploadId(id) ? id : undefined;
 }
 
 /** 10 MiB (or the configured chunk), grown in whole MiB so that no file needs more than 10,000 parts. */
@@ -159,6 +164,21 @@ export function chunkSizeFor(size: number, base: number): number {
   const needed = Math.ceil(size / MAX_PARTS);
   if (needed > chunk) chunk = Math.ceil(needed / MiB) * MiB;
   return Math.min(chunk, MAX_PART);
+}
+
+/**
+ * The part size of a Companion-compatible (/s3) session: exactly what @uppy/aws-s3 (4.x and 5.x)
+ * picks unless the app passes its own getChunkSize, ceil(size / 10,000) but at least 5 MiB. Uppy
+ * asks for a part URL without saying how big the part is, and each URL is signed for one size, so
+ * tusk must know it in advance; the parts then add up to the declared (reserved) size.
+ */
+export function uppyChunkSize(size: number): number {
+  return Math.max(Math.ceil(size / MAX_PARTS), MIN_PART);
+}
+
+/** The size of part `n` (1-based): chunk_size, the last part the remainder. */
+export function partSizeOf(s: Pick<DirectSession, 'size' | 'chunk_size' | 'part_count'>, n: number): number {
+  return n < s.part_count ? s.chunk_size : s.size - s.chunk_size * (s.part_count - 1);
 }
 
 export function typeAllowed(type: string, allowed: string[]): boolean {
@@ -172,17 +192,52 @@ export interface ListedPart {
   ETag: string;
 }
 
-/** Every part S3 has for the multipart upload (ListParts is paginated: all pages). */
-export async function listAllParts(s3: S3Client, bucket: string, key: string, uploadId: string): Promise<ListedPart[]> {
+/** Storage listed a part numbered beyond what the upload can have (or more parts than that). */
+export class PartBeyondLimitError extends Error {
+  constructor(
+    readonly partNumber: number,
+    readonly limit: number,
+  ) {
+    super(`part ${partNumber} listed; at most ${limit} part(s) expected`);
+    this.name = 'PartBeyondLimitError';
+  }
+}
+
+/**
+ * Every part S3 has for the multipart upload (ListParts is paginated: all pages), sorted. Stops
+ * with PartBeyondLimitError as soon as a part numbered above `maxPartNumber` (or more parts than
+ * that) is listed, so listing costs at most maxPartNumber parts, never more than was expected.
+ */
+export async function listAllParts(s3: S3Client, bucket: string, key: string, uploadId: string, maxPartNumber = MAX_PARTS): Promise<ListedPart[]> {
   const parts: ListedPart[] = [];
   let marker: string | undefined;
   for (;;) {
     const page = await s3.send(new ListPartsCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker, MaxParts: 1000 }));
-    for (const p of page.Parts ?? []) parts.push({ PartNumber: p.PartNumber ?? 0, Size: p.Size ?? 0, ETag: p.ETag ?? '' });
-    if (!page.IsTruncated || !page.NextPartNumberMarker || page.NextPartNumberMarker === marker) break;
+    for (const p of page.Parts ?? []) {
+      const n = p.PartNumber ?? 0;
+      if (!Number.isInteger(n) || n < 1 || n > maxPartNumber || parts.length >= maxPartNumber) throw new PartBeyondLimitError(n, maxPartNumber);
+      parts.push({ PartNumber: n, Size: p.Size ?? 0, ETag: p.ETag ?? '' });
+    }
+    // Each further page must add parts and move the marker on: at most maxPartNumber / 1000 + 1 pages.
+    if (!page.IsTruncated || !page.Parts?.length || !page.NextPartNumberMarker || page.NextPartNumberMarker === marker) break;
     marker = page.NextPartNumberMarker;
   }
   return parts.sort((a, b) => a.PartNumber - b.PartNumber);
+}
+
+/**
+ * The part numbers 1..count that `listed` (sorted, distinct, each within 1..count) lacks, at most
+ * `limit` of them: O(listed + limit), whatever `count` is.
+ */
+export function missingParts(listed: ListedPart[], count: number, limit: number): number[] {
+  const missing: number[] = [];
+  let next = 1;
+  for (const n of [...listed.map((p) => p.PartNumber), count + 1]) {
+    for (let m = next; m < n && missing.length < limit; m++) missing.push(m);
+    if (missing.length >= limit) break;
+    next = Math.max(next, n + 1);
+  }
+  return missing;
 }
 
 const errName = (err: unknown) => (err as { name?: string; Code?: string })?.name ?? (err as { Code?: string })?.Code ?? '';
@@ -242,6 +297,12 @@ export class DirectUploads {
     if (input.filesize > config.maxUploadSize) {
       throw new ApiError(413, 'too_large', `filesize ${input.filesize} exceeds the maximum upload size of ${config.maxUploadSize} bytes`, { max_size: config.maxUploadSize });
     }
+    // The client's part size for Companion (Uppy picks it, see uppyChunkSize), tusk's own for the API.
+    const chunk = !multipart ? input.filesize : via === 'companion' ? uppyChunkSize(input.filesize) : chunkSizeFor(input.filesize, this.settings.chunkSize);
+    const partCount = multipart ? Math.max(1, Math.ceil(input.filesize / chunk)) : 1;
+    if (partCount > MAX_PARTS || chunk > MAX_PART) {
+      throw new ApiError(400, 'invalid_request', `filesize ${input.filesize} needs more than ${MAX_PARTS} parts of at most 5 GiB (the S3 multipart limit)`);
+    }
     if (!typeAllowed(input.content_type, config.pipeline.allowedTypes)) {
       throw new ApiError(415, 'unsupported_type', `content_type "${input.content_type}" is not accepted`, { allowed_types: config.pipeline.allowedTypes });
     }
@@ -266,7 +327,6 @@ export class DirectUploads {
     }
     try {
       const key = objectKeyOf(id);
-      const chunk = multipart ? chunkSizeFor(input.filesize, this.settings.chunkSize) : input.filesize;
       const now = expiresAt - config.uploadExpiryMs;
       const session: DirectSession = {
         upload_id: id,
@@ -279,7 +339,7 @@ export class DirectUploads {
         key,
         ...(multipart ? {} : { upload_key: `${key}.put` }),
         chunk_size: chunk,
-        part_count: multipart ? Math.max(1, Math.ceil(input.filesize / chunk)) : 1,
+        part_count: partCount,
         ...(input.sha256 ? { sha256: input.sha256.toLowerCase() } : {}),
         created_at: new Date(now).toISOString(),
         expires_at: new Date(now + config.uploadExpiryMs).toISOString(),
@@ -357,8 +417,8 @@ export class DirectUploads {
 
   /** The session if it belongs to `principal`; 404 otherwise (never reveal another user's upload). */
   async owned(principal: Principal, id: string): Promise<DirectSession> {
-    const s = /^[a-f0-9]{32}$/.test(id) ? await this.sessions.get(id) : undefined;
-    if (!s || s.owner !== principal.userId) throw new ApiError(404, 'not_found', `No upload with id "${id}"`);
+    const s = isUploadId(id) ? await this.sessions.get(id) : undefined;
+    if (!s || s.upload_id !== id || s.owner !== principal.userId) throw new ApiError(404, 'not_found', 'No such upload');
     return s;
   }
 
@@ -367,14 +427,18 @@ export class DirectUploads {
     if (s.status !== 'uploading') throw new ApiError(410, s.status === 'expired' ? 'expired' : 'aborted', `The upload was ${s.status}`);
   }
 
-  /** Presigned URLs for `numbers` (1-based part numbers; the single PUT is part 1). */
+  /**
+   * Presigned URLs for `numbers` (1-based part numbers, 1..part_count; the single PUT is part 1),
+   * each signed for its part's size.
+   */
   async urlsFor(s: DirectSession, numbers: number[]): Promise<Array<{ part_number: number; url: string }>> {
     if (s.method === 'put') return [{ part_number: 1, url: await this.presigner.putObject(s.upload_key ?? s.key, s.size) }];
-    return Promise.all(numbers.map(async (n) => ({ part_number: n, url: await this.presigner.uploadPart(s.key, s.s3_upload_id!, n) })));
+    this.validatePartNumbers(s, numbers);
+    return Promise.all(numbers.map(async (n) => ({ part_number: n, url: await this.presigner.uploadPart(s.key, s.s3_upload_id!, n, partSizeOf(s, n)) })));
   }
 
   validatePartNumbers(s: DirectSession, numbers: number[]): void {
-    const max = s.via === 'companion' ? MAX_PARTS : s.part_count;
+    const max = s.part_count;
     const bad = numbers.filter((n) => !Number.isInteger(n) || n < 1 || n > max);
     if (bad.length) throw new ApiError(400, 'invalid_request', `part numbers must be from 1 to ${max}`, { invalid_part_numbers: bad.slice(0, 20) });
     if (numbers.length > MAX_URLS_PER_RESPONSE) throw new ApiError(400, 'invalid_request', `at most ${MAX_URLS_PER_RESPONSE} part numbers at once`);
@@ -481,45 +545,44 @@ export class DirectUploads {
     await this.deps.redis.zadd(this.sessions.staleKey, Date.now() + this.settings.signedUrlTtlMs + 60_000, s.upload_id);
   }
 
+  /**
+   * Checks what storage has in O(parts listed): listing stops at the first part numbered beyond
+   * the session's part count, each listed part must have the size its URL was signed for, and
+   * missing numbers are found between the listed ones (never by counting up to a client's number).
+   */
   private async completeMultipart(s: DirectSession, claimed?: Array<{ part_number: number; etag: string }>): Promise<void> {
+    const count = s.part_count;
     let parts: ListedPart[];
     try {
-      parts = await listAllParts(this.s3, this.bucket, s.key, s.s3_upload_id!);
+      parts = await listAllParts(this.s3, this.bucket, s.key, s.s3_upload_id!, count);
     } catch (err) {
+      if (err instanceof PartBeyondLimitError) {
+        throw new ApiError(400, 'unexpected_parts', `storage has part ${err.partNumber}, beyond this upload's ${count} part(s)`, { part_count: count, extra_parts: [err.partNumber] });
+      }
       // Completed already (a crash between CompleteMultipartUpload and saving the session)?
       if (isNotFound(err) && (await this.head(s))?.size === s.size) return;
       throw err;
     }
-    const byNumber = new Map(parts.map((p) => [p.PartNumber, p]));
-    let count = s.part_count;
-    let chunk = s.chunk_size;
-    if (s.via === 'companion') {
-      // Uppy picks the chunk size: parts 1..N, all of the first part's size except a smaller last one.
-      chunk = byNumber.get(1)?.Size ?? s.chunk_size;
-      count = Math.max(1, Math.ceil(s.size / Math.max(1, chunk)));
-    }
-    const missing: number[] = [];
     const wrong: Array<{ part_number: number; size: number; expected: number }> = [];
-    for (let n = 1; n <= count; n++) {
-      const p = byNumber.get(n);
-      const expected = n < count ? chunk : s.size - chunk * (count - 1);
-      if (!p) missing.push(n);
-      else if (p.Size !== expected) wrong.push({ part_number: n, size: p.Size, expected });
-    }
-    if (missing.length) {
-      throw new ApiError(400, 'incomplete_upload', `missing part(s) ${missing.slice(0, 50).join(', ')}${missing.length > 50 ? ', ...' : ''}`, {
-        missing_parts: missing.slice(0, 1000),
-      });
+    for (const p of parts) {
+      const expected = partSizeOf(s, p.PartNumber);
+      if (p.Size !== expected) wrong.push({ part_number: p.PartNumber, size: p.Size, expected });
     }
     if (wrong.length) {
       throw new ApiError(400, 'part_size_mismatch', `part(s) ${wrong.slice(0, 20).map((w) => `${w.part_number} (${w.size} bytes, expected ${w.expected})`).join(', ')} have the wrong size`, {
         wrong_parts: wrong.slice(0, 100),
       });
     }
-    const extra = parts.filter((p) => p.PartNumber > count).map((p) => p.PartNumber);
-    if (extra.length) throw new ApiError(400, 'part_size_mismatch', `unexpected part(s) beyond part ${count}: ${extra.slice(0, 20).join(', ')}`, { extra_parts: extra.slice(0, 100) });
+    const distinct = new Set(parts.map((p) => p.PartNumber)).size;
+    if (distinct < count) {
+      const missing = missingParts(parts, count, 1000);
+      throw new ApiError(400, 'incomplete_upload', `${count - distinct} part(s) missing: ${missing.slice(0, 50).join(', ')}${count - distinct > 50 ? ', ...' : ''}`, {
+        missing_parts: missing,
+      });
+    }
     const total = parts.reduce((sum, p) => sum + p.Size, 0);
     if (total !== s.size) throw new ApiError(400, 'size_mismatch', `parts add up to ${total} bytes, the upload declared ${s.size}`, { expected_size: s.size, actual_size: total });
+    const byNumber = new Map(parts.map((p) => [p.PartNumber, p]));
     for (const c of claimed ?? []) {
       const p = byNumber.get(c.part_number);
       if (p && c.etag && p.ETag && c.etag.replace(/"/g, '') !== p.ETag.replace(/"/g, '')) {
@@ -531,10 +594,10 @@ export class DirectUploads {
         Bucket: this.bucket,
         Key: s.key,
         UploadId: s.s3_upload_id,
-        MultipartUpload: { Parts: parts.slice(0, count).map((p) => ({ PartNumber: p.PartNumber, ETag: p.ETag })) },
+        MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.PartNumber, ETag: p.ETag })) },
       }),
     ).catch((err: unknown) => {
-      // e.g. EntityTooSmall: a client-chosen (Companion) part below S3's 5 MiB minimum.
+      // e.g. EntityTooSmall or InvalidPart: storage's own checks, answered as the client's error.
       if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 400) {
         throw new ApiError(400, 'storage_refused', `storage refused to complete the upload: ${errName(err)}${(err as Error).message ? ` (${(err as Error).message})` : ''}`);
       }
@@ -549,6 +612,13 @@ export class DirectUploads {
     const unlock = await this.sessions.lock(s.upload_id);
     if (!unlock) throw new ApiError(409, 'in_progress', 'The upload is being completed or aborted by another request; retry shortly');
     try {
+      // Decided on the session as it is under the lock: a completion that finished between the
+      // caller's read and this lock must not have its object deleted.
+      const fresh = await this.sessions.get(s.upload_id);
+      if (!fresh || fresh.owner !== s.owner) return;
+      if (fresh.status === 'completed') throw new ApiError(409, 'already_completed', 'The upload is complete; it is no longer an upload session');
+      if (fresh.status !== 'uploading') return;
+      s = fresh;
       await abortStorage(this.s3, s);
       await this.deps.quota?.release(s.upload_id);
       await this.sessions.save({ ...s, status });
@@ -620,6 +690,8 @@ export function handle(log: Logger, fn: (req: Request, res: Response) => Promise
 export const jsonBody = express.json({ limit: '1mb' });
 /** Malformed JSON -> 400 in our error format. */
 export function jsonErrors(err: unknown, _req: Request, res: Response, next: NextFunction): void {
+  // A path parameter whose percent-encoding is malformed (the router could not decode it): no such upload.
+  if (err instanceof URIError) return sendError(res, 404, 'not_found', 'No such upload');
   if ((err as { type?: string })?.type === 'entity.parse.failed' || (err as { status?: number })?.status === 400) {
     return sendError(res, 400, 'invalid_request', 'Body is not valid JSON');
   }
@@ -665,7 +737,9 @@ export function accessServices(config: Config, redis: Redis) {
  * server/main.ts: `app.use(createDirectUploadsRouter({ config, redis, logger, finished }))`.
  */
 export function createDirectUploadsRouter(options: DirectRouterOptions): Router {
-  const router = express.Router();
+  // Each route has exactly one spelling: `/API/...`, `/api/uploads/<id>/parts/` and the like are
+  // not these routes (Express matches case-insensitively and with a trailing slash by default).
+  const router = express.Router({ caseSensitive: true, strict: true });
   const log = options.logger.child({ component: 'direct-uploads' });
   const routes = ['/api/uploads/initiate', '/api/uploads/:id/parts', '/api/uploads/:id/complete', '/s3/params', '/s3/multipart', '/s3/multipart/*rest'];
   if (options.config.storage !== 's3' || !options.config.s3) {
@@ -745,7 +819,6 @@ export function createDirectUploadsRouter(options: DirectRouterOptions): Router 
     handle(log, async (req, res) => {
       const s = await service.owned(principalOf(res), String(req.params.id));
       const body = parseBody(partsBody, req.body);
-      service.validatePartNumbers(s, body.part_numbers);
       if (s.status !== 'uploading') throw new ApiError(409, s.status === 'completed' ? 'already_completed' : s.status, `The upload is ${s.status}`);
       const urls = await service.urlsFor(s, [...new Set(body.part_numbers)]);
       res.set('Cache-Control', 'no-store').json({ upload_id: s.upload_id, upload_urls: urls, expires_at: service.presigner.expiresAt() });

@@ -1,6 +1,7 @@
 // Helpers for the direct-to-storage tests: HS256 tokens, JSON calls to tusk's API, and a small
 // TCP proxy in front of tusk that counts every byte in both directions (to prove that the file's
 // bytes go to storage, never through tusk).
+import http from 'node:http';
 import net from 'node:net';
 import { SignJWT } from 'jose';
 
@@ -22,26 +23,56 @@ export interface ApiResult<T = any> {
   body: T;
 }
 
-/** A JSON request to tusk; `token` becomes `Authorization: Bearer`. */
+/**
+ * A JSON request to tusk; `token` becomes `Authorization: Bearer`. The path is sent byte for byte
+ * (node:http, not fetch, whose URL parser would resolve `%2e`, `..` and the like before sending),
+ * so tests can send exactly the odd request targets a hostile client would.
+ */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see ApiResult
-export async function api<T = any>(base: string, method: string, path: string, token?: string, body?: unknown): Promise<ApiResult<T>> {
+export function api<T = any>(base: string, method: string, path: string, token?: string, body?: unknown): Promise<ApiResult<T>> {
+  const target = new URL(base);
   const headers: Record<string, string> = {};
   if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${base}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(30_000) });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = text ? JSON.parse(text) : undefined;
-  } catch {
-    // not JSON
-  }
-  return { status: res.status, headers: res.headers, body: parsed as T };
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  if (payload) Object.assign(headers, { 'content-type': 'application/json', 'content-length': String(payload.length) });
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: target.hostname, port: Number(target.port), method, path, headers, agent: false, timeout: 30_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed: unknown = text;
+        try {
+          parsed = text ? JSON.parse(text) : undefined;
+        } catch {
+          // not JSON
+        }
+        const h = new Headers();
+        for (const [name, value] of Object.entries(res.headers)) if (value !== undefined) h.set(name, Array.isArray(value) ? value.join(', ') : value);
+        resolve({ status: res.statusCode ?? 0, headers: h, body: parsed as T });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer within 30 s`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
 }
 
-/** PUT `data` to a presigned URL straight to storage; returns status and ETag. */
-export async function putTo(url: string, data: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; etag: string; text: string }> {
-  const res = await fetch(url, { method: 'PUT', body: data as Uint8Array<ArrayBuffer>, headers, signal: AbortSignal.timeout(60_000) });
+/**
+ * PUT `data` to a presigned URL straight to storage; returns status and ETag. `chunked` sends it
+ * without Content-Length (Transfer-Encoding: chunked), as a client that dodges a signed length would.
+ */
+export async function putTo(url: string, data: Buffer, headers: Record<string, string> = {}, options: { chunked?: boolean } = {}): Promise<{ status: number; etag: string; text: string }> {
+  const body = options.chunked
+    ? new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new Uint8Array(data));
+          controller.close();
+        },
+      })
+    : (data as Uint8Array<ArrayBuffer>);
+  const res = await fetch(url, { method: 'PUT', body, headers, signal: AbortSignal.timeout(60_000), ...(options.chunked ? { duplex: 'half' } : {}) } as RequestInit);
   const text = await res.text();
   return { status: res.status, etag: res.headers.get('etag') ?? '', text };
 }
