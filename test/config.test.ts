@@ -74,6 +74,7 @@ describe('loadConfig', () => {
       redisUrl: undefined,
       redisPrefix: 'tusk:',
       maxUploadSize: 50 * 1024 * MiB,
+      checksumSpoolLimit: 2 * 1024 * MiB,
       uploadExpiryMs: 24 * 3_600_000,
       idleTimeoutMs: 60_000,
       lockAcquireTimeoutMs: 30_000,
