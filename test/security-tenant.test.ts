@@ -235,6 +235,31 @@ describe('tenant isolation on /files/ (s3 store, auth on)', () => {
     }
   });
 
+  test('event streams per user are bounded (each holds a socket without idle timeout and a subscription)', async () => {
+    const controllers: AbortController[] = [];
+    const open = async () => {
+      const controller = new AbortController();
+      const res = await fetch(`${tusk.url}/api/uploads/${ua}/events`, { headers: bearer(tokens.alice), signal: controller.signal });
+      controllers.push(controller);
+      return res.status;
+    };
+    try {
+      const statuses = [];
+      for (let i = 0; i < 32; i++) statuses.push(await open());
+      expect(new Set(statuses)).toEqual(new Set([200]));
+      expect(await open()).toBe(429);
+      // Another user is not affected, and a closed stream frees its place.
+      const bobs = await create(tusk.url, tokens.bob, { 'Upload-Length': '9' });
+      const other = await fetch(`${tusk.url}/api/uploads/${bobs.id}/events`, { headers: bearer(tokens.bob) });
+      expect(other.status).toBe(200);
+      await other.body?.cancel();
+      controllers.shift()!.abort();
+      await waitFor('a stream place to free up', async () => (await open()) === 200, 5_000);
+    } finally {
+      for (const c of controllers) c.abort();
+    }
+  });
+
   test('Location is built from a validated host: a Host that is not one is refused', async () => {
     const evil = await rawRequest(tusk.url, { method: 'POST', path: '/files/', headers: { ...TUS, ...bearer(tokens.alice), 'Upload-Length': '1', Host: 'evil.example/x?' } });
     expect(evil.status).toBe(400);

@@ -23,6 +23,11 @@ import { publicBaseUrl } from '../http/public-url.js';
 import { derivedTarget, uploadIdOfSegment } from '../http/request-target.js';
 
 const HEARTBEAT_MS = 15_000;
+/**
+ * Event streams one user may hold open on one tusk process: each holds a socket with no idle
+ * timeout and a Redis subscription, so they are bounded like any other resource a request can take.
+ */
+export const MAX_EVENT_STREAMS_PER_USER = 32;
 
 function notFound(res: Response, id?: string): void {
   res.status(404).json({ error: { code: 'not_found', message: id ? `No upload with id "${id}"` : 'No such upload' } });
@@ -57,6 +62,7 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
     for (const fn of listeners.get(channel) ?? []) fn();
   });
   const streams = new Set<Response>();
+  const streamsPerUser = new Map<string, number>();
   const endStreams = () => {
     for (const res of streams) res.end();
   };
@@ -112,6 +118,18 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
       return;
     }
     if (!first) return notFound(res, id);
+    const user = principalOf(res).userId;
+    const open = streamsPerUser.get(user) ?? 0;
+    if (open >= MAX_EVENT_STREAMS_PER_USER) {
+      res.status(429).set('Retry-After', '5').json({ error: { code: 'too_many_streams', message: `At most ${MAX_EVENT_STREAMS_PER_USER} event streams at once per user; close one first` } });
+      return;
+    }
+    streamsPerUser.set(user, open + 1);
+    res.once('close', () => {
+      const left = (streamsPerUser.get(user) ?? 1) - 1;
+      if (left > 0) streamsPerUser.set(user, left);
+      else streamsPerUser.delete(user);
+    });
     res.status(200).set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
     res.flushHeaders();
     req.socket.setTimeout(0); // the server's idle timeout is for uploads; heartbeats keep proxies happy
