@@ -1,0 +1,100 @@
+// Every Redis key and channel name tusk uses, in one place (the way BullMQ's queue-keys.ts does
+// it): nothing else builds a key by hand. All of them start with REDIS_PREFIX. `{...}` is a Redis
+// Cluster hash tag: the keys one Lua script touches together share it.
+//
+//   <p>bull:*                          BullMQ queues (process-upload, the step queues, webhook, maintenance)
+//   <p>lock:<id>                       upload lock (token, PX ttl)           server/tus/redis-locker.ts
+//   <p>lock-release, <p>lock-released  pub/sub: "let go of <id>", "<id> was unlocked"
+//   <p>upload:{<id>}, ...:parts        S3 upload state (info JSON; part number -> "size etag")
+//   <p>concat:{<id>}                   "partial" | "final;<urls>"
+//   <p>owner:{<id>}                    user id of the upload's owner
+//   <p>quota:user:{<user>}             hash bytes, active
+//   <p>quota:upload:{<id>}             hash user, bytes, state, expires_at
+//   <p>quota:expiring                  zset unfinished reservations by expiry
+//   <p>ratelimit:create:user|ip<key>   rate-limiter-flexible counters
+//   <p>record:<id>                     status record (hash)                  lib/records/record-store.ts
+//   <p>record-events:<id>              pub/sub: the record changed
+//   <p>direct:<id>                     direct-upload session (JSON)
+//   <p>direct-lock:<id>                short lock of a session
+//   <p>direct-expiring                 zset open sessions by expiry
+//   <p>direct-pending-put              zset Companion single PUTs awaiting their object
+//   <p>direct-stale-put                zset completed PUTs whose PUT key is deleted once URLs expired
+//   <p>dedup:{<user>}:<sha256>:<size>  upload id of a ready upload with that content
+export class RedisKeys {
+  constructor(readonly prefix: string) {}
+
+  /** BullMQ's `prefix` option: its own keys are `<this>:<queue>:...`. */
+  get bullPrefix(): string {
+    return `${this.prefix}bull`;
+  }
+
+  lock(id: string): string {
+    return `${this.prefix}lock:${id}`;
+  }
+  get lockReleaseChannel(): string {
+    return `${this.prefix}lock-release`;
+  }
+  get lockReleasedChannel(): string {
+    return `${this.prefix}lock-released`;
+  }
+
+  uploadState(id: string): string {
+    return `${this.prefix}upload:{${id}}`;
+  }
+  uploadParts(id: string): string {
+    return `${this.prefix}upload:{${id}}:parts`;
+  }
+
+  concat(id: string): string {
+    return `${this.prefix}concat:{${id}}`;
+  }
+
+  owner(id: string): string {
+    return `${this.prefix}owner:{${id}}`;
+  }
+
+  /** The part of quotaUser(user) before the hash tag, for Lua scripts that find the user themselves. */
+  get quotaUserPrefix(): string {
+    return `${this.prefix}quota:user:`;
+  }
+  quotaUser(userId: string): string {
+    return `${this.quotaUserPrefix}{${userId}}`;
+  }
+  quotaUpload(id: string): string {
+    return `${this.prefix}quota:upload:{${id}}`;
+  }
+  get quotaExpiring(): string {
+    return `${this.prefix}quota:expiring`;
+  }
+
+  rateLimit(scope: 'user' | 'ip'): string {
+    return `${this.prefix}ratelimit:create:${scope}`;
+  }
+
+  record(id: string): string {
+    return `${this.prefix}record:${id}`;
+  }
+  recordEvents(id: string): string {
+    return `${this.prefix}record-events:${id}`;
+  }
+
+  directSession(id: string): string {
+    return `${this.prefix}direct:${id}`;
+  }
+  directLock(id: string): string {
+    return `${this.prefix}direct-lock:${id}`;
+  }
+  get directExpiring(): string {
+    return `${this.prefix}direct-expiring`;
+  }
+  get directPendingPut(): string {
+    return `${this.prefix}direct-pending-put`;
+  }
+  get directStalePut(): string {
+    return `${this.prefix}direct-stale-put`;
+  }
+
+  dedup(userId: string, sha256: string, size: number): string {
+    return `${this.prefix}dedup:{${userId}}:${sha256.toLowerCase()}:${size}`;
+  }
+}
