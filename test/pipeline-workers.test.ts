@@ -23,6 +23,7 @@ let server: TuskProcess;
 let worker: TuskProcess;
 let transcoder: TuskProcess;
 let dir: string;
+let workDir: string;
 let receiver: http.Server;
 const deliveries: Array<{ event: string; upload_id: string; run: number }> = [];
 
@@ -79,8 +80,15 @@ async function pngBomb(file: string, side = 30_000): Promise<void> {
   await fs.writeFile(file, Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', idat), chunk('IEND', Buffer.alloc(0))]));
 }
 
+/** Pids of the transcode ffmpeg processes of this file's workers (their input is in WORK_DIR/tusk-transcode-...). */
+async function transcodeProcesses(): Promise<number[]> {
+  const { stdout } = await exec('pgrep', ['-f', `${workDir}/tusk-transcode-`]).catch(() => ({ stdout: '' }));
+  return stdout.split('\n').filter(Boolean).map(Number);
+}
+
 beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tusk-workers-'));
+  workDir = path.join(dir, 'work');
   receiver = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -100,6 +108,8 @@ beforeAll(async () => {
     STEP_BACKOFF: '500ms',
     // A killed worker's transcode lock expires after 4 s; stalled jobs are looked for as often.
     TRANSCODE_LOCK_DURATION: '4s',
+    // Temporary files (and so the ffmpeg command lines) of this file's workers only.
+    WORK_DIR: workDir,
   };
   server = await startTusk({ mode: 'server', env });
   worker = await startWorker(ALL_BUT_TRANSCODE);
@@ -175,6 +185,15 @@ test('transcode worker kill -9 mid-transcode: another one takes the job over and
   await waitFor(id, (d) => d.tasks.transcode.status === 'running' && (d.tasks.transcode.progress ?? 0) > 0, 60_000);
   const killed = await transcoder.kill('SIGKILL');
   expect(killed.signal).toBe('SIGKILL');
+  // Its ffmpeg outlives it (its own process group; it would stop itself after its -timelimit of
+  // CPU time): end it here so that the test leaves nothing running.
+  for (const pid of await transcodeProcesses()) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
   transcoder = await startWorker('transcode');
   const final = await waitFor(id, terminal, 120_000);
   expect(final.status).toBe('ready');

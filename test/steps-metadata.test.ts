@@ -1,12 +1,17 @@
 // metadata + validation steps: type detection from the bytes, allow-list, ffprobe/sharp metadata.
 // Media generated at test time (test/fixtures-media.ts).
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from '../workers/steps/detect-type.js';
 import { extractMetadata } from '../workers/steps/metadata.js';
 import { MediaError } from '../workers/steps/types.js';
 import { ffprobe, FfmpegError, runFfmpeg } from '../workers/media/ffmpeg.js';
 import { makeAudio, makeJpeg, makePng, makePngBomb, makeRotatedJpegWithGps, makeVideo, tempDir, truncateCopy } from './fixtures-media.js';
+
+const exec = promisify(execFile);
 
 let dir: string;
 let video1080: string;
@@ -145,5 +150,39 @@ describe('workers/media/ffmpeg', () => {
     const bad = await runFfmpeg(['-i', path.join(dir, 'nope.mp4'), '-f', 'null', '-'], { timeoutMs: 10_000 }).catch((e: unknown) => e);
     expect((bad as FfmpegError).details.stderrTail).toMatch(/No such file/);
     expect(String(bad)).toMatch(/No such file/);
+  });
+
+  test('abort and time limit end the whole process group: nothing ffmpeg (or a wrapper) started survives', async () => {
+    // A wrapper that runs ffmpeg as its own child, as a shell script or a nice/ionice prefix would:
+    // signalling only the direct child would leave that ffmpeg running.
+    const wrapper = path.join(dir, 'ffmpeg-wrapper.sh');
+    await fs.writeFile(wrapper, '#!/bin/sh\nffmpeg "$@" &\nwait\n', { mode: 0o755 });
+    const running = async (marker: string) => (await exec('pgrep', ['-f', marker]).catch(() => ({ stdout: '' }))).stdout.split('\n').filter(Boolean).map(Number);
+    const gone = async (marker: string) => {
+      for (let i = 0; i < 50 && (await running(marker)).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      return (await running(marker)).length === 0;
+    };
+    const endless = (marker: string) => ['-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30', '-metadata', `comment=${marker}`, '-f', 'null', '-'];
+    const markers = [`tusk-group-${randomBytes(6).toString('hex')}`, `tusk-group-${randomBytes(6).toString('hex')}`];
+    try {
+      const controller = new AbortController();
+      const aborting = runFfmpeg(endless(markers[0]!), { timeoutMs: 60_000, signal: controller.signal, paths: { ffmpegPath: wrapper } }).catch((e: unknown) => e);
+      for (let i = 0; i < 50 && (await running(markers[0]!)).length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      expect((await running(markers[0]!)).length).toBe(2); // the wrapper and its ffmpeg
+      controller.abort();
+      // A survivor that keeps the pipes open would also keep runFfmpeg from ever settling.
+      const settled = <T>(p: Promise<T>) => Promise.race([p, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000))]);
+      const aborted = await settled(aborting);
+      expect(aborted).toBeInstanceOf(FfmpegError);
+      expect((aborted as FfmpegError).details.aborted).toBe(true);
+      expect(await gone(markers[0]!)).toBe(true);
+
+      const timedOut = await settled(runFfmpeg(endless(markers[1]!), { timeoutMs: 1000, paths: { ffmpegPath: wrapper } }).catch((e: unknown) => e));
+      expect(timedOut).toBeInstanceOf(FfmpegError);
+      expect((timedOut as FfmpegError).details.timedOut).toBe(true);
+      expect(await gone(markers[1]!)).toBe(true);
+    } finally {
+      for (const marker of markers) for (const pid of await running(marker)) process.kill(pid, 'SIGKILL');
+    }
   });
 });
