@@ -30,6 +30,7 @@ import {
   isAllowedType,
   makeThumbnails,
   MediaError,
+  MediaRefusedError,
   probeFailure,
   ScannerUnavailableError,
   ScanTooLargeError,
@@ -219,6 +220,7 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
   });
 
   // --- metadata + validation ----------------------------------------------------------------
+  const limits = { maxDurationSec: p.maxMediaDurationMs / 1000, maxPixelFrames: p.maxVideoPixelFrames, minBitsPerPixel: p.minVideoBitsPerPixel };
   const metadata = step('metadata', async (job) => {
     const { uploadId, run, location } = job.data;
     await records.update(uploadId, run, { status: 'processing' });
@@ -234,7 +236,18 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
         await finish(uploadId, run, 'rejected', { code: 'type_not_allowed', message });
         return { rejected: true };
       }
-      const meta: MediaMetadata = await extractMetadata(file, detected, { timeoutMs: p.stepTimeoutMs, limitInputPixels: p.maxImagePixels, ffmpeg });
+      let meta: MediaMetadata;
+      try {
+        // Audio/video over the limits is refused here, from ffprobe's answer: nothing is decoded,
+        // and no thumbnail or transcode job is ever queued for it.
+        meta = await extractMetadata(file, detected, { timeoutMs: p.stepTimeoutMs, limitInputPixels: p.maxImagePixels, limits, ffmpeg });
+      } catch (err) {
+        if (!(err instanceof MediaRefusedError)) throw err;
+        log.info({ uploadId, run, code: err.code, work: err.work }, 'media refused before processing');
+        await records.setTask(uploadId, run, 'metadata', { status: 'failed', error: err.reason, finished_at: now() }, err.metadata ? { 'out:metadata': JSON.stringify(err.metadata) } : {});
+        await finish(uploadId, run, 'rejected', { code: err.code, message: err.reason });
+        return { rejected: err.code };
+      }
       const steps = {
         thumbnail: detected.kind === 'image' || (detected.kind === 'video' && meta.hasVideo !== false),
         transcode: detected.kind === 'video' || detected.kind === 'audio',
@@ -279,8 +292,9 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
   const transcodeStep = step('transcode', async (job) => {
     const { uploadId, run, location, probe } = job.data;
     const meta = probe as MediaMetadata;
-    // TRANSCODE_MIN_TIMEOUT + TRANSCODE_TIMEOUT_FACTOR x duration (an unknown duration counts as 10 min).
-    const timeoutMs = transcodeTimeoutMs(meta?.durationSec, { baseMs: p.transcodeMinTimeoutMs, perSecondMs: p.transcodeTimeoutFactor * 1000 });
+    // TRANSCODE_MIN_TIMEOUT + TRANSCODE_TIMEOUT_FACTOR x duration, the duration at most
+    // MAX_MEDIA_DURATION (an unknown one counts as 10 min).
+    const timeoutMs = transcodeTimeoutMs(meta?.durationSec, { baseMs: p.transcodeMinTimeoutMs, perSecondMs: p.transcodeTimeoutFactor * 1000, maxDurationSec: limits.maxDurationSec });
     return withTempDir('transcode', async (dir) => {
       const file = path.join(dir, 'source');
       await storage.download(location, file);

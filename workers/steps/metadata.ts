@@ -1,10 +1,13 @@
 // metadata + validation, part 2: technical metadata for the status record. Video/audio through
 // ffprobe (child process), images through sharp's header read (no pixel decode). GPS is reported
-// only as a boolean: coordinates are never read into the result.
+// only as a boolean: coordinates are never read into the result. With `limits`, audio/video that
+// asks for more work than allowed is refused here, before anything is decoded (limits.ts).
+import fs from 'node:fs/promises';
 import { exifHasGps, xmpHasGps } from '../media/exif.js';
 import { FfmpegError, ffprobe, firstStream, parseRate, probeDuration, streamRotation, type ProbeResult } from '../media/ffmpeg.js';
 import { configureSharp, DEFAULT_LIMIT_INPUT_PIXELS, toMediaError } from '../media/sharp.js';
-import { MediaError, type DetectedType, type FfmpegPaths, type MediaMetadata } from './types.js';
+import { checkMediaLimits, mediaWork } from './limits.js';
+import { MediaError, type DetectedType, type FfmpegPaths, type MediaLimits, type MediaMetadata } from './types.js';
 
 export type { MediaMetadata } from './types.js';
 
@@ -13,6 +16,8 @@ export interface MetadataOptions {
   timeoutMs?: number;
   /** Images above this many pixels fail with MediaError('pixel_limit'); default 100 MP. */
   limitInputPixels?: number;
+  /** Audio/video over these is refused with MediaRefusedError (no limits: not checked). */
+  limits?: MediaLimits;
   ffmpeg?: FfmpegPaths;
 }
 
@@ -101,7 +106,8 @@ async function imageMetadata(path: string, detected: DetectedType, opts: Metadat
 
 /**
  * Metadata for the status record. Rejects with MediaError when the file cannot be read as what
- * `detected` says (truncated, corrupt, pixel bomb); "other" kinds get only mime/kind.
+ * `detected` says (truncated, corrupt, pixel bomb), with MediaRefusedError when audio/video is over
+ * `opts.limits`; "other" kinds get only mime/kind.
  */
 export async function extractMetadata(path: string, detected: DetectedType, opts: MetadataOptions = {}): Promise<MediaMetadata> {
   if (detected.kind === 'image') return imageMetadata(path, detected, opts);
@@ -114,6 +120,7 @@ export async function extractMetadata(path: string, detected: DetectedType, opts
     }
     const meta = metadataFromProbe(probe, detected);
     if (!meta.hasVideo && !meta.hasAudio) throw new MediaError('decode_failed', 'no audio or video stream found');
+    if (opts.limits) checkMediaLimits(mediaWork(probe, (await fs.stat(path)).size), opts.limits, meta);
     return meta;
   }
   return { kind: detected.kind, mime: detected.mime };
