@@ -145,6 +145,7 @@ const env = z.object({
   MAX_MEDIA_DURATION: duration('MAX_MEDIA_DURATION').default(4 * 3_600_000),
   MAX_VIDEO_PIXEL_FRAMES: integer('MAX_VIDEO_PIXEL_FRAMES', 1, Number.MAX_SAFE_INTEGER).default(1e12),
   MIN_VIDEO_BITS_PER_PIXEL: decimal('MIN_VIDEO_BITS_PER_PIXEL', 0, 1).default(0.00025),
+  REPROCESS_FORCE_AFTER: duration('REPROCESS_FORCE_AFTER').default(60_000),
   SIGNED_GET_URL_TTL: duration('SIGNED_GET_URL_TTL').default(3_600_000),
   S3_PUBLIC_ENDPOINT: url('S3_PUBLIC_ENDPOINT', ['http:', 'https:']).optional(),
   WEBHOOK_URL: url('WEBHOOK_URL', ['http:', 'https:']).optional(),
@@ -279,6 +280,8 @@ export interface PipelineConfig {
   maxVideoPixelFrames: number;
   /** Media-bomb floor: videos whose file holds fewer bits per pixel per frame are rejected (`media_bomb`); 0 = off. */
   minVideoBitsPerPixel: number;
+  /** A reprocess with ?force=1 replaces a run still going only once it is this old (sooner: 429). */
+  reprocessForceAfterMs: number;
   signedGetUrlTtlMs: number;
   /** Endpoint that clients reach S3 at, for presigned URLs (default S3_ENDPOINT). */
   s3PublicEndpoint?: string;
@@ -411,6 +414,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     maxMediaDurationMs: e.MAX_MEDIA_DURATION,
     maxVideoPixelFrames: e.MAX_VIDEO_PIXEL_FRAMES,
     minVideoBitsPerPixel: e.MIN_VIDEO_BITS_PER_PIXEL,
+    reprocessForceAfterMs: e.REPROCESS_FORCE_AFTER,
     signedGetUrlTtlMs: e.SIGNED_GET_URL_TTL,
     s3PublicEndpoint: e.S3_PUBLIC_ENDPOINT,
     webhook: e.WEBHOOK_URL ? { url: e.WEBHOOK_URL, secret: e.WEBHOOK_SECRET } : undefined,

@@ -179,20 +179,22 @@ describe('loadConfig', () => {
     ['MAX_VIDEO_PIXEL_FRAMES=lots', { MAX_VIDEO_PIXEL_FRAMES: 'lots' }, /^MAX_VIDEO_PIXEL_FRAMES: .*"lots"/],
     ['MIN_VIDEO_BITS_PER_PIXEL=-0.1', { MIN_VIDEO_BITS_PER_PIXEL: '-0.1' }, /^MIN_VIDEO_BITS_PER_PIXEL: .*from 0 to 1/],
     ['MIN_VIDEO_BITS_PER_PIXEL=low', { MIN_VIDEO_BITS_PER_PIXEL: 'low' }, /^MIN_VIDEO_BITS_PER_PIXEL: .*"low"/],
+    ['REPROCESS_FORCE_AFTER=later', { REPROCESS_FORCE_AFTER: 'later' }, /^REPROCESS_FORCE_AFTER: /],
   ])('rejects %s, naming the variable', (_label, env, message) => {
     const problems = problemsOf(env);
     expect(problems).toHaveLength(1);
     expect(problems[0]).toMatch(message);
   });
 
-  test('bounds on audio/video work: defaults and parsing', () => {
+  test('bounds on audio/video work and on forced reprocessing: defaults and parsing', () => {
     expect(loadConfig({}).pipeline).toMatchObject({
       maxMediaDurationMs: 4 * 3_600_000,
       maxVideoPixelFrames: 1e12,
       minVideoBitsPerPixel: 0.00025,
+      reprocessForceAfterMs: 60_000,
     });
-    const p = loadConfig({ MAX_MEDIA_DURATION: '90m', MAX_VIDEO_PIXEL_FRAMES: '5e11', MIN_VIDEO_BITS_PER_PIXEL: '0' }).pipeline;
-    expect(p).toMatchObject({ maxMediaDurationMs: 90 * 60_000, maxVideoPixelFrames: 5e11, minVideoBitsPerPixel: 0 });
+    const p = loadConfig({ MAX_MEDIA_DURATION: '90m', MAX_VIDEO_PIXEL_FRAMES: '5e11', MIN_VIDEO_BITS_PER_PIXEL: '0', REPROCESS_FORCE_AFTER: '5m' }).pipeline;
+    expect(p).toMatchObject({ maxMediaDurationMs: 90 * 60_000, maxVideoPixelFrames: 5e11, minVideoBitsPerPixel: 0, reprocessForceAfterMs: 300_000 });
   });
 
   test('reports every bad variable at once', () => {

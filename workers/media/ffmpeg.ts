@@ -209,10 +209,11 @@ function runProcess(program: string, args: string[], opts: RunOptions): Promise<
 }
 
 /** ffprobe -show_format -show_streams as typed JSON. Rejects with FfmpegError (stderr tail included). */
-export async function ffprobe(path: string, timeoutMs: number, paths?: FfmpegPaths): Promise<ProbeResult> {
+export async function ffprobe(path: string, timeoutMs: number, paths?: FfmpegPaths, signal?: AbortSignal): Promise<ProbeResult> {
   const { ffprobe: program } = ffmpegBinaries(paths);
   const { stdout } = await runProcess(program, ['-v', 'error', '-print_format', 'json', '-show_format', '-show_streams', '--', path], {
     timeoutMs,
+    signal,
     collectStdout: true,
   });
   let parsed: Partial<ProbeResult>;

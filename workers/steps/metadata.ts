@@ -19,12 +19,15 @@ export interface MetadataOptions {
   /** Audio/video over these is refused with MediaRefusedError (no limits: not checked). */
   limits?: MediaLimits;
   ffmpeg?: FfmpegPaths;
+  /** Stops ffprobe (the upload's run was superseded). */
+  signal?: AbortSignal;
 }
 
 /** Turns an ffprobe/ffmpeg failure on the input into MediaError (the file is bad, not the tool). */
 export function probeFailure(err: unknown, what: string): Error {
   if (!(err instanceof FfmpegError)) return err as Error;
   if (err.details.spawnFailed) return err; // our installation, not the file: let the job retry/fail loudly
+  if (err.details.aborted) return err; // stopped on purpose: says nothing about the file
   if (err.details.timedOut) return new MediaError('timeout', `${what} timed out: ${err.message}`, { cause: err });
   const tail = err.details.stderrTail;
   if (/moov atom not found|Invalid data found|End of file|truncat|partial file|corrupt/i.test(tail)) {
@@ -114,7 +117,7 @@ export async function extractMetadata(path: string, detected: DetectedType, opts
   if (detected.kind === 'video' || detected.kind === 'audio') {
     let probe: ProbeResult;
     try {
-      probe = await ffprobe(path, opts.timeoutMs ?? 30_000, opts.ffmpeg);
+      probe = await ffprobe(path, opts.timeoutMs ?? 30_000, opts.ffmpeg, opts.signal);
     } catch (err) {
       throw probeFailure(err, 'ffprobe');
     }
