@@ -68,6 +68,16 @@ const url = (name: string, protocols: string[]) =>
     }
   });
 
+const decimal = (name: string, min: number, max: number) =>
+  z.string().transform((v, ctx) => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+      ctx.addIssue({ code: 'custom', message: `${name} must be a number from ${min} to ${max} (got "${v}")` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
 const integer = (name: string, min: number, max: number) =>
   z.string().transform((v, ctx) => {
     const n = Number(v);
@@ -137,6 +147,10 @@ const env = z.object({
   THUMBNAIL_WIDTHS: z.string().default('160,640,1280'),
   THUMBNAIL_FORMATS: z.string().default('webp,jpeg'),
   MAX_IMAGE_PIXELS: integer('MAX_IMAGE_PIXELS', 1, 2_000_000_000).default(100_000_000),
+  MAX_MEDIA_DURATION: duration('MAX_MEDIA_DURATION').default(4 * 3_600_000),
+  MAX_VIDEO_PIXEL_FRAMES: integer('MAX_VIDEO_PIXEL_FRAMES', 1, Number.MAX_SAFE_INTEGER).default(1e12),
+  MIN_VIDEO_BITS_PER_PIXEL: decimal('MIN_VIDEO_BITS_PER_PIXEL', 0, 1).default(0.00025),
+  REPROCESS_FORCE_AFTER: duration('REPROCESS_FORCE_AFTER').default(60_000),
   SIGNED_GET_URL_TTL: duration('SIGNED_GET_URL_TTL').default(3_600_000),
   S3_PUBLIC_ENDPOINT: url('S3_PUBLIC_ENDPOINT', ['http:', 'https:']).optional(),
   WEBHOOK_URL: url('WEBHOOK_URL', ['http:', 'https:']).optional(),
@@ -281,13 +295,21 @@ export interface PipelineConfig {
   thumbnailWidths: number[];
   thumbnailFormats: Array<'webp' | 'jpeg'>;
   maxImagePixels: number;
+  /** Longer audio/video is rejected (`too_long`) before anything is decoded. */
+  maxMediaDurationMs: number;
+  /** Videos asking more width x height x frames of the transcoder are rejected (`too_much_work`). */
+  maxVideoPixelFrames: number;
+  /** Media-bomb floor: videos whose file holds fewer bits per pixel per frame are rejected (`media_bomb`); 0 = off. */
+  minVideoBitsPerPixel: number;
+  /** A reprocess with ?force=1 replaces a run still going only once it is this old (sooner: 429). */
+  reprocessForceAfterMs: number;
   signedGetUrlTtlMs: number;
   /** Endpoint that clients reach S3 at, for presigned URLs (default S3_ENDPOINT). */
   s3PublicEndpoint?: string;
   webhook: { url: string; secret?: string } | undefined;
   ffmpegPath: string;
   ffprobePath: string;
-  /** Transcode time limit: minimum + factor x media duration in seconds (unknown duration: 10 min). */
+  /** Transcode time limit: minimum + factor x media duration in seconds (at most MAX_MEDIA_DURATION; unknown: 10 min). */
   transcodeTimeoutFactor: number;
   transcodeMinTimeoutMs: number;
   /** libx264 preset of the HLS ladder and MP4. */
@@ -370,6 +392,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (e.WEBHOOK_URL && !e.WEBHOOK_SECRET) problems.push('WEBHOOK_SECRET: required when WEBHOOK_URL is set (webhooks are always signed)');
   if (e.CLAMD_SOCKET && e.CLAMD_HOST) problems.push('CLAMD_SOCKET and CLAMD_HOST: set one of them, not both');
   if (e.SIGNED_GET_URL_TTL < 1000 || e.SIGNED_GET_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_GET_URL_TTL: must be between 1s and 7d (the S3 limit)');
+  if (e.MAX_MEDIA_DURATION < 1000) problems.push('MAX_MEDIA_DURATION: must be at least 1s');
   if (e.SINGLE_PUT_MAX < 1 || e.SINGLE_PUT_MAX > 5 * 1024 * MiB) problems.push('SINGLE_PUT_MAX: must be between 1 byte and 5GiB (the S3 limit of one PUT)');
   if (e.DIRECT_CHUNK_SIZE < 5 * MiB || e.DIRECT_CHUNK_SIZE > 5 * 1024 * MiB) problems.push('DIRECT_CHUNK_SIZE: must be between 5MiB and 5GiB');
   if (e.SIGNED_URL_TTL < 1000 || e.SIGNED_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_URL_TTL: must be between 1s and 7d (the S3 limit)');
@@ -412,6 +435,10 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     thumbnailWidths: [...new Set(thumbnailWidths)].sort((a, b) => a - b),
     thumbnailFormats: [...new Set(thumbnailFormats)] as Array<'webp' | 'jpeg'>,
     maxImagePixels: e.MAX_IMAGE_PIXELS,
+    maxMediaDurationMs: e.MAX_MEDIA_DURATION,
+    maxVideoPixelFrames: e.MAX_VIDEO_PIXEL_FRAMES,
+    minVideoBitsPerPixel: e.MIN_VIDEO_BITS_PER_PIXEL,
+    reprocessForceAfterMs: e.REPROCESS_FORCE_AFTER,
     signedGetUrlTtlMs: e.SIGNED_GET_URL_TTL,
     s3PublicEndpoint: e.S3_PUBLIC_ENDPOINT,
     webhook: e.WEBHOOK_URL ? { url: e.WEBHOOK_URL, secret: e.WEBHOOK_SECRET } : undefined,

@@ -180,6 +180,13 @@ describe('loadConfig', () => {
     ['S3_BUCKET=Bad_Bucket', { S3_BUCKET: 'Bad_Bucket' }, /^S3_BUCKET: /],
     ['only S3_ACCESS_KEY_ID', { S3_BUCKET: 'b-1', S3_ACCESS_KEY_ID: 'k' }, /S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY/],
     ['LOG_LEVEL=loud', { LOG_LEVEL: 'loud' }, /^LOG_LEVEL: /],
+    ['MAX_MEDIA_DURATION=forever', { MAX_MEDIA_DURATION: 'forever' }, /^MAX_MEDIA_DURATION: .*"forever"/],
+    ['MAX_MEDIA_DURATION=500ms', { MAX_MEDIA_DURATION: '500ms' }, /^MAX_MEDIA_DURATION: .*1s/],
+    ['MAX_VIDEO_PIXEL_FRAMES=0', { MAX_VIDEO_PIXEL_FRAMES: '0' }, /^MAX_VIDEO_PIXEL_FRAMES: /],
+    ['MAX_VIDEO_PIXEL_FRAMES=lots', { MAX_VIDEO_PIXEL_FRAMES: 'lots' }, /^MAX_VIDEO_PIXEL_FRAMES: .*"lots"/],
+    ['MIN_VIDEO_BITS_PER_PIXEL=-0.1', { MIN_VIDEO_BITS_PER_PIXEL: '-0.1' }, /^MIN_VIDEO_BITS_PER_PIXEL: .*from 0 to 1/],
+    ['MIN_VIDEO_BITS_PER_PIXEL=low', { MIN_VIDEO_BITS_PER_PIXEL: 'low' }, /^MIN_VIDEO_BITS_PER_PIXEL: .*"low"/],
+    ['REPROCESS_FORCE_AFTER=later', { REPROCESS_FORCE_AFTER: 'later' }, /^REPROCESS_FORCE_AFTER: /],
   ])('rejects %s, naming the variable', (_label, env, message) => {
     const problems = problemsOf(env);
     expect(problems).toHaveLength(1);
@@ -203,6 +210,17 @@ describe('loadConfig', () => {
       const config = loadConfig(trustProxy === undefined ? {} : { TRUST_PROXY: trustProxy });
       expect(answers.map(([address, hop]) => [address, hop, config.proxyTrust(address, hop)])).toEqual(answers);
     });
+  });
+
+  test('bounds on audio/video work and on forced reprocessing: defaults and parsing', () => {
+    expect(loadConfig({}).pipeline).toMatchObject({
+      maxMediaDurationMs: 4 * 3_600_000,
+      maxVideoPixelFrames: 1e12,
+      minVideoBitsPerPixel: 0.00025,
+      reprocessForceAfterMs: 60_000,
+    });
+    const p = loadConfig({ MAX_MEDIA_DURATION: '90m', MAX_VIDEO_PIXEL_FRAMES: '5e11', MIN_VIDEO_BITS_PER_PIXEL: '0', REPROCESS_FORCE_AFTER: '5m' }).pipeline;
+    expect(p).toMatchObject({ maxMediaDurationMs: 90 * 60_000, maxVideoPixelFrames: 5e11, minVideoBitsPerPixel: 0, reprocessForceAfterMs: 300_000 });
   });
 
   test('reports every bad variable at once', () => {

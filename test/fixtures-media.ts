@@ -149,3 +149,77 @@ export async function probeJson(file: string): Promise<{ streams: Array<Record<s
 
 /** The EICAR test string (built from parts so this source file itself is not flagged by scanners). */
 export const EICAR = Buffer.from(['X5O!P%@AP[4\\PZX54(P^)7CC)7}$', 'EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'].join(''), 'latin1');
+
+// ---- media whose claimed work is out of proportion to its bytes, and real low-bitrate media ----
+
+/**
+ * The "4 MB looped one-hour 1080p video": `segmentSeconds` of one flat colour in a single GOP,
+ * stream-copied `seconds / segmentSeconds` times (-stream_loop, no second encode). Made in ~2 s;
+ * 1920x1080 at 30 fps for 3600 s is ~4.2 MB (0.00015 bits per pixel per frame).
+ */
+export async function makeLoopedStillVideo(file: string, spec: { width: number; height: number; fps: number; seconds: number; segmentSeconds?: number }): Promise<string> {
+  const segmentSeconds = spec.segmentSeconds ?? 10;
+  const segment = `${file}.segment.mp4`;
+  await ffmpeg([
+    '-f', 'lavfi', '-i', `color=c=0x406080:s=${spec.width}x${spec.height}:r=${spec.fps}`, '-t', String(segmentSeconds),
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-g', String(segmentSeconds * spec.fps), '-pix_fmt', 'yuv420p', segment,
+  ]);
+  await ffmpeg(['-stream_loop', String(Math.ceil(spec.seconds / segmentSeconds) - 1), '-i', segment, '-c', 'copy', file]);
+  await fs.rm(segment, { force: true });
+  return file;
+}
+
+/** A still "desktop" as PNG: window chrome and lines of source code (drawtext, fontconfig's default font). */
+async function makeDesktopStill(file: string, width: number, height: number): Promise<string> {
+  const filters = [`drawbox=x=0:y=0:w=${width}:h=40:color=0x303848:t=fill`, `drawbox=x=100:y=100:w=${width - 400}:h=${height - 180}:color=white:t=fill`];
+  for (let line = 0; line < Math.floor((height - 260) / 34); line++) {
+    const text = `${' '.repeat((line % 4) * 2)}const value${line} = compute(input[${line}]) + offset * factor${line % 3}; // step ${line}`;
+    filters.push(`drawtext=text='${text}':fontsize=22:fontcolor=0x202020:x=120:y=${140 + line * 34}`);
+  }
+  await ffmpeg(['-f', 'lavfi', '-i', `color=c=0xf4f4f4:s=${width}x${height},${filters.join(',')}`, '-frames:v', '1', file]);
+  return file;
+}
+
+/**
+ * A screen recording as a recorder makes it: 1080p30, libx264 veryfast at its default quality
+ * (CRF 23, a key frame at most every 250 frames), a still desktop with a moving pointer and a line
+ * being "typed" (a text bar sliding in). The low end of real video bitrates.
+ */
+export async function makeScreenRecording(file: string, seconds: number): Promise<string> {
+  const still = await makeDesktopStill(`${file}.desktop.png`, 1920, 1080);
+  await ffmpeg([
+    '-loop', '1', '-framerate', '30', '-i', still,
+    '-f', 'lavfi', '-i', 'color=c=black:s=12x18:r=30',
+    '-f', 'lavfi', '-i', 'color=c=0x303030:s=900x16:r=30',
+    '-filter_complex', "[0:v][2:v]overlay=x='-780+t*40':y=990[typed];[typed][1:v]overlay=x='mod(t*180,1700)':y='300+100*sin(t)'",
+    '-t', String(seconds), '-c:v', 'libx264', '-preset', 'veryfast', '-pix_fmt', 'yuv420p', file,
+  ]);
+  await fs.rm(still, { force: true });
+  return file;
+}
+
+/** A slideshow video of text slides (a presentation export): each slide `secondsEach` s, 1080p30, libx264 veryfast. */
+export async function makeSlideshow(file: string, slides: number, secondsEach: number): Promise<string> {
+  const dir = `${file}.slides`;
+  await fs.mkdir(dir, { recursive: true });
+  for (let i = 1; i <= slides; i++) {
+    const filters = [`drawtext=text='Slide ${i} - Quarterly results':fontsize=64:fontcolor=0x203060:x=120:y=100`];
+    for (let b = 1; b <= 5; b++) filters.push(`drawtext=text='- point ${b} of slide ${i} with a few more words':fontsize=40:fontcolor=0x333333:x=160:y=${220 + b * 110}`);
+    await ffmpeg(['-f', 'lavfi', '-i', `color=c=white:s=1920x1080,${filters.join(',')}`, '-frames:v', '1', path.join(dir, `slide${String(i).padStart(2, '0')}.png`)]);
+  }
+  await ffmpeg(['-framerate', `1/${secondsEach}`, '-i', path.join(dir, 'slide%02d.png'), '-r', '30', '-c:v', 'libx264', '-preset', 'veryfast', '-pix_fmt', 'yuv420p', file]);
+  await fs.rm(dir, { recursive: true, force: true });
+  return file;
+}
+
+/** AAC in M4A with a 1080p cover picture (an attached_pic video stream, as music files carry it). */
+export async function makeAudioWithCover(file: string, seconds: number): Promise<string> {
+  const cover = `${file}.cover.png`;
+  await ffmpeg(['-f', 'lavfi', '-i', 'gradients=s=1920x1080:seed=7', '-frames:v', '1', cover]);
+  await ffmpeg([
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100', '-i', cover, '-t', String(seconds),
+    '-map', '0:a', '-map', '1:v', '-c:a', 'aac', '-b:a', '128k', '-c:v', 'mjpeg', '-disposition:v:0', 'attached_pic', file,
+  ]);
+  await fs.rm(cover, { force: true });
+  return file;
+}

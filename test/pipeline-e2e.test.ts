@@ -9,7 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { createTestBucket, s3ClientForTests, tuskEnvForTests } from './helpers/services.js';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { stepJobId } from '../workers/pipeline/flow.js';
+import { THUMBNAIL_QUEUE, TRANSCODE_QUEUE } from '../workers/queues.js';
+import { makeLoopedStillVideo } from './fixtures-media.js';
+import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
 import { createUpload, sleep } from './helpers/tus.js';
 import { fetchStatus, isTerminal, waitForStatus, type StatusDoc as Doc } from './helpers/pipeline.js';
@@ -30,6 +35,7 @@ interface Delivery {
 }
 
 let tusk: TuskProcess;
+let tuskEnv: Record<string, string>;
 let bucket: string;
 let dir: string;
 let receiver: http.Server;
@@ -80,10 +86,11 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const port = (receiver.address() as { port: number }).port;
   bucket = await createTestBucket('pipeline');
+  tuskEnv = tuskEnvForTests(bucket);
   tusk = await startTusk({
     mode: 'all',
     env: {
-      ...tuskEnvForTests(bucket),
+      ...tuskEnv,
       CLAMD_SOCKET: process.env.TEST_CLAMD_SOCKET,
       WEBHOOK_URL: `http://127.0.0.1:${port}/hook`,
       WEBHOOK_SECRET: SECRET,
@@ -178,6 +185,40 @@ test('a JPEG: ready with thumbnails that download through their presigned URLs; 
   expect(doc2.status).toBe('ready');
   await waitForDelivery(id, 'upload.ready', 2);
   expect(deliveries.filter((d) => d.upload_id === id && d.event === 'upload.ready').map((d) => d.run).sort()).toEqual([1, 2]);
+});
+
+test('a 4 MB looped one-hour 1080p video is rejected as a media bomb at the metadata step: no thumbnail or transcode job is ever queued', async () => {
+  const file = await makeLoopedStillVideo(path.join(dir, 'looped-hour.mp4'), { width: 1920, height: 1080, fps: 30, seconds: 3600 });
+  const body = await fs.readFile(file);
+  expect(body.length).toBeLessThan(5_000_000);
+  const id = await upload(body, 'looped-hour.mp4', 'video/mp4');
+  const uploadedAt = Date.now();
+  const doc = await waitFor(id, terminal);
+  process.stderr.write(`\n[measure] 4 MB looped 1 h 1080p: upload finished -> rejected ${Date.now() - uploadedAt} ms\n`);
+  expect(doc.status).toBe('rejected');
+  expect(doc.reason?.code).toBe('media_bomb');
+  expect(doc.reason?.message).toMatch(/1920x1080 video \(1 h 0 min at 30 fps\) but holds only 4\.\d MB: .* bits per pixel per frame/);
+  expect(doc.tasks.metadata.status).toBe('failed');
+  expect(doc.tasks.thumbnail.status).toBe('pending');
+  expect(doc.tasks.transcode.status).toBe('pending');
+  expect(doc.outputs.metadata).toMatchObject({ kind: 'video', width: 1920, height: 1080 });
+  expect(doc.outputs.thumbnails).toEqual([]);
+  expect(doc.outputs.hls).toBeUndefined();
+  expect(await keys(`derived/${id}/`)).toEqual([]);
+  // The metadata step never added the second flow: neither job exists in its queue.
+  const redis = new Redis(testRedisUrl(), { maxRetriesPerRequest: null });
+  try {
+    for (const [queueName, step] of [[TRANSCODE_QUEUE, 'transcode'], [THUMBNAIL_QUEUE, 'thumbnail']] as const) {
+      const queue = new Queue(queueName, { connection: redis, prefix: `${tuskEnv.REDIS_PREFIX}bull` });
+      expect(await queue.getJob(stepJobId(step, id, 1))).toBeUndefined();
+      await queue.close();
+    }
+  } finally {
+    redis.disconnect();
+  }
+  await waitForDelivery(id, 'upload.rejected');
+  const rejected = deliveries.find((d) => d.upload_id === id && d.event === 'upload.rejected');
+  expect(rejected?.body).toMatchObject({ status: 'rejected', reason: { code: 'media_bomb' } });
 });
 
 test('audio: ready with an AAC HLS rendition and no thumbnail', async () => {

@@ -1,7 +1,8 @@
 // The pipeline with separate `server` and `worker` processes (real Redis, S3, clamd, ffmpeg,
 // sharp), the transcode queue in its own worker process (WORKER_QUEUES): bad media fails with a
 // reason and the worker stays healthy; a transcode worker killed with kill -9 in the middle of a
-// transcode is replaced and the job finishes exactly once.
+// transcode is replaced and the job finishes exactly once; a forced reprocess stops the ffmpeg of
+// the run it replaces, in the transcode worker process, and cannot be repeated at will.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import http from 'node:http';
@@ -23,6 +24,7 @@ let server: TuskProcess;
 let worker: TuskProcess;
 let transcoder: TuskProcess;
 let dir: string;
+let workDir: string;
 let receiver: http.Server;
 const deliveries: Array<{ event: string; upload_id: string; run: number }> = [];
 
@@ -79,8 +81,28 @@ async function pngBomb(file: string, side = 30_000): Promise<void> {
   await fs.writeFile(file, Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', idat), chunk('IEND', Buffer.alloc(0))]));
 }
 
+/**
+ * Pids of the transcode ffmpeg processes of this file's workers; of one upload (and run) when
+ * given: their input is in WORK_DIR/tusk-transcode-<id>.r<run>-XXXXXX.
+ */
+async function transcodeProcesses(id?: string, run?: number): Promise<number[]> {
+  const pattern = `${workDir}/tusk-transcode-${id === undefined ? '' : `${id}\\.r${run === undefined ? '[0-9]+' : run}-`}`;
+  const { stdout } = await exec('pgrep', ['-f', pattern]).catch(() => ({ stdout: '' }));
+  return stdout.split('\n').filter(Boolean).map(Number);
+}
+
+async function eventually(condition: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await condition()) return true;
+    await sleep(200);
+  }
+  return condition();
+}
+
 beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tusk-workers-'));
+  workDir = path.join(dir, 'work');
   receiver = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -100,6 +122,11 @@ beforeAll(async () => {
     STEP_BACKOFF: '500ms',
     // A killed worker's transcode lock expires after 4 s; stalled jobs are looked for as often.
     TRANSCODE_LOCK_DURATION: '4s',
+    // Temporary files (and so the ffmpeg command lines) of this file's workers only.
+    WORK_DIR: workDir,
+    // Two transcodes at once per worker: a superseded run's ffmpeg could keep running next to the new one.
+    CONCURRENCY_TRANSCODE: '2',
+    REPROCESS_FORCE_AFTER: '3s',
   };
   server = await startTusk({ mode: 'server', env });
   worker = await startWorker(ALL_BUT_TRANSCODE);
@@ -175,6 +202,15 @@ test('transcode worker kill -9 mid-transcode: another one takes the job over and
   await waitFor(id, (d) => d.tasks.transcode.status === 'running' && (d.tasks.transcode.progress ?? 0) > 0, 60_000);
   const killed = await transcoder.kill('SIGKILL');
   expect(killed.signal).toBe('SIGKILL');
+  // Its ffmpeg outlives it (its own process group; it would stop itself after its -timelimit of
+  // CPU time): end it here so that the test leaves nothing running.
+  for (const pid of await transcodeProcesses(id)) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
   transcoder = await startWorker('transcode');
   const final = await waitFor(id, terminal, 120_000);
   expect(final.status).toBe('ready');
@@ -183,3 +219,65 @@ test('transcode worker kill -9 mid-transcode: another one takes the job over and
   expect(deliveries.filter((d) => d.upload_id === id && d.event === 'upload.ready')).toHaveLength(1);
   expect(deliveries.filter((d) => d.upload_id === id && d.event === 'upload.finished')).toHaveLength(1);
 }, 240_000);
+
+test('reprocess?force=1 during a transcode stops the replaced run\'s ffmpeg in the transcode worker; forcing again at once is refused; the latest run wins', async () => {
+  const clip = path.join(dir, 'forty.mp4');
+  await ffmpeg([
+    '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440',
+    '-t', '40', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-c:a', 'aac', clip,
+  ]);
+  const id = await upload(clip, 'forty.mp4', 'video/mp4');
+  const force = () => fetch(`${server.url}/api/uploads/${id}/reprocess?force=1`, { method: 'POST' });
+  /** Forces a new run, waiting as long as the 429 answers say (the run must be REPROCESS_FORCE_AFTER old). */
+  const forceWhenAllowed = async () => {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const res = await force();
+      if (res.status !== 429) return res;
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
+      await sleep(Number(res.headers.get('retry-after')) * 1000);
+    }
+    throw new Error('force was refused 10 times');
+  };
+  const transcoding = (run: number) => (d: Doc) => d.run === run && d.tasks.transcode.status === 'running' && (d.tasks.transcode.progress ?? 0) > 0;
+
+  await waitFor(id, transcoding(1), 90_000);
+  expect((await transcodeProcesses()).length).toBe(1);
+  const second = await forceWhenAllowed();
+  const forcedAt = Date.now();
+  expect(second.status).toBe(202);
+  expect(((await second.json()) as Doc).run).toBe(2);
+  // At once again: refused with a code and Retry-After; no third run starts.
+  const tooSoon = await force();
+  expect(tooSoon.status).toBe(429);
+  expect(Number(tooSoon.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+  expect(((await tooSoon.json()) as { error: { code: string; message: string } }).error).toEqual({ code: 'rate_limited', message: expect.stringMatching(/force=1/) });
+  // Run 1's ffmpeg is stopped by the worker running it, within seconds.
+  expect(await eventually(async () => (await transcodeProcesses(id, 1)).length === 0, 15_000)).toBe(true);
+  process.stderr.write(`\n[measure] forced reprocess -> the replaced run's ffmpeg gone: ${Date.now() - forcedAt} ms\n`);
+
+  await waitFor(id, transcoding(2), 90_000);
+  const third = await forceWhenAllowed();
+  expect(third.status).toBe(202);
+  expect(((await third.json()) as Doc).run).toBe(3);
+  expect(await eventually(async () => (await transcodeProcesses(id, 2)).length === 0, 15_000)).toBe(true);
+
+  // Until run 3 ends: never more than one transcode ffmpeg for the upload, none of an earlier run.
+  let most = 0;
+  const final = await waitFor(
+    id,
+    (d) => {
+      void transcodeProcesses(id).then((pids) => (most = Math.max(most, pids.length)));
+      return d.run === 3 && terminal(d);
+    },
+    180_000,
+  );
+  expect(most).toBeLessThanOrEqual(1);
+  expect(await transcodeProcesses(id)).toEqual([]);
+  expect(final.status).toBe('ready');
+  expect(final.tasks.transcode).toMatchObject({ status: 'done', progress: 100 });
+  expect(final.tasks.transcode.error).toBeUndefined();
+  expect(final.outputs.hls?.master_url).toMatch(/master\.m3u8/);
+  expect(final.outputs.mp4_url).toMatch(/\.mp4/);
+  await sleep(1500); // a late webhook of an earlier run would arrive by now
+  expect(deliveries.filter((d) => d.upload_id === id && d.event === 'upload.ready').map((d) => d.run)).toEqual([3]);
+}, 300_000);

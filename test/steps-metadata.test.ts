@@ -1,12 +1,31 @@
-// metadata + validation steps: type detection from the bytes, allow-list, ffprobe/sharp metadata.
-// Media generated at test time (test/fixtures-media.ts).
+// metadata + validation steps: type detection from the bytes, allow-list, ffprobe/sharp metadata,
+// the limits on audio/video work. Media generated at test time (test/fixtures-media.ts).
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from '../workers/steps/detect-type.js';
+import { encodeFrameRate, mediaWork } from '../workers/steps/limits.js';
 import { extractMetadata } from '../workers/steps/metadata.js';
-import { MediaError } from '../workers/steps/types.js';
+import { MediaError, MediaRefusedError, type MediaLimits } from '../workers/steps/types.js';
 import { ffprobe, FfmpegError, runFfmpeg } from '../workers/media/ffmpeg.js';
-import { makeAudio, makeJpeg, makePng, makePngBomb, makeRotatedJpegWithGps, makeVideo, tempDir, truncateCopy } from './fixtures-media.js';
+import {
+  makeAudio,
+  makeAudioWithCover,
+  makeJpeg,
+  makeLoopedStillVideo,
+  makePng,
+  makePngBomb,
+  makeRotatedJpegWithGps,
+  makeScreenRecording,
+  makeSlideshow,
+  makeVideo,
+  tempDir,
+  truncateCopy,
+} from './fixtures-media.js';
+
+const exec = promisify(execFile);
 
 let dir: string;
 let video1080: string;
@@ -118,6 +137,65 @@ describe('extractMetadata', () => {
   });
 });
 
+describe('limits on audio/video work (from ffprobe, before anything is decoded)', () => {
+  // The defaults of MAX_MEDIA_DURATION, MAX_VIDEO_PIXEL_FRAMES and MIN_VIDEO_BITS_PER_PIXEL.
+  const limits: MediaLimits = { maxDurationSec: 4 * 3600, maxPixelFrames: 1e12, minBitsPerPixel: 0.00025 };
+  const video = { mime: 'video/mp4', ext: 'mp4', kind: 'video' } as const;
+
+  test('the 4 MB looped one-hour 1080p video is refused as media_bomb; a screen recording, a slideshow and audio with cover art are not', async () => {
+    const bomb = await makeLoopedStillVideo(path.join(dir, 'looped.mp4'), { width: 1920, height: 1080, fps: 30, seconds: 3600 });
+    const err = await extractMetadata(bomb, video, { limits }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MediaRefusedError);
+    const refused = err as MediaRefusedError;
+    expect(refused.code).toBe('media_bomb');
+    expect(refused.reason).toMatch(/108000 frames of 1920x1080 video \(1 h 0 min at 30 fps\) but holds only 4\.\d MB: 0\.000\d+ bits per pixel per frame/);
+    expect(refused.work).toMatchObject({ width: 1920, height: 1080, frameRate: 30, frames: 108000 });
+    expect(refused.work.bitsPerPixel).toBeLessThan(limits.minBitsPerPixel);
+    expect(refused.metadata).toMatchObject({ kind: 'video', width: 1920, height: 1080 });
+    expect(refused.metadata?.durationSec).toBeCloseTo(3600, 0);
+    // The floor applies to videos claiming more than 10 minutes of 1080p30: judge these short
+    // samples all the same (their bits per pixel do not depend on their length).
+    const judged = { ...limits, bombCheckFromPixelFrames: 0 };
+    const samples = {
+      'screen recording': await makeScreenRecording(path.join(dir, 'screen.mp4'), 12),
+      'slideshow (5 s text slides)': await makeSlideshow(path.join(dir, 'slides.mp4'), 3, 5),
+      'testsrc2 fixture': video1080,
+    };
+    for (const [name, file] of Object.entries(samples)) {
+      const meta = await extractMetadata(file, video, { limits: judged });
+      expect(meta.width).toBe(1920);
+      const work = mediaWork(await ffprobe(file, 10_000), (await fs.stat(file)).size);
+      console.log(`${name}: ${work.bitsPerPixel?.toPrecision(2)} bits per pixel per frame (floor ${limits.minBitsPerPixel})`);
+      expect(work.bitsPerPixel).toBeGreaterThan(2 * limits.minBitsPerPixel);
+    }
+    // A cover picture is not video to transcode: no pixel-frames, never a bomb.
+    const cover = await makeAudioWithCover(path.join(dir, 'cover.m4a'), 10);
+    const coverMeta = await extractMetadata(cover, { mime: 'audio/x-m4a', ext: 'm4a', kind: 'audio' }, { limits: judged });
+    expect(coverMeta).toMatchObject({ kind: 'audio', hasVideo: false, hasAudio: true });
+    expect(mediaWork(await ffprobe(cover, 10_000), 1).pixelFrames).toBeUndefined();
+  });
+
+  test('over MAX_MEDIA_DURATION: too_long; over MAX_VIDEO_PIXEL_FRAMES: too_much_work; within both: metadata', async () => {
+    // video1080: 2 s of 1920x1080 at 30 fps = 60 frames = 1.24e8 pixel-frames
+    const tooLong = await extractMetadata(video1080, video, { limits: { ...limits, maxDurationSec: 1.5 } }).catch((e: unknown) => e);
+    expect(tooLong).toBeInstanceOf(MediaRefusedError);
+    expect((tooLong as MediaRefusedError).code).toBe('too_long');
+    expect((tooLong as MediaRefusedError).reason).toBe('the media lasts 2 s, longer than the 1.5 s this server processes');
+    const tooMuch = await extractMetadata(video1080, video, { limits: { ...limits, maxPixelFrames: 1e8 } }).catch((e: unknown) => e);
+    expect(tooMuch).toBeInstanceOf(MediaRefusedError);
+    expect((tooMuch as MediaRefusedError).code).toBe('too_much_work');
+    expect((tooMuch as MediaRefusedError).reason).toBe('60 frames of 1920x1080 video (2 s at 30 fps) is 1.24e8 pixel-frames to transcode, more than the 1.00e8 this server processes');
+    expect(await extractMetadata(video1080, video, { limits: { ...limits, maxPixelFrames: 2e8 } })).toMatchObject({ width: 1920 });
+    const m4a = await makeAudio(path.join(dir, 'tone-limit.m4a'), 3);
+    const audioTooLong = await extractMetadata(m4a, { mime: 'audio/x-m4a', ext: 'm4a', kind: 'audio' }, { limits: { ...limits, maxDurationSec: 2 } }).catch((e: unknown) => e);
+    expect((audioTooLong as MediaRefusedError).code).toBe('too_long');
+    // The rate ffmpeg encodes at: r_frame_rate, unless implausibly fine with an ordinary average.
+    expect(encodeFrameRate({ index: 0, r_frame_rate: '30/1', avg_frame_rate: '30/1' })).toBe(30);
+    expect(encodeFrameRate({ index: 0, r_frame_rate: '90000/1', avg_frame_rate: '30000/1001' })).toBeCloseTo(29.97, 2);
+    expect(encodeFrameRate({ index: 0, r_frame_rate: '120/1', avg_frame_rate: '24/1' })).toBe(120);
+  });
+});
+
 describe('workers/media/ffmpeg', () => {
   test('ffprobe of a missing binary fails as FfmpegError(spawnFailed), not MediaError', async () => {
     const err = await ffprobe(video1080, 5000, { ffprobePath: '/nonexistent/ffprobe' }).catch((e: unknown) => e);
@@ -145,5 +223,39 @@ describe('workers/media/ffmpeg', () => {
     const bad = await runFfmpeg(['-i', path.join(dir, 'nope.mp4'), '-f', 'null', '-'], { timeoutMs: 10_000 }).catch((e: unknown) => e);
     expect((bad as FfmpegError).details.stderrTail).toMatch(/No such file/);
     expect(String(bad)).toMatch(/No such file/);
+  });
+
+  test('abort and time limit end the whole process group: nothing ffmpeg (or a wrapper) started survives', async () => {
+    // A wrapper that runs ffmpeg as its own child, as a shell script or a nice/ionice prefix would:
+    // signalling only the direct child would leave that ffmpeg running.
+    const wrapper = path.join(dir, 'ffmpeg-wrapper.sh');
+    await fs.writeFile(wrapper, '#!/bin/sh\nffmpeg "$@" &\nwait\n', { mode: 0o755 });
+    const running = async (marker: string) => (await exec('pgrep', ['-f', marker]).catch(() => ({ stdout: '' }))).stdout.split('\n').filter(Boolean).map(Number);
+    const gone = async (marker: string) => {
+      for (let i = 0; i < 50 && (await running(marker)).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      return (await running(marker)).length === 0;
+    };
+    const endless = (marker: string) => ['-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=30', '-metadata', `comment=${marker}`, '-f', 'null', '-'];
+    const markers = [`tusk-group-${randomBytes(6).toString('hex')}`, `tusk-group-${randomBytes(6).toString('hex')}`];
+    try {
+      const controller = new AbortController();
+      const aborting = runFfmpeg(endless(markers[0]!), { timeoutMs: 60_000, signal: controller.signal, paths: { ffmpegPath: wrapper } }).catch((e: unknown) => e);
+      for (let i = 0; i < 50 && (await running(markers[0]!)).length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      expect((await running(markers[0]!)).length).toBe(2); // the wrapper and its ffmpeg
+      controller.abort();
+      // A survivor that keeps the pipes open would also keep runFfmpeg from ever settling.
+      const settled = <T>(p: Promise<T>) => Promise.race([p, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000))]);
+      const aborted = await settled(aborting);
+      expect(aborted).toBeInstanceOf(FfmpegError);
+      expect((aborted as FfmpegError).details.aborted).toBe(true);
+      expect(await gone(markers[0]!)).toBe(true);
+
+      const timedOut = await settled(runFfmpeg(endless(markers[1]!), { timeoutMs: 1000, paths: { ffmpegPath: wrapper } }).catch((e: unknown) => e));
+      expect(timedOut).toBeInstanceOf(FfmpegError);
+      expect((timedOut as FfmpegError).details.timedOut).toBe(true);
+      expect(await gone(markers[1]!)).toBe(true);
+    } finally {
+      for (const marker of markers) for (const pid of await running(marker)) process.kill(pid, 'SIGKILL');
+    }
   });
 });

@@ -38,6 +38,14 @@ test('planLadder: never above the source; small sources get one rung at their ow
   expect(transcodeTimeoutMs(undefined)).toBeGreaterThan(transcodeTimeoutMs(300));
 });
 
+test('transcode time limit: TRANSCODE_MIN_TIMEOUT + factor x duration, the duration counted at most up to MAX_MEDIA_DURATION', () => {
+  const opts = { baseMs: 120_000, perSecondMs: 10_000, maxDurationSec: 4 * 3600 };
+  expect(transcodeTimeoutMs(3600, opts)).toBe(120_000 + 10_000 * 3600);
+  expect(transcodeTimeoutMs(100 * 3600, opts)).toBe(120_000 + 10_000 * 4 * 3600);
+  expect(transcodeTimeoutMs(undefined, opts)).toBe(120_000 + 10_000 * 600); // unknown: 10 minutes
+  expect(transcodeTimeoutMs(undefined, { ...opts, maxDurationSec: 60 })).toBe(120_000 + 10_000 * 60);
+});
+
 test('4 s 1080p video -> 3 renditions + master + MP4, progress increasing to 100', async () => {
   const src = await makeVideo(path.join(dir, 'src1080.mp4'), { width: 1920, height: 1080, seconds: 4 });
   const probe = await ffprobe(src, 10_000);

@@ -67,12 +67,15 @@ export interface ObjectStorage {
   openRead(location: StorageLocation): Promise<Readable>;
   /** Size in bytes of the stored upload; undefined when it no longer exists. */
   sizeOf(location: StorageLocation): Promise<number | undefined>;
-  /** Copies the stored upload to `file`. */
-  download(location: StorageLocation, file: string): Promise<void>;
+  /** Copies the stored upload to `file` (S3: stops at `signal`). */
+  download(location: StorageLocation, file: string, signal?: AbortSignal): Promise<void>;
   /** Writes a local file under the upload's derived prefix; returns its key. */
   putDerived(uploadId: string, relative: string, file: string): Promise<string>;
-  /** Writes every file under `dir` (recursively) to derived/<id>/<relativePrefix>/...; returns the keys. */
-  putDerivedDir(uploadId: string, relativePrefix: string, dir: string): Promise<string[]>;
+  /**
+   * Writes every file under `dir` (recursively) to derived/<id>/<relativePrefix>/...; returns the
+   * keys. Once `signal` is aborted no further file is written (the call rejects with its reason).
+   */
+  putDerivedDir(uploadId: string, relativePrefix: string, dir: string, signal?: AbortSignal): Promise<string[]>;
   /** Removes every derived object of an upload (before a reprocess, or after a rejection). */
   deleteDerived(uploadId: string): Promise<void>;
   /** Moves the upload out of reach (`move`: to the quarantine prefix; `delete`). Idempotent. */
@@ -131,8 +134,8 @@ class S3ObjectStorage implements ObjectStorage {
     }
   }
 
-  async download(location: StorageLocation, file: string): Promise<void> {
-    await pipeline(await this.openRead(location), createWriteStream(file));
+  async download(location: StorageLocation, file: string, signal?: AbortSignal): Promise<void> {
+    await pipeline(await this.openRead(location), createWriteStream(file), { signal });
   }
 
   async putDerived(uploadId: string, relative: string, file: string): Promise<string> {
@@ -144,11 +147,12 @@ class S3ObjectStorage implements ObjectStorage {
     return key;
   }
 
-  async putDerivedDir(uploadId: string, relativePrefix: string, dir: string): Promise<string[]> {
+  async putDerivedDir(uploadId: string, relativePrefix: string, dir: string, signal?: AbortSignal): Promise<string[]> {
     const files = await listFiles(dir);
     const keys: string[] = [];
     // A few at a time: HLS ladders have dozens of segments.
     for (let i = 0; i < files.length; i += 8) {
+      signal?.throwIfAborted();
       keys.push(
         ...(await Promise.all(files.slice(i, i + 8).map((f) => this.putDerived(uploadId, path.posix.join(relativePrefix, path.relative(dir, f).split(path.sep).join('/')), f)))),
       );
@@ -240,7 +244,7 @@ class FileObjectStorage implements ObjectStorage {
   }
 
   async download(location: StorageLocation, file: string): Promise<void> {
-    await fs.copyFile(this.pathOf(location), file);
+    await fs.copyFile(this.pathOf(location), file); // a local copy: quick, not worth stopping
   }
 
   async putDerived(uploadId: string, relative: string, file: string): Promise<string> {
@@ -254,9 +258,12 @@ class FileObjectStorage implements ObjectStorage {
     return key;
   }
 
-  async putDerivedDir(uploadId: string, relativePrefix: string, dir: string): Promise<string[]> {
+  async putDerivedDir(uploadId: string, relativePrefix: string, dir: string, signal?: AbortSignal): Promise<string[]> {
     const keys: string[] = [];
-    for (const f of await listFiles(dir)) keys.push(await this.putDerived(uploadId, path.posix.join(relativePrefix, path.relative(dir, f).split(path.sep).join('/')), f));
+    for (const f of await listFiles(dir)) {
+      signal?.throwIfAborted();
+      keys.push(await this.putDerived(uploadId, path.posix.join(relativePrefix, path.relative(dir, f).split(path.sep).join('/')), f));
+    }
     return keys;
   }
 

@@ -4,7 +4,9 @@
 //                                     document again on every status/progress change (Redis
 //                                     pub/sub, so changes made by any worker reach every API
 //                                     instance); a comment line every 15 s as a heartbeat
-//   POST /api/uploads/:id/reprocess   202: runs the pipeline again (a new run; outputs overwritten)
+//   POST /api/uploads/:id/reprocess   202: runs the pipeline again (a new run; outputs overwritten);
+//                                     ?force=1 replaces a run still going, once it is
+//                                     REPROCESS_FORCE_AFTER old (sooner: 429 rate_limited)
 //   GET  /api/files/derived/<id>/...  file store only: the derived outputs (S3 uses presigned URLs)
 // The router opens its own two Redis connections (commands, subscriber) and closes SSE streams on
 // SIGTERM/SIGINT so that graceful shutdown is not held up by them.
@@ -16,7 +18,7 @@ import { connectRedis } from '../../lib/redis.js';
 import { createAuthenticator, principalOf, requireAuth } from '../../hooks/auth.js';
 import { OwnershipStore } from '../../hooks/ownership.js';
 import { queueReprocess } from '../../workers/pipeline/reprocess.js';
-import { publicDocument, RecordStore, servingRefusal, TERMINAL } from '../../workers/pipeline/record.js';
+import { publicDocument, RecordStore, servingRefusal } from '../../workers/pipeline/record.js';
 import { PROCESS_UPLOAD_QUEUE } from '../../workers/queues.js';
 import { createObjectStorage, DERIVED_PREFIX } from '../../workers/storage.js';
 import { publicBaseUrl } from '../http/public-url.js';
@@ -191,21 +193,30 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
     try {
       const rec = await records.get(id);
       if (!rec) return notFound(res, id);
-      if (!rec.base.source) {
-        res.status(409).json({ error: { code: 'not_finished', message: 'The upload has not finished; nothing to process yet' } });
-        return;
-      }
       if (rec.reason?.code === 'infected') {
         res.status(409).json({ error: { code: 'quarantined', message: 'The upload was rejected as infected and is quarantined; it is not processed again' } });
         return;
       }
-      if (!TERMINAL.includes(rec.status) && req.query.force !== '1') {
-        res.status(409).json({ error: { code: 'in_progress', message: `The pipeline is still running (status ${rec.status}); add ?force=1 to start over` } });
+      const force = req.query.force === '1';
+      const forceAfterMs = config.pipeline.reprocessForceAfterMs;
+      const result = await queueReprocess(records, queue, id, { force, minRunAgeMs: forceAfterMs });
+      if ('refused' in result) {
+        if (result.refused === 'missing') return notFound(res, id);
+        if (result.refused === 'not_finished') {
+          res.status(409).json({ error: { code: 'not_finished', message: 'The upload has not finished; nothing to process yet' } });
+        } else if (result.refused === 'in_progress') {
+          res.status(409).json({ error: { code: 'in_progress', message: `The pipeline is still running (status ${rec.status}); add ?force=1 to start over` } });
+        } else {
+          // Forcing again and again would only pile up work: a run must have had some time first.
+          const seconds = Math.max(1, Math.ceil(result.retryAfterMs / 1000));
+          res
+            .status(429)
+            .set('Retry-After', String(seconds))
+            .json({ error: { code: 'rate_limited', message: `The current run started less than ${Math.round(forceAfterMs / 1000)} s ago; ?force=1 can start it over in ${seconds} s` } });
+        }
         return;
       }
-      const run = await queueReprocess(records, queue, id);
-      if (!run) return notFound(res, id);
-      log.info({ uploadId: id, run }, 'reprocess queued');
+      log.info({ uploadId: id, run: result.run, force }, 'reprocess queued');
       res.status(202).json(await documentOf(id, req));
     } catch (err) {
       log.warn({ err, uploadId: id }, 'reprocess failed');

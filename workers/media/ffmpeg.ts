@@ -4,10 +4,15 @@
 // nothing but an unmaintained dependency. What this module adds over a bare spawn():
 //   - typed ffprobe JSON;
 //   - progress from `-progress pipe:1` (out_time_us against the known duration), 0..100, increasing;
-//   - a hard time limit and AbortSignal: SIGTERM, then SIGKILL after a grace period;
+//   - a hard time limit and AbortSignal: SIGTERM, then SIGKILL after a grace period, sent to the
+//     child's whole process group (it is spawned detached, as a group leader), so nothing it
+//     started outlives it; groups still running when the worker process exits are killed too;
+//   - ffmpeg's own CPU-time limit (-timelimit), so an ffmpeg whose worker was killed (kill -9,
+//     which leaves no chance to clean up) still stops by itself;
 //   - the tail of stderr in every error (ffmpeg says why it failed there).
 // The work happens in the child process, so the worker's event loop (BullMQ lock renewal) stays free.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import os from 'node:os';
 import type { FfmpegPaths } from '../steps/types.js';
 
 export type { FfmpegPaths } from '../steps/types.js';
@@ -95,6 +100,30 @@ interface RunOptions {
   collectStdout?: boolean;
 }
 
+/** Process groups (leader pids) of the children still running, killed if this process exits first. */
+const liveGroups = new Set<number>();
+let exitHookInstalled = false;
+
+function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    child.kill(signal); // the group is gone (or never formed): the child itself, if still there
+  }
+}
+
+function killLiveGroups(): void {
+  for (const pid of liveGroups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  liveGroups.clear();
+}
+
 function runProcess(program: string, args: string[], opts: RunOptions): Promise<RunResult> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
@@ -102,7 +131,15 @@ function runProcess(program: string, args: string[], opts: RunOptions): Promise<
       reject(new FfmpegError(`${program}: aborted before start`, { program, exitCode: null, signal: null, stderrTail: '', timedOut: false, aborted: true }));
       return;
     }
-    const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // detached: the child leads its own process group, which kill() signals as a whole.
+    const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    if (child.pid !== undefined) {
+      liveGroups.add(child.pid);
+      if (!exitHookInstalled) {
+        exitHookInstalled = true;
+        process.on('exit', killLiveGroups);
+      }
+    }
     let stdout = '';
     let lineBuf = '';
     let stderrTail = '';
@@ -112,8 +149,8 @@ function runProcess(program: string, args: string[], opts: RunOptions): Promise<
 
     const kill = () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      killTimer ??= setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS);
+      signalGroup(child, 'SIGTERM');
+      killTimer ??= setTimeout(() => signalGroup(child, 'SIGKILL'), KILL_GRACE_MS);
     };
     const timer = setTimeout(() => {
       timedOut = true;
@@ -149,6 +186,9 @@ function runProcess(program: string, args: string[], opts: RunOptions): Promise<
     child.on('close', (code, sig) => {
       clearTimeout(timer);
       if (killTimer) clearTimeout(killTimer);
+      if (child.pid !== undefined) liveGroups.delete(child.pid);
+      // Whatever the child left in its group (it exited, or was killed without its children).
+      if (timedOut || aborted) signalGroup(child, 'SIGKILL');
       opts.signal?.removeEventListener('abort', onAbort);
       const tail = stderrTail.trim();
       const details = { program, exitCode: code, signal: sig, stderrTail: tail, timedOut, aborted };
@@ -169,10 +209,11 @@ function runProcess(program: string, args: string[], opts: RunOptions): Promise<
 }
 
 /** ffprobe -show_format -show_streams as typed JSON. Rejects with FfmpegError (stderr tail included). */
-export async function ffprobe(path: string, timeoutMs: number, paths?: FfmpegPaths): Promise<ProbeResult> {
+export async function ffprobe(path: string, timeoutMs: number, paths?: FfmpegPaths, signal?: AbortSignal): Promise<ProbeResult> {
   const { ffprobe: program } = ffmpegBinaries(paths);
   const { stdout } = await runProcess(program, ['-v', 'error', '-print_format', 'json', '-show_format', '-show_streams', '--', path], {
     timeoutMs,
+    signal,
     collectStdout: true,
   });
   let parsed: Partial<ProbeResult>;
@@ -198,7 +239,9 @@ export interface RunFfmpegOptions {
 
 /**
  * Runs `ffmpeg <global flags> ...args`. The global flags (-hide_banner -nostdin -y -loglevel error
- * -progress pipe:1 -nostats) are added here; `args` holds inputs, filters and outputs.
+ * -progress pipe:1 -nostats -timelimit) are added here; `args` holds inputs, filters and outputs.
+ * -timelimit is CPU time: the wall-clock limit times the cores, which a supervised run never
+ * reaches first, and which ends an orphaned one (its worker killed) after about as long.
  */
 export async function runFfmpeg(args: string[], opts: RunFfmpegOptions): Promise<{ elapsedMs: number; stderrTail: string }> {
   const { ffmpeg: program } = ffmpegBinaries(opts.paths);
@@ -216,7 +259,9 @@ export async function runFfmpeg(args: string[], opts: RunFfmpegOptions): Promise
     const m = /^out_time_(?:us|ms)=(\d+)$/.exec(line);
     if (m && durationUs) report(Math.min(99, (Number(m[1]) / durationUs) * 100));
   };
-  const result = await runProcess(program, ['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-progress', 'pipe:1', '-nostats', ...args], {
+  const cpuSeconds = Math.ceil((opts.timeoutMs / 1000) * os.availableParallelism());
+  const global = ['-hide_banner', '-nostdin', '-y', '-loglevel', 'error', '-progress', 'pipe:1', '-nostats', '-timelimit', String(cpuSeconds)];
+  const result = await runProcess(program, [...global, ...args], {
     timeoutMs: opts.timeoutMs,
     signal: opts.signal,
     onStdoutLine: opts.onProgress ? onStdoutLine : undefined,

@@ -13,6 +13,11 @@
 // the restarted one) takes the job as stalled and runs it again. Every step is idempotent:
 // outputs go to fixed keys (derived/<id>/...), record writes carry the run and terminal states
 // are written once (Lua in record.ts), webhooks have one job id per event and run.
+//
+// Superseded runs: every step watches its run (RecordStore.watchRun, about once a second) and,
+// once a reprocess started a newer run, the upload's record was deleted or the run already ended
+// (another step failed it), stops its ffmpeg/ffprobe/sharp work and writes nothing more: no
+// outputs (checked again right before they are stored) and no record changes.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -30,6 +35,7 @@ import {
   isAllowedType,
   makeThumbnails,
   MediaError,
+  MediaRefusedError,
   probeFailure,
   ScannerUnavailableError,
   ScanTooLargeError,
@@ -52,7 +58,7 @@ import {
 } from '../queues.js';
 import { createObjectStorage, type ObjectStorage } from '../storage.js';
 import { flowA, flowB } from './flow.js';
-import { baseFromMetadata, publicDocument, RecordStore, TERMINAL, type Reason, type TaskName } from './record.js';
+import { baseFromMetadata, publicDocument, RecordStore, type Reason, type RunStopped, type RunWatch, TERMINAL, type TaskName } from './record.js';
 import { Webhooks } from './webhooks.js';
 
 export interface RunningPipeline {
@@ -100,10 +106,11 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
     return !!rec && rec.run === run && !TERMINAL.includes(rec.status);
   }
 
-  async function withTempDir<T>(label: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  /** A temporary directory named after the step, upload and run (tusk-transcode-<id>.r<run>-XXXXXX), so an operator can tell whose ffmpeg a process is. */
+  async function withTempDir<T>(label: string, job: StepJob, fn: (dir: string) => Promise<T>): Promise<T> {
     const root = p.workDir ?? os.tmpdir();
     await fs.mkdir(root, { recursive: true });
-    const dir = await fs.mkdtemp(path.join(root, `tusk-${label}-`));
+    const dir = await fs.mkdtemp(path.join(root, `tusk-${label}-${job.uploadId.replace(/[^A-Za-z0-9_.+-]/g, '_')}.r${job.run}-`));
     try {
       return await fn(dir);
     } finally {
@@ -111,16 +118,29 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
     }
   }
 
-  /** Runs one step with the task bookkeeping: running -> done, or retrying / failed with a reason. */
-  function step(task: TaskName, body: (job: Job<StepJob>) => Promise<unknown>): Processor<StepJob> {
+  /**
+   * Runs one step with the task bookkeeping: running -> done, or retrying / failed with a reason.
+   * The body gets the run's watch: its signal stops the step's work once the run is no longer
+   * current (passed to ffmpeg, ffprobe, downloads and output uploads), and check() is called
+   * right before outputs are stored.
+   */
+  function step(task: TaskName, body: (job: Job<StepJob>, watch: RunWatch) => Promise<unknown>): Processor<StepJob> {
     return async (job) => {
       const { uploadId, run } = job.data;
       if (!(await stillWanted(uploadId, run))) return { skipped: 'not the current run, or already finished' };
       await records.patchTask(uploadId, run, task, { status: 'running', started_at: now(), error: undefined, finished_at: undefined });
+      const watch = records.watchRun(uploadId, run);
       try {
-        const result = await body(job);
+        const result = await body(job, watch);
         return result;
       } catch (err) {
+        if (watch.signal.aborted) {
+          // Not a failure of this step: its run no longer wants the work, which was stopped.
+          const stopped = watch.signal.reason as RunStopped;
+          log.info({ uploadId, run, task, why: stopped.why }, `step stopped: ${stopped.message}`);
+          if (stopped.why === 'ended') await records.patchTask(uploadId, run, task, { status: 'skipped', error: `stopped: ${stopped.message}`, finished_at: now() });
+          return { stopped: stopped.why };
+        }
         const reason = reasonOf(err);
         const unrecoverable = err instanceof MediaError || err instanceof UnrecoverableError;
         const final = unrecoverable || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
@@ -132,6 +152,8 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
           await records.patchTask(uploadId, run, task, { status: 'retrying', error: reason.message });
         }
         throw unrecoverable && !(err instanceof UnrecoverableError) ? new UnrecoverableError(reason.message) : err;
+      } finally {
+        watch.stop();
       }
     };
   }
@@ -155,7 +177,7 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
   };
 
   // --- virus_scan ---------------------------------------------------------------------------
-  const scan = step('virus_scan', async (job) => {
+  const scan = step('virus_scan', async (job, watch) => {
     const { uploadId, run, location } = job.data;
     if (!p.clamd && !p.scanRequired) {
       await records.setTask(uploadId, run, 'virus_scan', { status: 'skipped', finished_at: now() });
@@ -176,6 +198,9 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
     let hashed = 0;
     try {
       const source = await storage.openRead(location);
+      // A superseded run's scan stops streaming (clamd then answers nothing, and the step is stopped).
+      const stopStreaming = () => source.destroy(watch.signal.reason as Error);
+      watch.signal.addEventListener('abort', stopStreaming, { once: true });
       const tap = new Transform({
         transform(chunk: Buffer, _enc, cb) {
           hash.update(chunk);
@@ -194,6 +219,7 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
           maxStreamBytes: p.scanMaxBytes,
         });
       } finally {
+        watch.signal.removeEventListener('abort', stopStreaming);
         stream.destroy();
         source.destroy();
       }
@@ -219,12 +245,13 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
   });
 
   // --- metadata + validation ----------------------------------------------------------------
-  const metadata = step('metadata', async (job) => {
+  const limits = { maxDurationSec: p.maxMediaDurationMs / 1000, maxPixelFrames: p.maxVideoPixelFrames, minBitsPerPixel: p.minVideoBitsPerPixel };
+  const metadata = step('metadata', async (job, watch) => {
     const { uploadId, run, location } = job.data;
     await records.update(uploadId, run, { status: 'processing' });
-    return withTempDir('metadata', async (dir) => {
+    return withTempDir('metadata', job.data, async (dir) => {
       const file = path.join(dir, 'source');
-      await storage.download(location, file);
+      await storage.download(location, file, watch.signal);
       const detected = await detectType(file);
       if (!detected || !isAllowedType(detected.mime, p.allowedTypes)) {
         const rec = await records.get(uploadId);
@@ -234,7 +261,18 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
         await finish(uploadId, run, 'rejected', { code: 'type_not_allowed', message });
         return { rejected: true };
       }
-      const meta: MediaMetadata = await extractMetadata(file, detected, { timeoutMs: p.stepTimeoutMs, limitInputPixels: p.maxImagePixels, ffmpeg });
+      let meta: MediaMetadata;
+      try {
+        // Audio/video over the limits is refused here, from ffprobe's answer: nothing is decoded,
+        // and no thumbnail or transcode job is ever queued for it.
+        meta = await extractMetadata(file, detected, { timeoutMs: p.stepTimeoutMs, limitInputPixels: p.maxImagePixels, limits, ffmpeg, signal: watch.signal });
+      } catch (err) {
+        if (!(err instanceof MediaRefusedError)) throw err;
+        log.info({ uploadId, run, code: err.code, work: err.work }, 'media refused before processing');
+        await records.setTask(uploadId, run, 'metadata', { status: 'failed', error: err.reason, finished_at: now() }, err.metadata ? { 'out:metadata': JSON.stringify(err.metadata) } : {});
+        await finish(uploadId, run, 'rejected', { code: err.code, message: err.reason });
+        return { rejected: err.code };
+      }
       const steps = {
         thumbnail: detected.kind === 'image' || (detected.kind === 'video' && meta.hasVideo !== false),
         transcode: detected.kind === 'video' || detected.kind === 'audio',
@@ -249,19 +287,20 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
   });
 
   // --- thumbnails (smallest first, each published at once) ----------------------------------
-  const thumbnail = step('thumbnail', async (job) => {
+  const thumbnail = step('thumbnail', async (job, watch) => {
     const { uploadId, run, location, detected, probe } = job.data;
     const meta = probe as MediaMetadata | undefined;
-    return withTempDir('thumbnail', async (dir) => {
+    return withTempDir('thumbnail', job.data, async (dir) => {
       const file = path.join(dir, 'source');
-      await storage.download(location, file);
+      await storage.download(location, file, watch.signal);
       const total = p.thumbnailWidths.length * p.thumbnailFormats.length;
       let done = 0;
       const made = await makeThumbnails(
         file,
         detected?.kind === 'video' ? 'video' : 'image',
-        { widths: p.thumbnailWidths, formats: p.thumbnailFormats, outDir: path.join(dir, 'out'), limitInputPixels: p.maxImagePixels, timeoutMs: p.stepTimeoutMs, durationSec: meta?.durationSec, ffmpeg },
+        { widths: p.thumbnailWidths, formats: p.thumbnailFormats, outDir: path.join(dir, 'out'), limitInputPixels: p.maxImagePixels, timeoutMs: p.stepTimeoutMs, durationSec: meta?.durationSec, ffmpeg, signal: watch.signal },
         async (t) => {
+          await watch.check(); // never over a newer run's thumbnail
           const ext = t.format === 'jpeg' ? 'jpg' : t.format;
           const key = await storage.putDerived(uploadId, `thumbnails/${t.width}.${ext}`, t.path);
           done++;
@@ -276,20 +315,21 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
   });
 
   // --- transcode (HLS ladder + MP4, progress) ---------------------------------------------
-  const transcodeStep = step('transcode', async (job) => {
+  const transcodeStep = step('transcode', async (job, watch) => {
     const { uploadId, run, location, probe } = job.data;
     const meta = probe as MediaMetadata;
-    // TRANSCODE_MIN_TIMEOUT + TRANSCODE_TIMEOUT_FACTOR x duration (an unknown duration counts as 10 min).
-    const timeoutMs = transcodeTimeoutMs(meta?.durationSec, { baseMs: p.transcodeMinTimeoutMs, perSecondMs: p.transcodeTimeoutFactor * 1000 });
-    return withTempDir('transcode', async (dir) => {
+    // TRANSCODE_MIN_TIMEOUT + TRANSCODE_TIMEOUT_FACTOR x duration, the duration at most
+    // MAX_MEDIA_DURATION (an unknown one counts as 10 min).
+    const timeoutMs = transcodeTimeoutMs(meta?.durationSec, { baseMs: p.transcodeMinTimeoutMs, perSecondMs: p.transcodeTimeoutFactor * 1000, maxDurationSec: limits.maxDurationSec });
+    return withTempDir('transcode', job.data, async (dir) => {
       const file = path.join(dir, 'source');
-      await storage.download(location, file);
+      await storage.download(location, file, watch.signal);
       let last = -1;
       let lastAt = 0;
       let pending: Promise<unknown> = Promise.resolve();
       const outDir = path.join(dir, 'out');
       // transcode() wants ffprobe's own answer (streams etc.): one more ffprobe, < 0.1 s.
-      const probed = await ffprobe(file, p.stepTimeoutMs, ffmpeg).catch((err: unknown) => {
+      const probed = await ffprobe(file, p.stepTimeoutMs, ffmpeg, watch.signal).catch((err: unknown) => {
         throw probeFailure(err, 'ffprobe');
       });
       const result = await transcode(file, probed, {
@@ -297,6 +337,7 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
         timeoutMs,
         ffmpeg,
         preset: p.transcodePreset,
+        signal: watch.signal,
         onProgress: (percent: number) => {
           const pct = Math.floor(percent);
           // Throttled: at most every 500 ms and only on a change (the upload's SSE streams get each one).
@@ -308,7 +349,8 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
         },
       });
       await pending;
-      await storage.putDerivedDir(uploadId, '', outDir);
+      await watch.check(); // the same keys as a newer run's outputs: store only for the current run
+      await storage.putDerivedDir(uploadId, '', outDir, watch.signal);
       const extra: Record<string, string> = {
         'out:hls': JSON.stringify({ master_key: `derived/${uploadId}/${result.hls.master}`, renditions: result.hls.renditions }),
       };

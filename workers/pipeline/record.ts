@@ -12,8 +12,11 @@
 //   thumb:<w>.<f>  JSON { width, format, key }       (each thumbnail, published as soon as it exists)
 //   out:hls        JSON { master_key, renditions }    out:mp4  key    out:metadata JSON
 //   reason         JSON { code, message, signature? } for rejected/failed
+//   run_started_ms when the current run started (Redis clock, ms): the upload finished, or a
+//                  reprocess started it; a forced reprocess needs the run to be this old
 // Every change is published on `${REDIS_PREFIX}record-events:<uploadId>` (message: JSON
-// { run, status, field }) for the SSE streams of every API instance.
+// { run, status, field }) for the SSE streams of every API instance. A step watches its run
+// (watchRun) and stops its work once the run is no longer current.
 import type { Redis } from 'ioredis';
 import type { ProcessUploadJob } from '../queues.js';
 
@@ -101,33 +104,49 @@ redis.call('PUBLISH', ARGV[2], cjson.encode({ run = tonumber(run), status = redi
 return {1, changed}
 `;
 
+// Redis's clock in ms, one clock for every tusk process (scripts are replicated by their effects).
+const NOW_MS = `
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+`;
+
 // KEYS[1] record, ARGV[1] channel, ARGV[2] now, ARGV[3] base JSON, ARGV[4] status, ARGV[5] TTL ms
 // Creates the record (run 1) unless it exists; an `uploading` record becomes `uploaded` with the
 // new base. `uploading` records expire (an upload that never finishes leaves nothing behind);
 // from `uploaded` on they are kept. Returns the run.
-const CREATE = `
+const CREATE = `${NOW_MS}
 local run = redis.call('HGET', KEYS[1], 'run')
 if run then
   if ARGV[4] == 'uploaded' and redis.call('HGET', KEYS[1], 'status') == 'uploading' then
     local base = cjson.decode(ARGV[3])
     local old = cjson.decode(redis.call('HGET', KEYS[1], 'base'))
     base.created_at = old.created_at
-    redis.call('HSET', KEYS[1], 'status', 'uploaded', 'base', cjson.encode(base), 'updated_at', ARGV[2])
+    redis.call('HSET', KEYS[1], 'status', 'uploaded', 'base', cjson.encode(base), 'updated_at', ARGV[2], 'run_started_ms', now_ms)
     redis.call('PERSIST', KEYS[1])
     redis.call('PUBLISH', ARGV[1], cjson.encode({ run = tonumber(run), status = 'uploaded', field = 'status' }))
   end
   return tonumber(run)
 end
 redis.call('HSET', KEYS[1], 'run', 1, 'status', ARGV[4], 'base', ARGV[3], 'updated_at', ARGV[2])
-if ARGV[4] == 'uploading' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+if ARGV[4] == 'uploading' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) else redis.call('HSET', KEYS[1], 'run_started_ms', now_ms) end
 redis.call('PUBLISH', ARGV[1], cjson.encode({ run = 1, status = ARGV[4], field = 'status' }))
 return 1
 `;
 
-// KEYS[1] record, ARGV[1] channel, ARGV[2] now. Starts a new run: bumps `run`, clears tasks and
-// outputs, status `uploaded`. Returns the new run, or 0 when the record does not exist.
-const NEW_RUN = `
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+// KEYS[1] record, ARGV[1] channel, ARGV[2] now, ARGV[3] force ('1'/'0'), ARGV[4] minimum age (ms)
+// of a run that force may replace. Starts a new run: bumps `run`, clears tasks and outputs, status
+// `uploaded`. A run still going is replaced only with force, and only once it is at least
+// ARGV[4] old (so repeated forcing cannot pile up work). Returns { new run, '' , 0 }, or
+// { 0, why, ms to wait } with why = missing | not_finished | in_progress | too_soon.
+const NEW_RUN = `${NOW_MS}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'missing', 0} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'uploading' then return {0, 'not_finished', 0} end
+if status ~= 'ready' and status ~= 'rejected' and status ~= 'failed' then
+  if ARGV[3] ~= '1' then return {0, 'in_progress', 0} end
+  local started = tonumber(redis.call('HGET', KEYS[1], 'run_started_ms') or '')
+  if started and now_ms - started < tonumber(ARGV[4]) then return {0, 'too_soon', tonumber(ARGV[4]) - (now_ms - started)} end
+end
 local fields = redis.call('HKEYS', KEYS[1])
 for _, f in ipairs(fields) do
   if string.sub(f, 1, 5) == 'task:' or string.sub(f, 1, 6) == 'thumb:' or string.sub(f, 1, 4) == 'out:' or f == 'reason' then
@@ -135,10 +154,35 @@ for _, f in ipairs(fields) do
   end
 end
 local run = redis.call('HINCRBY', KEYS[1], 'run', 1)
-redis.call('HSET', KEYS[1], 'status', 'uploaded', 'updated_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'uploaded', 'updated_at', ARGV[2], 'run_started_ms', now_ms)
 redis.call('PUBLISH', ARGV[1], cjson.encode({ run = run, status = 'uploaded', field = 'run' }))
-return run
+return {run, '', 0}
 `;
+
+/** How often a step checks that its run is still the upload's current one (watchRun). */
+export const RUN_WATCH_INTERVAL_MS = 1000;
+
+/** Why a step's run no longer wants its work: the reason of a watchRun() signal. */
+export class RunStopped extends Error {
+  override readonly name = 'RunStopped';
+  constructor(
+    /** superseded: a newer run started; deleted: the record is gone (so is the upload); ended: the run already has its outcome. */
+    readonly why: 'superseded' | 'deleted' | 'ended',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface RunWatch {
+  /** Aborted (reason: RunStopped) once the run is no longer current and unfinished. */
+  signal: AbortSignal;
+  /** Looks now (not waiting for the next poll); rejects with the RunStopped reason if stopped. */
+  check(): Promise<void>;
+  stop(): void;
+}
+
+export type NewRunResult = { run: number } | { refused: 'missing' | 'not_finished' | 'in_progress' | 'too_soon'; retryAfterMs: number };
 
 export class RecordStore {
   constructor(
@@ -192,8 +236,55 @@ export class RecordStore {
     return this.setTask(uploadId, run, task, state, extra);
   }
 
-  async newRun(uploadId: string): Promise<number> {
-    return Number(await this.redis.eval(NEW_RUN, 1, this.key(uploadId), this.channel(uploadId), new Date().toISOString()));
+  /**
+   * Starts a new run (reprocess). A run still going is replaced only with `force`, and only once it
+   * has been going `minRunAgeMs`; otherwise the refusal says why (and how long to wait).
+   */
+  async newRun(uploadId: string, opts: { force?: boolean; minRunAgeMs?: number } = {}): Promise<NewRunResult> {
+    const [run, refused, waitMs] = (await this.redis.eval(
+      NEW_RUN,
+      1,
+      this.key(uploadId),
+      this.channel(uploadId),
+      new Date().toISOString(),
+      opts.force ? '1' : '0',
+      String(opts.minRunAgeMs ?? 0),
+    )) as [number, string, number];
+    return run > 0 ? { run } : { refused: refused as Exclude<NewRunResult, { run: number }>['refused'], retryAfterMs: Math.max(0, waitMs) };
+  }
+
+  /**
+   * Watches `run` of an upload for a step working on it: every `intervalMs` (and on check()) it
+   * reads the record, and aborts `signal` once a newer run started, the record is gone or the run
+   * ended, so that the step stops its ffmpeg/ffprobe/sharp work within about a second, on whatever
+   * worker process runs it. Call stop() when the step is done. Redis errors never stop a run.
+   */
+  watchRun(uploadId: string, run: number, intervalMs = RUN_WATCH_INTERVAL_MS): RunWatch {
+    const controller = new AbortController();
+    const look = async () => {
+      const [current, status] = await this.redis.hmget(this.key(uploadId), 'run', 'status');
+      if (controller.signal.aborted) return;
+      if (current === null) controller.abort(new RunStopped('deleted', `the upload ${uploadId} was deleted`));
+      else if (Number(current) !== run) controller.abort(new RunStopped('superseded', `run ${run} of ${uploadId} was superseded by run ${current}`));
+      else if (TERMINAL.includes(status as UploadStatus)) controller.abort(new RunStopped('ended', `run ${run} of ${uploadId} already ended (${status})`));
+    };
+    let polling = false;
+    const timer = setInterval(() => {
+      if (polling) return;
+      polling = true;
+      look()
+        .catch(() => {})
+        .finally(() => (polling = false));
+    }, intervalMs);
+    timer.unref();
+    return {
+      signal: controller.signal,
+      check: async () => {
+        await look();
+        controller.signal.throwIfAborted();
+      },
+      stop: () => clearInterval(timer),
+    };
   }
 
   async get(uploadId: string): Promise<RawRecord | undefined> {

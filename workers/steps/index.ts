@@ -3,6 +3,7 @@
 export * from './types.js';
 export { pingClamd, scanStream, parseClamdReply } from './virus-scan.js';
 export { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from './detect-type.js';
+export { BOMB_CHECK_FROM_PIXEL_FRAMES, checkMediaLimits, encodeFrameRate, mediaWork } from './limits.js';
 export { extractMetadata, metadataFromProbe, probeFailure, type MetadataOptions } from './metadata.js';
 export { DEFAULT_THUMBNAIL_FORMATS, DEFAULT_THUMBNAIL_WIDTHS, makeThumbnails, plannedWidths } from './thumbnail.js';
 export { DEFAULT_PRESET, HLS_LADDER, HLS_SEGMENT_SECONDS, parseMasterPlaylist, planLadder, transcode, transcodeTimeoutMs } from './transcode.js';

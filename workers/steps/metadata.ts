@@ -1,10 +1,13 @@
 // metadata + validation, part 2: technical metadata for the status record. Video/audio through
 // ffprobe (child process), images through sharp's header read (no pixel decode). GPS is reported
-// only as a boolean: coordinates are never read into the result.
+// only as a boolean: coordinates are never read into the result. With `limits`, audio/video that
+// asks for more work than allowed is refused here, before anything is decoded (limits.ts).
+import fs from 'node:fs/promises';
 import { exifHasGps, xmpHasGps } from '../media/exif.js';
 import { FfmpegError, ffprobe, firstStream, parseRate, probeDuration, streamRotation, type ProbeResult } from '../media/ffmpeg.js';
 import { configureSharp, DEFAULT_LIMIT_INPUT_PIXELS, toMediaError } from '../media/sharp.js';
-import { MediaError, type DetectedType, type FfmpegPaths, type MediaMetadata } from './types.js';
+import { checkMediaLimits, mediaWork } from './limits.js';
+import { MediaError, type DetectedType, type FfmpegPaths, type MediaLimits, type MediaMetadata } from './types.js';
 
 export type { MediaMetadata } from './types.js';
 
@@ -13,13 +16,18 @@ export interface MetadataOptions {
   timeoutMs?: number;
   /** Images above this many pixels fail with MediaError('pixel_limit'); default 100 MP. */
   limitInputPixels?: number;
+  /** Audio/video over these is refused with MediaRefusedError (no limits: not checked). */
+  limits?: MediaLimits;
   ffmpeg?: FfmpegPaths;
+  /** Stops ffprobe (the upload's run was superseded). */
+  signal?: AbortSignal;
 }
 
 /** Turns an ffprobe/ffmpeg failure on the input into MediaError (the file is bad, not the tool). */
 export function probeFailure(err: unknown, what: string): Error {
   if (!(err instanceof FfmpegError)) return err as Error;
   if (err.details.spawnFailed) return err; // our installation, not the file: let the job retry/fail loudly
+  if (err.details.aborted) return err; // stopped on purpose: says nothing about the file
   if (err.details.timedOut) return new MediaError('timeout', `${what} timed out: ${err.message}`, { cause: err });
   const tail = err.details.stderrTail;
   if (/moov atom not found|Invalid data found|End of file|truncat|partial file|corrupt/i.test(tail)) {
@@ -101,19 +109,21 @@ async function imageMetadata(path: string, detected: DetectedType, opts: Metadat
 
 /**
  * Metadata for the status record. Rejects with MediaError when the file cannot be read as what
- * `detected` says (truncated, corrupt, pixel bomb); "other" kinds get only mime/kind.
+ * `detected` says (truncated, corrupt, pixel bomb), with MediaRefusedError when audio/video is over
+ * `opts.limits`; "other" kinds get only mime/kind.
  */
 export async function extractMetadata(path: string, detected: DetectedType, opts: MetadataOptions = {}): Promise<MediaMetadata> {
   if (detected.kind === 'image') return imageMetadata(path, detected, opts);
   if (detected.kind === 'video' || detected.kind === 'audio') {
     let probe: ProbeResult;
     try {
-      probe = await ffprobe(path, opts.timeoutMs ?? 30_000, opts.ffmpeg);
+      probe = await ffprobe(path, opts.timeoutMs ?? 30_000, opts.ffmpeg, opts.signal);
     } catch (err) {
       throw probeFailure(err, 'ffprobe');
     }
     const meta = metadataFromProbe(probe, detected);
     if (!meta.hasVideo && !meta.hasAudio) throw new MediaError('decode_failed', 'no audio or video stream found');
+    if (opts.limits) checkMediaLimits(mediaWork(probe, (await fs.stat(path)).size), opts.limits, meta);
     return meta;
   }
   return { kind: detected.kind, mime: detected.mime };

@@ -38,7 +38,7 @@ async function posterFrame(input: string, opts: ThumbnailOptions): Promise<strin
   let duration = opts.durationSec;
   if (duration === undefined) {
     try {
-      duration = probeDuration(await ffprobe(input, timeoutMs, opts.ffmpeg));
+      duration = probeDuration(await ffprobe(input, timeoutMs, opts.ffmpeg, opts.signal));
     } catch (err) {
       throw probeFailure(err, 'ffprobe');
     }

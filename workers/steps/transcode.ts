@@ -38,13 +38,16 @@ export const DEFAULT_PRESET = 'veryfast';
 /**
  * A time limit for transcode() proportional to the duration: base + perSecond x duration. Measured
  * on 2 cores (veryfast, 3 rungs + MP4): ~0.7 s per second of 1080p when the machine is idle, ~3.7 s
- * per second under a load average of 15; the default leaves room beyond that.
+ * per second under a load average of 15; the default leaves room beyond that. The duration counts
+ * at most `maxDurationSec` (MAX_MEDIA_DURATION: longer media is refused before it gets here), and
+ * an unknown one as 10 minutes (or the maximum, if lower).
  */
-export function transcodeTimeoutMs(durationSec: number | undefined, opts: { baseMs?: number; perSecondMs?: number } = {}): number {
+export function transcodeTimeoutMs(durationSec: number | undefined, opts: { baseMs?: number; perSecondMs?: number; maxDurationSec?: number } = {}): number {
   const base = opts.baseMs ?? 120_000;
   const perSecond = opts.perSecondMs ?? 10_000;
-  const d = durationSec && Number.isFinite(durationSec) && durationSec > 0 ? durationSec : 600; // unknown: assume 10 min
-  return Math.round(base + perSecond * d);
+  const max = opts.maxDurationSec ?? Infinity;
+  const d = durationSec && Number.isFinite(durationSec) && durationSec > 0 ? durationSec : 600;
+  return Math.round(base + perSecond * Math.min(d, max));
 }
 
 const even = (n: number) => Math.max(2, Math.floor(n / 2) * 2);

@@ -116,6 +116,61 @@ export class MediaError extends Error {
   }
 }
 
+/**
+ * Bounds on the work an audio/video upload may ask of the transcoder, checked on ffprobe's answer
+ * (the file's claims) before anything is decoded (workers/steps/limits.ts).
+ */
+export interface MediaLimits {
+  /** Longest audio/video accepted, in seconds (MAX_MEDIA_DURATION). */
+  maxDurationSec: number;
+  /** Most video work accepted: width x height x frames to encode (MAX_VIDEO_PIXEL_FRAMES). */
+  maxPixelFrames: number;
+  /**
+   * Media-bomb floor (MIN_VIDEO_BITS_PER_PIXEL): a video whose file holds fewer bits per pixel per
+   * frame than this is refused. 0 turns the check off.
+   */
+  minBitsPerPixel: number;
+  /** The floor applies only to videos claiming more work than this (default: 10 minutes of 1080p30). */
+  bombCheckFromPixelFrames?: number;
+}
+
+/** What a video asks of the transcoder, from its claims (ffprobe) and its size. */
+export interface MediaWork {
+  bytes: number;
+  durationSec?: number;
+  width?: number;
+  height?: number;
+  /** The frame rate ffmpeg will encode at (its own guess from the stream's rates). */
+  frameRate?: number;
+  /** Frames to encode: duration x frame rate, or the stored frame count when larger. */
+  frames?: number;
+  pixelFrames?: number;
+  /** 8 x bytes / pixelFrames: how many bits of the file stand for each pixel of each frame. */
+  bitsPerPixel?: number;
+}
+
+export type MediaRefusalCode =
+  | 'too_long' // longer than MAX_MEDIA_DURATION
+  | 'too_much_work' // more pixel-frames than MAX_VIDEO_PIXEL_FRAMES
+  | 'media_bomb'; // claimed work out of all proportion to the file's size
+
+/**
+ * The file is readable but asks for more work than this server gives one upload: the upload is
+ * `rejected` (not `failed`: retrying cannot help, and nothing is wrong with the tool).
+ */
+export class MediaRefusedError extends Error {
+  override readonly name = 'MediaRefusedError';
+  constructor(
+    readonly code: MediaRefusalCode,
+    readonly reason: string,
+    readonly work: MediaWork,
+    /** The metadata read before the refusal (for the status record). */
+    readonly metadata?: MediaMetadata,
+  ) {
+    super(reason);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // thumbnail (workers/steps/thumbnail.ts)
 
