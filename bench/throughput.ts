@@ -64,7 +64,7 @@ async function serve(kind: string, port: number): Promise<void> {
   if (kind === 'plain') {
     datastore = new S3Store({ s3ClientConfig, partSize });
   } else {
-    const { TuskS3Store } = await import('../server/tus/s3-store.js');
+    const { TuskS3Store } = await import('../lib/stores/s3-store.js');
     const { Redis } = await import('ioredis');
     const { pino } = await import('pino');
     const r = new Redis(cfg.redisUrl);

@@ -177,7 +177,7 @@ const env = z.object({
   SIGNED_URL_TTL: duration('SIGNED_URL_TTL').default(3_600_000),
 });
 
-/** Queues a worker process can consume (WORKER_QUEUES); see workers/queues.ts. */
+/** Queues a worker process can consume (WORKER_QUEUES); see lib/queues.ts. */
 export const PIPELINE_QUEUES = ['process-upload', 'virus-scan', 'extract-metadata', 'thumbnail', 'transcode', 'finalize', 'webhook'] as const;
 
 export type StorageKind = 's3' | 'file';

@@ -2,13 +2,13 @@
 // handed to the processing workers as one `process-upload` job. The upload id is the BullMQ
 // job id, so a repeated finish (a retried request, a HEAD re-check) never adds a second job
 // (the pipeline keeps completed process-upload jobs for that reason).
-// It also keeps the upload's status record (workers/pipeline/record.ts): `uploading` when the
+// It also keeps the upload's status record (lib/record-store.ts): `uploading` when the
 // upload is created, `uploaded` when it finished; the workers take it from there.
 import type { Queue } from 'bullmq';
 import type { Upload } from '@tus/utils';
 import type { Logger } from '../lib/logger.js';
-import { baseFromMetadata, RecordStore } from '../workers/pipeline/record.js';
-import { PROCESS_UPLOAD_JOB, type ProcessUploadJob, type StorageLocation } from '../workers/queues.js';
+import { baseFromMetadata, RecordStore } from '../lib/record-store.js';
+import { PROCESS_UPLOAD_JOB, type ProcessUploadJob, type StorageLocation } from '../lib/queues.js';
 
 export function storageLocation(upload: Upload): StorageLocation {
   const storage = upload.storage;

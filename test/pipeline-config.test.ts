@@ -2,7 +2,7 @@
 import { loadConfig, ConfigError } from '../config/index.js';
 import { stepJobId } from '../workers/pipeline/flow.js';
 import { signBody } from '../workers/pipeline/webhooks.js';
-import { derivedKey, presignGetUrl } from '../workers/storage.js';
+import { derivedKey, presignGetUrl } from '../lib/object-storage.js';
 
 function problemsOf(env: Record<string, string>): string[] {
   try {

@@ -12,7 +12,7 @@ import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { stepJobId } from '../workers/pipeline/flow.js';
-import { THUMBNAIL_QUEUE, TRANSCODE_QUEUE } from '../workers/queues.js';
+import { THUMBNAIL_QUEUE, TRANSCODE_QUEUE } from '../lib/queues.js';
 import { makeLoopedStillVideo } from './fixtures-media.js';
 import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests } from './helpers/services.js';
 import { startTusk, type TuskProcess } from './helpers/tusk-process.js';

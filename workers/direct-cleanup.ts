@@ -18,8 +18,8 @@ import type { Logger } from '../lib/logger.js';
 import { createS3Client } from '../lib/s3-client.js';
 import { UploadFinishedHook } from '../hooks/upload-finished.js';
 import { abortStorage, DIRECT_PREFIX, DirectSessionStore, DirectUploads, listAllParts, uploadIdOfKey } from '../server/api/direct-uploads.js';
-import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob } from './queues.js';
-import { RecordStore } from './pipeline/record.js';
+import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob } from '../lib/queues.js';
+import { RecordStore } from '../lib/record-store.js';
 
 export interface DirectCleanupResult {
   /** Companion single PUTs completed because their object arrived. */

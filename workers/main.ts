@@ -7,12 +7,12 @@ import { Queue, Worker } from 'bullmq';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
 import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
-import { createDatastore } from '../server/tus/datastore.js';
+import { createDatastore } from '../lib/stores/datastore.js';
 import { OwnershipStore } from '../hooks/ownership.js';
 import { QuotaService, releaseExpiredReservations } from '../hooks/quota.js';
 import { startPipeline } from './pipeline/index.js';
 import { runDirectCleanup } from './direct-cleanup.js';
-import { MAINTENANCE_QUEUE, CLEANUP_EXPIRED_JOB } from './queues.js';
+import { MAINTENANCE_QUEUE, CLEANUP_EXPIRED_JOB } from '../lib/queues.js';
 
 export interface RunningWorkers {
   stop(): Promise<void>;

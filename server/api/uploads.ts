@@ -17,10 +17,10 @@ import type { Logger } from '../../lib/logger.js';
 import { connectRedis } from '../../lib/redis.js';
 import { createAuthenticator, principalOf, requireAuth } from '../../hooks/auth.js';
 import { OwnershipStore } from '../../hooks/ownership.js';
-import { queueReprocess } from '../../workers/pipeline/reprocess.js';
-import { publicDocument, RecordStore, servingRefusal } from '../../workers/pipeline/record.js';
-import { PROCESS_UPLOAD_QUEUE } from '../../workers/queues.js';
-import { createObjectStorage, DERIVED_PREFIX } from '../../workers/storage.js';
+import { queueReprocess } from '../../hooks/reprocess.js';
+import { publicDocument, RecordStore, servingRefusal } from '../../lib/record-store.js';
+import { PROCESS_UPLOAD_QUEUE } from '../../lib/queues.js';
+import { createObjectStorage, DERIVED_PREFIX } from '../../lib/object-storage.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { derivedTarget, uploadIdOfSegment } from '../http/request-target.js';
 

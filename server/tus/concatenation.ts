@@ -14,15 +14,7 @@ import type { Redis } from 'ioredis';
 import { HookRejection, validateNewUpload } from '../../hooks/upload-create.js';
 import { newUploadId } from '../../lib/upload-id.js';
 import { uploadIdOfUrl } from '../http/request-target.js';
-
-/** A store that can build a final upload from finished partial uploads, server-side. */
-export interface ConcatenatingStore {
-  concatenate(final: Upload, partials: Upload[]): Promise<Upload>;
-}
-
-export function canConcatenate(store: DataStore): store is DataStore & ConcatenatingStore {
-  return typeof (store as Partial<ConcatenatingStore>).concatenate === 'function';
-}
+import type { ConcatenatingStore } from '../../lib/stores/concatenating-store.js';
 
 export type ConcatHeader = { kind: 'partial' } | { kind: 'final'; urls: string[] } | { kind: 'invalid'; reason: string };
 

@@ -15,17 +15,18 @@ import { newUploadId } from '../../lib/upload-id.js';
 import { ANONYMOUS, AuthError, type Principal } from '../../hooks/auth.js';
 import { RateLimitedError } from '../../hooks/rate-limit.js';
 import { HookRejection, validateNewUpload } from '../../hooks/upload-create.js';
-import { clientIp, type AccessControl } from './access.js';
+import { clientIp, type AccessControl } from '../../hooks/access.js';
 import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { TUS_PATH, tusTarget, uploadIdOfUrl } from '../http/request-target.js';
 import { CHECKSUM_ALGORITHMS, checksumSource, discardSpool, spoolAndVerify, type SpoolBudget } from './checksum.js';
-import { canConcatenate, ConcatError, createFinalUpload, parseConcatHeader, type ConcatRegistry } from './concatenation.js';
+import { canConcatenate } from '../../lib/stores/concatenating-store.js';
+import { ConcatError, createFinalUpload, parseConcatHeader, type ConcatRegistry } from './concatenation.js';
 import { createDownloadHandler, type DownloadStorage, type ContentGate } from './download.js';
 import { mapTusError } from './errors.js';
 import { applyMethodOverride, checkTusRequest, wireMethod, type GateError } from './protocol-gate.js';
 import { RequestScopedLocker, runInTusRequest, tusRequest } from './request-context.js';
-import { runWithUploadRequest } from './s3-request-context.js';
+import { runWithUploadRequest } from '../../lib/stores/s3-request-context.js';
 
 export { TUS_PATH };
 /** Seconds a client should wait before retrying after a 503 (storage or Redis down). */
@@ -48,7 +49,7 @@ export function createTusEndpoint(deps: {
   finished: UploadFinishedHook;
   downloadStorage: DownloadStorage;
   concat: ConcatRegistry;
-  /** Authentication, ownership, quota, rate limits; see server/tus/access.ts. */
+  /** Authentication, ownership, quota, rate limits; see hooks/access.ts. */
   access: AccessControl;
   /** May an upload's bytes be served yet (scan verdict)? */
   contentGate: ContentGate;
@@ -78,7 +79,7 @@ export function createTusEndpoint(deps: {
       const request = tusRequest();
       await reserveFor(request.principal, upload, { bytes: upload.size ?? request.deferredCreationBytes ?? 0 });
       if (request.creatingPartial) await concat.markPartial(upload.id);
-      await finished.created(upload); // status record `uploading` (workers/pipeline/record.ts)
+      await finished.created(upload); // status record `uploading` (lib/record-store.ts)
       return {};
     },
     onUploadFinish: async (_req, upload) => {

@@ -14,7 +14,7 @@ import { s3ClientForTests, sha256OfFile, sha256OfObject } from './services.js';
 
 export const TUS = { 'Tus-Resumable': '1.0.0' } as const;
 export const OCTET = 'application/offset+octet-stream';
-/** The queue name of the upload → processing contract (workers/queues.ts), spelled out on purpose. */
+/** The queue name of the upload → processing contract (lib/queues.ts), spelled out on purpose. */
 export const PROCESS_UPLOAD_QUEUE_NAME = 'process-upload';
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -14,7 +14,7 @@
 // Children fail their parent (failParentOnFailure), so a failed scan never lets metadata run.
 import type { FlowJob, JobsOptions } from 'bullmq';
 import type { PipelineConfig } from '../../config/index.js';
-import { FINALIZE_QUEUE, METADATA_QUEUE, THUMBNAIL_QUEUE, TRANSCODE_QUEUE, VIRUS_SCAN_QUEUE, type StepJob } from '../queues.js';
+import { FINALIZE_QUEUE, METADATA_QUEUE, THUMBNAIL_QUEUE, TRANSCODE_QUEUE, VIRUS_SCAN_QUEUE, type StepJob } from '../../lib/queues.js';
 
 export type StepName = 'scan' | 'metadata' | 'thumbnail' | 'transcode' | 'finalize';
 

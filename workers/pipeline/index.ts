@@ -55,10 +55,10 @@ import {
   type ProcessUploadJob,
   type ReprocessFields,
   type StepJob,
-} from '../queues.js';
-import { createObjectStorage, type ObjectStorage } from '../storage.js';
+} from '../../lib/queues.js';
+import { createObjectStorage, type ObjectStorage } from '../../lib/object-storage.js';
 import { flowA, flowB } from './flow.js';
-import { baseFromMetadata, publicDocument, RecordStore, type Reason, type RunStopped, type RunWatch, TERMINAL, type TaskName } from './record.js';
+import { baseFromMetadata, publicDocument, RecordStore, type Reason, type RunStopped, type RunWatch, TERMINAL, type TaskName } from '../../lib/record-store.js';
 import { Webhooks } from './webhooks.js';
 
 export interface RunningPipeline {

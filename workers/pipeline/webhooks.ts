@@ -8,7 +8,7 @@ import { createHmac } from 'node:crypto';
 import { Queue, Worker, type ConnectionOptions } from 'bullmq';
 import type { PipelineConfig } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
-import { WEBHOOK_QUEUE, type WebhookJob } from '../queues.js';
+import { WEBHOOK_QUEUE, type WebhookJob } from '../../lib/queues.js';
 
 export function signBody(body: string, secret: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;

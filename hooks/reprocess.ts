@@ -4,8 +4,8 @@
 // first job, id = upload id, stays).
 // Kept apart from the pipeline's workers so that the API server does not load sharp/ffmpeg code.
 import type { Queue } from 'bullmq';
-import { PROCESS_UPLOAD_JOB } from '../queues.js';
-import type { NewRunResult, RecordStore } from './record.js';
+import { PROCESS_UPLOAD_JOB } from '../lib/queues.js';
+import type { NewRunResult, RecordStore } from '../lib/record-store.js';
 
 /**
  * Queues another run of the pipeline (reprocess): the new run, or why not (record.ts newRun:

@@ -21,7 +21,7 @@ import { S3Store, type Options as S3StoreOptions, type MetadataValue } from '@tu
 import { ERRORS, StreamLimiter, TUS_RESUMABLE, Upload } from '@tus/utils';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { ConcatenatingStore } from './concatenation.js';
+import type { ConcatenatingStore } from './concatenating-store.js';
 import { finishedUploadsNeverExpire } from './finished-uploads-never-expire.js';
 import { PartWriter, type PartWriterHost } from './s3-part-writer.js';
 import { concatenateObjects } from './s3-concat.js';

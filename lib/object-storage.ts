@@ -23,7 +23,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { Config } from '../config/index.js';
-import { createS3Client } from '../lib/s3-client.js';
+import { createS3Client } from './s3-client.js';
 import type { StorageLocation } from './queues.js';
 
 export const DERIVED_PREFIX = 'derived';

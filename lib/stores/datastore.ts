@@ -4,8 +4,8 @@ import path from 'node:path';
 import type { DataStore } from '@tus/utils';
 import type { Redis } from 'ioredis';
 import type { Config } from '../../config/index.js';
-import type { Logger } from '../../lib/logger.js';
-import { s3ClientConfig } from '../../lib/s3-client.js';
+import type { Logger } from '../logger.js';
+import { s3ClientConfig } from '../s3-client.js';
 import { TuskFileStore } from './file-store.js';
 import { TuskS3Store } from './s3-store.js';
 

@@ -3,11 +3,11 @@
 // (hooks/quota.ts), how fast they may create uploads (hooks/rate-limit.ts).
 import type { IncomingMessage } from 'node:http';
 import type { Redis } from 'ioredis';
-import type { Config } from '../../config/index.js';
-import { createAuthenticator, type Authenticator } from '../../hooks/auth.js';
-import { OwnershipStore } from '../../hooks/ownership.js';
-import { QuotaService } from '../../hooks/quota.js';
-import { CreationRateLimiter } from '../../hooks/rate-limit.js';
+import type { Config } from '../config/index.js';
+import { createAuthenticator, type Authenticator } from './auth.js';
+import { OwnershipStore } from './ownership.js';
+import { QuotaService } from './quota.js';
+import { CreationRateLimiter } from './rate-limit.js';
 
 export interface AccessControl {
   authenticator: Authenticator;

@@ -18,7 +18,7 @@
 // { run, status, field }) for the SSE streams of every API instance. A step watches its run
 // (watchRun) and stops its work once the run is no longer current.
 import type { Redis } from 'ioredis';
-import type { ProcessUploadJob } from '../queues.js';
+import type { ProcessUploadJob } from './queues.js';
 
 export type UploadStatus = 'uploading' | 'uploaded' | 'scanning' | 'processing' | 'ready' | 'rejected' | 'failed';
 export const TERMINAL: readonly UploadStatus[] = ['ready', 'rejected', 'failed'];
