@@ -7,6 +7,7 @@ module.exports = {
     { name: 'no-cycles', severity: 'error', comment: 'Modules import each other: split out what both need.', from: {}, to: { circular: true } },
     { name: 'config-is-the-base', severity: 'error', comment: 'config/ depends on nothing of tusk.', from: { path: '^config/' }, to: { path: '^(lib|hooks|server|workers|minio)/|^tusk\\.ts$' } },
     { name: 'lib-is-shared-core', severity: 'error', comment: 'lib/ is the shared core: it may use config/ only.', from: { path: '^lib/' }, to: { path: '^(hooks|server|workers|minio)/|^tusk\\.ts$' } },
+    { name: 'minio-is-a-tool', severity: 'error', comment: 'minio/ (bucket bootstrap) uses config/ and lib/ only.', from: { path: '^minio/' }, to: { path: '^(hooks|server|workers)/|^tusk\\.ts$' } },
     { name: 'hooks-below-faces', severity: 'error', comment: 'hooks/ (the upload lifecycle) is used by server/ and workers/, never the other way.', from: { path: '^hooks/' }, to: { path: '^(server|workers)/|^tusk\\.ts$' } },
     { name: 'server-not-workers', severity: 'error', comment: 'The API server never loads worker code (sharp, ffmpeg, processors).', from: { path: '^server/' }, to: { path: '^workers/' } },
     { name: 'workers-not-server', severity: 'error', comment: 'The worker never loads HTTP code (express, routers).', from: { path: '^workers/' }, to: { path: '^server/' } },

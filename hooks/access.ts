@@ -1,9 +1,10 @@
-// Access control shared by the tus endpoint and the JSON API (issue 5): who the caller is
+// Access control shared by the tus endpoint, the JSON API and the cleanup jobs, made once per process: who the caller is
 // (hooks/auth.ts), what they own (hooks/ownership.ts), how much they may store and upload at once
 // (hooks/quota.ts), how fast they may create uploads (hooks/rate-limit.ts).
 import type { IncomingMessage } from 'node:http';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
+import { RedisKeys } from '../lib/redis-keys.js';
 import { createAuthenticator, type Authenticator } from './auth.js';
 import { OwnershipStore } from './ownership.js';
 import { QuotaService } from './quota.js';
@@ -18,14 +19,14 @@ export interface AccessControl {
   expiresAt(): number;
 }
 
-export function createAccessControl(config: Config, redis: Redis): AccessControl {
+export function createAccessControl(config: Config, redis: Redis, keys = new RedisKeys(config.redisPrefix)): AccessControl {
   const authenticator = createAuthenticator(config);
   const { access } = config;
   return {
     authenticator,
-    ownership: new OwnershipStore(redis, config.redisPrefix, authenticator.enabled),
-    quota: new QuotaService(redis, config.redisPrefix, { quotaBytes: access.quotaBytes, maxConcurrentUploads: access.maxConcurrentUploads }),
-    rateLimiter: new CreationRateLimiter(redis, config.redisPrefix, {
+    ownership: new OwnershipStore(redis, keys, authenticator.enabled),
+    quota: new QuotaService(redis, keys, { quotaBytes: access.quotaBytes, maxConcurrentUploads: access.maxConcurrentUploads }),
+    rateLimiter: new CreationRateLimiter(redis, keys, {
       perUserPerMinute: access.rateLimit.creationsPerMinuteUser,
       perIpPerMinute: access.rateLimit.creationsPerMinuteIp,
       perUser: authenticator.enabled,

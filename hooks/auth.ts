@@ -9,9 +9,9 @@
 // `anonymous`, and tusk warns loudly at start-up (warnIfUnauthenticated).
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { AuthConfig, Config } from '../config/index.js';
+import { RETRY_AFTER_SECONDS, TuskError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 
 export interface Principal {
@@ -24,16 +24,14 @@ export const ANONYMOUS: Principal = Object.freeze({ userId: 'anonymous' });
 /** Query parameter that may carry the token where headers cannot be set (EventSource). RFC 6750 name. */
 export const QUERY_TOKEN_PARAM = 'access_token';
 
-/** 401 (missing/invalid/expired token) or 503 (the JWKS could not be fetched). */
-export class AuthError extends Error {
-  constructor(
-    message: string,
-    readonly status: 401 | 503 = 401,
-    readonly code: 'unauthorized' | 'auth_unavailable' = status === 401 ? 'unauthorized' : 'auth_unavailable',
-  ) {
-    super(message);
-    this.name = 'AuthError';
-  }
+/** A refused token (401, with `WWW-Authenticate: Bearer`). */
+function unauthorized(message: string): TuskError {
+  return new TuskError('unauthorized', message, {}, { 'WWW-Authenticate': 'Bearer' });
+}
+
+/** The signing keys could not be fetched (503): the token may well be good. */
+function keysUnavailable(message: string): TuskError {
+  return new TuskError('unavailable', message, {}, { 'Retry-After': String(RETRY_AFTER_SECONDS) });
 }
 
 export interface AuthenticateOptions {
@@ -44,7 +42,7 @@ export interface AuthenticateOptions {
 export interface Authenticator {
   /** False: no auth configured; every request is ANONYMOUS. */
   enabled: boolean;
-  /** The request's principal; throws AuthError. */
+  /** The request's principal; throws TuskError unauthorized (401) or unavailable (503). */
   authenticate(req: IncomingMessage, opts?: AuthenticateOptions): Promise<Principal>;
 }
 
@@ -102,7 +100,7 @@ export function createAuthenticator(config: Config | { access: { auth: AuthConfi
     enabled: true,
     async authenticate(req, opts = {}) {
       const token = tokenOf(req, opts.allowQueryToken === true);
-      if (!token) throw new AuthError('Missing bearer token (Authorization: Bearer <JWT>)');
+      if (!token) throw unauthorized('Missing bearer token (Authorization: Bearer <JWT>)');
       let payload;
       try {
         ({ payload } = await jwtVerify(token, key as Uint8Array, options));
@@ -112,7 +110,7 @@ export function createAuthenticator(config: Config | { access: { auth: AuthConfi
       checkLifetime(payload, maxLifetimeSeconds, options.clockTolerance);
       const sub = payload.sub;
       if (typeof sub !== 'string' || sub.length === 0 || sub.length > MAX_USER_ID_LENGTH || [...sub].some((c) => c.charCodeAt(0) < 0x20)) {
-        throw new AuthError('Token subject (sub) is missing or invalid');
+        throw unauthorized('Token subject (sub) is missing or invalid');
       }
       return { userId: sub };
     },
@@ -128,22 +126,22 @@ function checkLifetime(payload: JWTPayload, maxSeconds: number, toleranceSeconds
   const now = Math.floor(Date.now() / 1000);
   const from = payload.iat === undefined ? now : Math.min(payload.iat, now);
   if (payload.exp - from > maxSeconds + toleranceSeconds) {
-    throw new AuthError(`Token rejected: valid for longer (exp - iat) than the ${maxSeconds} s this server accepts`);
+    throw unauthorized(`Token rejected: valid for longer (exp - iat) than the ${maxSeconds} s this server accepts`);
   }
 }
 
-function authErrorOf(err: unknown): AuthError {
-  if (err instanceof joseErrors.JWTExpired) return new AuthError('Token expired');
-  if (err instanceof joseErrors.JWKSTimeout) return new AuthError('Could not fetch the signing keys (JWKS timeout)', 503);
+function authErrorOf(err: unknown): TuskError {
+  if (err instanceof joseErrors.JWTExpired) return unauthorized('Token expired');
+  if (err instanceof joseErrors.JWKSTimeout) return keysUnavailable('Could not fetch the signing keys (JWKS timeout)');
   if (err instanceof joseErrors.JWTClaimValidationFailed) {
-    if (err.claim === 'exp' && err.reason === 'missing') return new AuthError('Token rejected: no exp claim (tokens must expire)');
-    if (err.reason === 'missing') return new AuthError(`Token rejected: no ${err.claim} claim`);
-    return new AuthError(`Token rejected: ${err.claim} claim check failed`);
+    if (err.claim === 'exp' && err.reason === 'missing') return unauthorized('Token rejected: no exp claim (tokens must expire)');
+    if (err.reason === 'missing') return unauthorized(`Token rejected: no ${err.claim} claim`);
+    return unauthorized(`Token rejected: ${err.claim} claim check failed`);
   }
-  if (err instanceof joseErrors.JOSEAlgNotAllowed) return new AuthError('Token rejected: algorithm not allowed');
-  if (err instanceof joseErrors.JOSEError) return new AuthError('Invalid token');
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return unauthorized('Token rejected: algorithm not allowed');
+  if (err instanceof joseErrors.JOSEError) return unauthorized('Invalid token');
   // Not a JOSE error: the JWKS endpoint was unreachable or answered garbage.
-  return new AuthError('Could not fetch the signing keys', 503);
+  return keysUnavailable('Could not fetch the signing keys');
 }
 
 /** The token of `Authorization: Bearer <token>`, or of `?access_token=` when allowed. */
@@ -157,33 +155,6 @@ export function tokenOf(req: IncomingMessage, allowQueryToken: boolean): string 
   const query = (req.url ?? '').split('?')[1];
   if (!query) return undefined;
   return new URLSearchParams(query).get(QUERY_TOKEN_PARAM) ?? undefined;
-}
-
-/** The principal requireAuth put on the response (throws if the route was not protected). */
-export function principalOf(res: Response): Principal {
-  const principal = res.locals.principal as Principal | undefined;
-  if (!principal) throw new Error('route is not behind requireAuth');
-  return principal;
-}
-
-/**
- * Express middleware: authenticates the request, puts the principal on `res.locals.principal`,
- * or answers `401 { error: { code: 'unauthorized', message } }` with `WWW-Authenticate: Bearer`.
- */
-export function requireAuth(authenticator: Authenticator, opts: AuthenticateOptions = {}): RequestHandler {
-  return (req: Request, res: Response, next: NextFunction) => {
-    authenticator.authenticate(req, opts).then(
-      (principal) => {
-        res.locals.principal = principal;
-        next();
-      },
-      (err: unknown) => {
-        const authErr = err instanceof AuthError ? err : new AuthError('Authentication failed', 503);
-        if (authErr.status === 401) res.set('WWW-Authenticate', 'Bearer');
-        res.status(authErr.status).json({ error: { code: authErr.code, message: authErr.message } });
-      },
-    );
-  };
 }
 
 /** Start-up log of the authentication settings; loud warnings when it is off (louder with an explicit HOST) or tokens need not expire. */

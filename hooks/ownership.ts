@@ -1,20 +1,21 @@
-// Who owns which upload (issue 5): `${prefix}owner:{<uploadId>}` = user id, set by tusk at
+// Who owns which upload: `<prefix>owner:{<uploadId>}` (lib/redis-keys.ts) = user id, set by tusk at
 // creation from the authenticated principal, never from client metadata. A separate small key
 // (not a field of the status record) so that it exists before anything else about the upload.
 // Another user's upload is answered exactly like an unknown one (404): do not reveal it exists.
 import type { Redis } from 'ioredis';
+import type { RedisKeys } from '../lib/redis-keys.js';
 import type { Principal } from './auth.js';
 
 export class OwnershipStore {
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    private readonly keys: RedisKeys,
     /** False while authentication is off: everything is the anonymous user's. */
     private readonly authEnabled = true,
   ) {}
 
   private key(id: string): string {
-    return `${this.prefix}owner:{${id}}`;
+    return this.keys.owner(id);
   }
 
   async setOwner(id: string, userId: string): Promise<void> {
@@ -27,6 +28,11 @@ export class OwnershipStore {
 
   async forget(id: string): Promise<void> {
     await this.redis.del(this.key(id));
+  }
+
+  /** Keeps the owner for `seconds` more, then forgets it (an expired upload's client still hears 410). */
+  async forgetAfter(id: string, seconds: number): Promise<void> {
+    await this.redis.expire(this.key(id), seconds);
   }
 
   /**

@@ -1,4 +1,4 @@
-// Per-user byte quota and concurrent-upload limit (issue 5), all state in Redis and every change
+// Per-user byte quota and concurrent-upload limit, all state in Redis and every change
 // one Lua script, so several tusk processes (and the direct-to-storage API) share it correctly.
 //   ${prefix}quota:user:{<userId>}     hash  bytes (reserved + stored), active (unfinished uploads)
 //   ${prefix}quota:upload:{<uploadId>} hash  user, bytes, state (active|complete), expires_at (ms, 0 = never)
@@ -12,6 +12,7 @@
 //   complete(id)              finished: no longer counts as concurrent, keeps its bytes
 //   release(id)               terminated, aborted or expired: frees the bytes and, if active, the slot
 import type { Redis } from 'ioredis';
+import type { RedisKeys } from '../lib/redis-keys.js';
 
 export interface QuotaLimits {
   /** QUOTA_BYTES; 0 = unlimited. */
@@ -159,21 +160,21 @@ return bytes
 export class QuotaService {
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    private readonly keys: RedisKeys,
     readonly limits: QuotaLimits,
   ) {}
 
   private userKeyPrefix(): string {
-    return `${this.prefix}quota:user:`;
+    return this.keys.quotaUserPrefix;
   }
   private userKey(userId: string): string {
-    return `${this.userKeyPrefix()}{${userId}}`;
+    return this.keys.quotaUser(userId);
   }
   private uploadKey(uploadId: string): string {
-    return `${this.prefix}quota:upload:{${uploadId}}`;
+    return this.keys.quotaUpload(uploadId);
   }
   private expiringKey(): string {
-    return `${this.prefix}quota:expiring`;
+    return this.keys.quotaExpiring;
   }
 
   /** Reserves `bytes` (and, unless complete, a concurrent slot) for a new upload. Idempotent per upload id. */
@@ -271,30 +272,4 @@ export class QuotaService {
     }
     return { ok: false, code: 'quota_exceeded', message: `Quota exceeded: ${requested} more bytes would make ${used + requested} of ${limit} bytes` };
   }
-}
-
-/**
- * The cleanup job's part (workers/main.ts): reservations whose upload expired unfinished are
- * released (and their owner keys dropped). An upload past its expiry can no longer be continued
- * (tus answers 410, the store deletes it), so only `uploadState` = 'finished' keeps the bytes (its
- * `complete` was lost, e.g. Redis blinked when it finished); anything else is released.
- */
-export async function releaseExpiredReservations(deps: {
-  quota: QuotaService;
-  forgetOwner: (id: string) => Promise<void>;
-  uploadState: (id: string) => Promise<'finished' | 'unfinished' | 'missing'>;
-  now?: number;
-}): Promise<{ released: string[]; bytes: number }> {
-  const released: string[] = [];
-  let bytes = 0;
-  for (const id of await deps.quota.expiredReservations(deps.now ?? Date.now())) {
-    if ((await deps.uploadState(id)) === 'finished') {
-      await deps.quota.complete(id);
-      continue;
-    }
-    bytes += await deps.quota.release(id);
-    await deps.forgetOwner(id);
-    released.push(id);
-  }
-  return { released, bytes };
 }

@@ -1,20 +1,15 @@
-// Rate limit on upload creation (issue 5): per user and per client IP, fixed one-minute windows
+// Rate limit on upload creation: per user and per client IP, fixed one-minute windows
 // in Redis (rate-limiter-flexible's RateLimiterRedis on our ioredis client), so the limit holds
 // across several tusk processes. 0 disables a limit. The per-user limit only applies with
 // authentication on (with it off every request is the one user `anonymous`).
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { TuskError } from '../lib/errors.js';
+import type { RedisKeys } from '../lib/redis-keys.js';
 
-export class RateLimitedError extends Error {
-  readonly status = 429;
-  readonly code = 'rate_limited';
-  constructor(
-    readonly retryAfterSeconds: number,
-    readonly scope: 'user' | 'ip',
-  ) {
-    super(`Too many uploads created; retry in ${retryAfterSeconds} s`);
-    this.name = 'RateLimitedError';
-  }
+/** 429 with Retry-After (seconds, also as `retry_after` in a JSON answer). */
+export function rateLimited(retryAfterSeconds: number, scope: 'user' | 'ip'): TuskError {
+  return new TuskError('rate_limited', `Too many uploads created; retry in ${retryAfterSeconds} s`, { retry_after: retryAfterSeconds, scope }, { 'Retry-After': String(retryAfterSeconds) });
 }
 
 export interface CreationRateLimitOptions {
@@ -30,12 +25,12 @@ export class CreationRateLimiter {
   private readonly user?: RateLimiterRedis;
   private readonly ip?: RateLimiterRedis;
 
-  constructor(redis: Redis, prefix: string, opts: CreationRateLimitOptions) {
+  constructor(redis: Redis, keys: RedisKeys, opts: CreationRateLimitOptions) {
     if (opts.perUserPerMinute > 0 && opts.perUser !== false) {
-      this.user = new RateLimiterRedis({ storeClient: redis, keyPrefix: `${prefix}ratelimit:create:user`, points: opts.perUserPerMinute, duration: 60 });
+      this.user = new RateLimiterRedis({ storeClient: redis, keyPrefix: keys.rateLimit('user'), points: opts.perUserPerMinute, duration: 60 });
     }
     if (opts.perIpPerMinute > 0) {
-      this.ip = new RateLimiterRedis({ storeClient: redis, keyPrefix: `${prefix}ratelimit:create:ip`, points: opts.perIpPerMinute, duration: 60 });
+      this.ip = new RateLimiterRedis({ storeClient: redis, keyPrefix: keys.rateLimit('ip'), points: opts.perIpPerMinute, duration: 60 });
     }
   }
 
@@ -44,7 +39,7 @@ export class CreationRateLimiter {
   }
 
   /**
-   * Counts one upload creation for the user and the IP. Throws RateLimitedError when either is
+   * Counts one upload creation for the user and the IP. Throws TuskError rate_limited when either is
    * over its limit; Redis errors propagate (the caller answers 503).
    */
   async consumeCreation(userId: string, ip: string | undefined): Promise<void> {
@@ -55,7 +50,7 @@ export class CreationRateLimiter {
       try {
         await limiter.consume(key, 1);
       } catch (err) {
-        if (err instanceof RateLimiterRes) throw new RateLimitedError(Math.max(1, Math.ceil(err.msBeforeNext / 1000)), scope);
+        if (err instanceof RateLimiterRes) throw rateLimited(Math.max(1, Math.ceil(err.msBeforeNext / 1000)), scope);
         throw err;
       }
     }

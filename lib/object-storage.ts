@@ -6,7 +6,6 @@
 //     DATA_DIR/quarantine/<uploadId> (file store), or deleted, per QUARANTINE_MODE;
 //   - URLs for the status API: presigned GET URLs (S3, expiry SIGNED_GET_URL_TTL), or URLs served
 //     by tusk itself under /api/files/derived/... for the file store.
-import { createHash, createHmac } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -23,11 +22,10 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { Config } from '../config/index.js';
-import { createS3Client } from './s3-client.js';
+import type { Presigner } from './s3.js';
+import { DERIVED_PREFIX, derivedKey, derivedPrefix, quarantineKey } from './s3-keys.js';
 import type { StorageLocation } from './queues.js';
 
-export const DERIVED_PREFIX = 'derived';
-export const QUARANTINE_PREFIX = 'quarantine';
 
 /** Content types of the outputs the pipeline writes, by extension. */
 const CONTENT_TYPES: Record<string, string> = {
@@ -46,19 +44,6 @@ const CONTENT_TYPES: Record<string, string> = {
 
 export function contentTypeOf(key: string): string {
   return CONTENT_TYPES[path.extname(key).toLowerCase()] ?? 'application/octet-stream';
-}
-
-/** Upload ids become path segments: allow only what tus generates (and nothing like `..`). */
-export function assertSafeId(id: string): string {
-  if (!/^[A-Za-z0-9_-][A-Za-z0-9_.+-]{0,200}$/.test(id) || id.includes('..')) throw new Error(`unsafe upload id "${id}"`);
-  return id;
-}
-
-/** `derived/<id>/<relative>`, with `relative` normalised (no `..`, forward slashes). */
-export function derivedKey(uploadId: string, relative: string): string {
-  const clean = path.posix.normalize(relative.split(path.sep).join('/')).replace(/^\/+/, '');
-  if (clean.startsWith('..') || clean === '.') throw new Error(`bad output path "${relative}"`);
-  return `${DERIVED_PREFIX}/${assertSafeId(uploadId)}/${clean}`;
 }
 
 export interface ObjectStorage {
@@ -83,14 +68,18 @@ export interface ObjectStorage {
   /** Whether a derived key exists. */
   exists(key: string): Promise<boolean>;
   /** A URL a client can GET the key from (presigned, or served through tusk). */
-  urlFor(key: string, baseUrl: string): string;
+  urlFor(key: string, baseUrl: string): Promise<string>;
   /** File store only: absolute path of a derived key (for serving it). */
   localPath?(key: string): string;
   close(): void;
 }
 
-export function createObjectStorage(config: Config): ObjectStorage {
-  if (config.storage === 's3' && config.s3) return new S3ObjectStorage(config);
+/** The object storage of the configured store; S3 uses the process's client and presigner. */
+export function createObjectStorage(config: Config, s3?: { client: S3Client; presigner: Presigner }): ObjectStorage {
+  if (config.storage === 's3' && config.s3) {
+    if (!s3) throw new Error('STORAGE=s3 needs the S3 client');
+    return new S3ObjectStorage(s3.client, config.s3.bucket, s3.presigner, Math.round(config.pipeline.signedGetUrlTtlMs / 1000));
+  }
   return new FileObjectStorage(config);
 }
 
@@ -106,13 +95,12 @@ async function listFiles(dir: string): Promise<string[]> {
 
 class S3ObjectStorage implements ObjectStorage {
   readonly kind = 's3' as const;
-  private readonly client: S3Client;
-  private readonly bucket: string;
-  constructor(private readonly config: Config) {
-    const s3 = config.s3!;
-    this.client = createS3Client(s3);
-    this.bucket = s3.bucket;
-  }
+  constructor(
+    private readonly client: S3Client,
+    private readonly bucket: string,
+    private readonly presigner: Presigner,
+    private readonly urlTtlSeconds: number,
+  ) {}
 
   private where(location: StorageLocation): { Bucket: string; Key: string } {
     if (location.type !== 's3') throw new Error('upload stored in the file store, but tusk is configured for S3');
@@ -161,7 +149,7 @@ class S3ObjectStorage implements ObjectStorage {
   }
 
   async deleteDerived(uploadId: string): Promise<void> {
-    const Prefix = `${DERIVED_PREFIX}/${assertSafeId(uploadId)}/`;
+    const Prefix = derivedPrefix(uploadId);
     for (;;) {
       const list = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix, MaxKeys: 1000 }));
       const keys = (list.Contents ?? []).map((o) => ({ Key: o.Key! }));
@@ -173,7 +161,7 @@ class S3ObjectStorage implements ObjectStorage {
 
   async quarantine(uploadId: string, location: StorageLocation, mode: 'move' | 'delete'): Promise<string | undefined> {
     const source = this.where(location);
-    const target = `${QUARANTINE_PREFIX}/${assertSafeId(uploadId)}`;
+    const target = quarantineKey(uploadId);
     if (mode === 'move' && (await this.sizeOf(location)) !== undefined) {
       // Server-side copy (no bytes through tusk); objects over 5 GiB would need UploadPartCopy.
       await this.client.send(
@@ -193,23 +181,12 @@ class S3ObjectStorage implements ObjectStorage {
     }
   }
 
-  urlFor(key: string): string {
-    const s3 = this.config.s3!;
-    return presignGetUrl({
-      endpoint: this.config.pipeline.s3PublicEndpoint ?? s3.endpoint ?? `https://s3.${s3.region}.amazonaws.com`,
-      region: s3.region,
-      bucket: this.bucket,
-      key,
-      accessKeyId: s3.accessKeyId ?? process.env.AWS_ACCESS_KEY_ID ?? '',
-      secretAccessKey: s3.secretAccessKey ?? process.env.AWS_SECRET_ACCESS_KEY ?? '',
-      sessionToken: s3.accessKeyId ? undefined : process.env.AWS_SESSION_TOKEN,
-      forcePathStyle: s3.forcePathStyle,
-      expiresInSeconds: Math.round(this.config.pipeline.signedGetUrlTtlMs / 1000),
-    });
+  urlFor(key: string): Promise<string> {
+    return this.presigner.getObject(this.bucket, key, this.urlTtlSeconds);
   }
 
   close(): void {
-    this.client.destroy();
+    // The client is the process's; its owner closes it.
   }
 }
 
@@ -268,12 +245,12 @@ class FileObjectStorage implements ObjectStorage {
   }
 
   async deleteDerived(uploadId: string): Promise<void> {
-    await fs.rm(path.join(this.root, DERIVED_PREFIX, assertSafeId(uploadId)), { recursive: true, force: true });
+    await fs.rm(path.join(this.root, derivedPrefix(uploadId)), { recursive: true, force: true });
   }
 
   async quarantine(uploadId: string, location: StorageLocation, mode: 'move' | 'delete'): Promise<string | undefined> {
     const source = this.pathOf(location);
-    const key = `${QUARANTINE_PREFIX}/${assertSafeId(uploadId)}`;
+    const key = quarantineKey(uploadId);
     if (mode === 'move') {
       const target = path.join(this.root, key);
       await fs.mkdir(path.dirname(target), { recursive: true });
@@ -297,62 +274,9 @@ class FileObjectStorage implements ObjectStorage {
     }
   }
 
-  urlFor(key: string, baseUrl: string): string {
+  async urlFor(key: string, baseUrl: string): Promise<string> {
     return `${baseUrl}/api/files/${key.split('/').map(encodeURIComponent).join('/')}`;
   }
 
   close(): void {}
-}
-
-// --- SigV4 query-string presigning (GET only) ---------------------------------------------
-// @aws-sdk/s3-request-presigner is not a dependency; a presigned GET is a few lines of SigV4.
-
-interface PresignInput {
-  endpoint: string;
-  region: string;
-  bucket: string;
-  key: string;
-  accessKeyId: string;
-  secretAccessKey: string;
-  sessionToken?: string;
-  forcePathStyle: boolean;
-  expiresInSeconds: number;
-  now?: Date;
-}
-
-const rfc3986 = (s: string) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-
-export function presignGetUrl(input: PresignInput): string {
-  const base = new URL(input.endpoint);
-  const encodedKey = input.key.split('/').map(rfc3986).join('/');
-  let host = base.host;
-  let pathname = base.pathname.replace(/\/+$/, '');
-  if (input.forcePathStyle) pathname += `/${input.bucket}/${encodedKey}`;
-  else {
-    host = `${input.bucket}.${host}`;
-    pathname += `/${encodedKey}`;
-  }
-  const now = input.now ?? new Date();
-  const amzDate = now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
-  const day = amzDate.slice(0, 8);
-  const scope = `${day}/${input.region}/s3/aws4_request`;
-  const params: Array<[string, string]> = [
-    ['X-Amz-Algorithm', 'AWS4-HMAC-SHA256'],
-    ['X-Amz-Credential', `${input.accessKeyId}/${scope}`],
-    ['X-Amz-Date', amzDate],
-    ['X-Amz-Expires', String(input.expiresInSeconds)],
-    ['X-Amz-SignedHeaders', 'host'],
-  ];
-  if (input.sessionToken) params.push(['X-Amz-Security-Token', input.sessionToken]);
-  const query = params
-    .map(([k, v]) => [rfc3986(k), rfc3986(v)])
-    .sort(([a], [b]) => (a! < b! ? -1 : a! > b! ? 1 : 0))
-    .map(([k, v]) => `${k}=${v}`)
-    .join('&');
-  const canonical = ['GET', pathname, query, `host:${host}\n`, 'host', 'UNSIGNED-PAYLOAD'].join('\n');
-  const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, createHash('sha256').update(canonical).digest('hex')].join('\n');
-  const hmac = (key: string | Buffer, data: string) => createHmac('sha256', key).update(data).digest();
-  const signingKey = hmac(hmac(hmac(hmac(`AWS4${input.secretAccessKey}`, day), input.region), 's3'), 'aws4_request');
-  const signature = createHmac('sha256', signingKey).update(toSign).digest('hex');
-  return `${base.protocol}//${host}${pathname}?${query}&X-Amz-Signature=${signature}`;
 }

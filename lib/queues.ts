@@ -39,6 +39,11 @@ export const FINALIZE_QUEUE = 'finalize';
 /** Outgoing webhooks, one job per event and pipeline run. */
 export const WEBHOOK_QUEUE = 'webhook';
 
+/** Job id of the process-upload job of a reprocess (run 1's job id is the upload id itself). */
+export function reprocessJobId(uploadId: string, run: number): string {
+  return `${uploadId}.r${run}`;
+}
+
 /** What the process-upload consumer reads beyond ProcessUploadJob. */
 export interface ReprocessFields {
   /** Pipeline run (generation) this job is for; absent on the first job (run 1). */

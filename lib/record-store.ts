@@ -287,6 +287,23 @@ export class RecordStore {
     };
   }
 
+  /**
+   * A new record `id` that is a copy of `sourceId`'s (status, tasks, outputs: a dedup hit shares
+   * them), with its own base and `dedup_of` naming the source. False when the source is gone.
+   */
+  async copyAs(sourceId: string, id: string, base: RecordBase): Promise<boolean> {
+    const fields = await this.redis.hgetall(this.key(sourceId));
+    if (!fields.run) return false;
+    await this.redis.hset(this.key(id), { ...fields, base: JSON.stringify(base), dedup_of: sourceId, updated_at: base.created_at });
+    return true;
+  }
+
+  /** Removes the record (the upload is gone); a step still running for it stops (watchRun). */
+  async remove(uploadId: string): Promise<void> {
+    await this.redis.del(this.key(uploadId));
+    await this.redis.publish(this.channel(uploadId), JSON.stringify({ run: 0, status: 'removed', field: 'record' }));
+  }
+
   async get(uploadId: string): Promise<RawRecord | undefined> {
     const h = await this.redis.hgetall(this.key(uploadId));
     if (!h.run || !h.base) return undefined;
@@ -313,12 +330,12 @@ export class RecordStore {
 }
 
 /** The public JSON document of the status API, with URLs made by `urlFor(key)`. */
-export function publicDocument(record: RawRecord, urlFor: (key: string) => string) {
+export async function publicDocument(record: RawRecord, urlFor: (key: string) => Promise<string>) {
   const outputs: Record<string, unknown> = {
-    thumbnails: record.thumbnails.map((t) => ({ width: t.width, format: t.format, url: urlFor(t.key) })),
+    thumbnails: await Promise.all(record.thumbnails.map(async (t) => ({ width: t.width, format: t.format, url: await urlFor(t.key) }))),
   };
-  if (record.hls) outputs.hls = { master_url: urlFor(record.hls.master_key) };
-  if (record.mp4_key) outputs.mp4_url = urlFor(record.mp4_key);
+  if (record.hls) outputs.hls = { master_url: await urlFor(record.hls.master_key) };
+  if (record.mp4_key) outputs.mp4_url = await urlFor(record.mp4_key);
   if (record.metadata !== undefined) outputs.metadata = record.metadata;
   return {
     upload_id: record.base.upload_id,
@@ -335,7 +352,7 @@ export function publicDocument(record: RawRecord, urlFor: (key: string) => strin
   };
 }
 
-export type PublicDocument = ReturnType<typeof publicDocument>;
+export type PublicDocument = Awaited<ReturnType<typeof publicDocument>>;
 
 /**
  * Why an upload's bytes and derived files may not be served, or undefined when they may: never

@@ -3,61 +3,45 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import express from 'express';
-import { Queue } from 'bullmq';
-import type { Config } from '../config/index.js';
-import type { Logger } from '../lib/logger.js';
-import { connectRedis } from '../lib/redis.js';
-import { createS3Client } from '../lib/s3-client.js';
-import { bootstrapBucket } from '../minio/bootstrap.js';
-import { UploadFinishedHook } from '../hooks/upload-finished.js';
+import type { Core } from '../hooks/core.js';
 import { warnIfUnauthenticated } from '../hooks/auth.js';
-import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob } from '../lib/queues.js';
-import { RecordStore, servingRefusal } from '../lib/record-store.js';
+import { servingRefusal } from '../lib/record-store.js';
+import { uploadsDirectory } from '../lib/stores/datastore.js';
+import { bootstrapBucket } from '../minio/bootstrap.js';
 import { healthz, readyz, type ReadinessDeps } from './health.js';
 import { handleUncaught } from './http/errors.js';
 import { requireValidHost } from './http/public-url.js';
 import { isTusPath, TUS_PATH } from './http/request-target.js';
-import { createDatastore, uploadsDirectory } from '../lib/stores/datastore.js';
-import { createAccessControl } from '../hooks/access.js';
 import { SpoolBudget } from './tus/checksum.js';
 import { ConcatRegistry } from './tus/concatenation.js';
 import { createTusEndpoint } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
 import { createApiRouter } from './api/uploads.js';
-import { createDirectUploadsRouter } from './api/direct-uploads.js';
+import { createDirectUploadsRouter } from './direct/routes.js';
 
 export interface RunningServer {
   port: number;
   stop(): Promise<void>;
 }
 
-/** Redis options for request-path connections: fail fast (503) rather than queue for long. */
-const requestPathRedisOptions = { maxRetriesPerRequest: 2, connectTimeout: 5000 };
-
-export async function startServer(config: Config, redisUrl: string, logger: Logger): Promise<RunningServer> {
-  const redis = connectRedis(redisUrl, requestPathRedisOptions);
-  const subscriber = connectRedis(redisUrl, { connectTimeout: 5000 });
-  for (const [name, conn] of [['redis', redis], ['redis-subscriber', subscriber]] as const) {
-    conn.on('error', (err) => logger.warn({ err: err.message, connection: name }, 'Redis connection error'));
-  }
+export async function startServer(core: Core): Promise<RunningServer> {
+  const { config, logger, redis, subscriber, datastore, access, records } = core;
   let storage: ReadinessDeps['storage'];
-  if (config.storage === 's3' && config.s3) {
-    const client = createS3Client(config.s3);
-    if (config.s3.bootstrap) {
-      const summary = await bootstrapBucket(client, {
-        bucket: config.s3.bucket,
+  if (core.s3) {
+    if (config.s3?.bootstrap) {
+      const summary = await bootstrapBucket(core.s3.client, {
+        bucket: core.s3.bucket,
         corsOrigins: config.corsOrigins,
         abortIncompleteAfterDays: config.s3.abortIncompleteAfterDays,
         logger,
       });
-      logger.info({ bucket: config.s3.bucket, summary }, 'bucket bootstrap done');
+      logger.info({ bucket: core.s3.bucket, summary }, 'bucket bootstrap done');
     }
-    storage = { kind: 's3', client, bucket: config.s3.bucket };
+    storage = { kind: 's3', client: core.s3.client, bucket: core.s3.bucket };
   } else {
     storage = { kind: 'file', directory: uploadsDirectory(config) };
   }
 
-  const datastore = createDatastore(config, redis, logger);
   const locker = new RedisLocker({
     redis,
     subscriber,
@@ -66,22 +50,13 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
     ttlMs: config.lockTtlMs,
     logger: logger.child({ component: 'locker' }),
   });
-  const queue = new Queue<ProcessUploadJob>(PROCESS_UPLOAD_QUEUE, {
-    connection: redis,
-    prefix: `${config.redisPrefix}bull`,
-  });
-  queue.on('error', (err) => logger.warn({ err: err.message }, 'queue connection error'));
-  const finished = new UploadFinishedHook(queue, logger);
-  // Authentication, ownership, quota and creation rate limits (issue 5), shared by tus and the API.
-  const access = createAccessControl(config, redis);
   warnIfUnauthenticated(config, logger);
-  const records = new RecordStore(redis, config.redisPrefix);
   const contentGate = async (id: string) => servingRefusal(await records.get(id), config.pipeline.scanRequired);
   const tusEndpoint = createTusEndpoint({
     config,
     datastore,
     locker,
-    finished,
+    lifecycle: core.lifecycle,
     downloadStorage: storage.kind === 's3' ? storage : { kind: 'file' },
     concat: new ConcatRegistry(redis, config.redisPrefix, config.uploadExpiryMs + 86_400_000),
     access,
@@ -89,6 +64,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
     spoolBudget: new SpoolBudget(config.checksumSpoolLimit),
     logger: logger.child({ component: 'tus' }),
   });
+  const api = createApiRouter(core);
 
   let shuttingDown = false;
   const app = express();
@@ -106,8 +82,8 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
     if (!isTusPath(req.url)) return next();
     void tusEndpoint.handle(req, res);
   });
-  app.use(createDirectUploadsRouter({ config, redis, logger, finished }));
-  app.use(createApiRouter(config, redisUrl, logger));
+  app.use(createDirectUploadsRouter(core));
+  app.use(api.router);
   app.use((_req, res) => {
     res.status(404).json({ error: { code: 'not_found', message: 'No such route' } });
   });
@@ -146,6 +122,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
     const deadline = Date.now() + config.shutdownTimeoutMs;
     server.close();
     server.closeIdleConnections();
+    api.close(); // event streams end: their clients reconnect to another instance
     // Give requests in flight a third of the budget to finish on their own; then cut the
     // sockets of uploads still streaming: each PATCH then saves what it received.
     await waitUntil(() => tusEndpoint.inFlight() === 0, Math.min(deadline, Date.now() + config.shutdownTimeoutMs / 3));
@@ -153,11 +130,7 @@ export async function startServer(config: Config, redisUrl: string, logger: Logg
     for (const socket of sockets) socket.destroy();
     await waitUntil(() => tusEndpoint.inFlight() === 0, deadline - 1000);
     if (tusEndpoint.inFlight() > 0) logger.warn({ inFlight: tusEndpoint.inFlight() }, 'shutdown: requests still saving at the deadline');
-    locker.close();
-    await queue.close().catch(() => {});
-    redis.disconnect();
-    subscriber.disconnect();
-    if (storage.kind === 's3') storage.client.destroy();
+    await locker.close();
   }
 
   return { port, stop };

@@ -7,7 +7,9 @@ import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../config/index.js';
-import { AuthError, createAuthenticator, warnIfUnauthenticated } from '../hooks/auth.js';
+import { createAuthenticator, warnIfUnauthenticated } from '../hooks/auth.js';
+import { TuskError } from '../lib/errors.js';
+import { RedisKeys } from '../lib/redis-keys.js';
 import { QuotaService } from '../hooks/quota.js';
 import type { Logger } from '../lib/logger.js';
 import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
@@ -249,10 +251,10 @@ describe('authentication, ownership, quotas and rate limits (tus + API)', () => 
     expect(finalB.status).toBe(400);
     expect(finalB.body).toMatch(/not found/i);
     // A can, and the final upload is A's, with the partial's bytes taken over (not counted twice)
-    const before = await new QuotaService(redis, prefix, { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE }).usage('alice');
+    const before = await new QuotaService(redis, new RedisKeys(prefix), { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE }).usage('alice');
     const finalA = await call(`${a.url}/files/`, { method: 'POST', token: alice, headers: { ...TUS, 'Upload-Concat': `final;${new URL(partial).pathname}` } });
     expect(finalA.status).toBe(201);
-    const after = await new QuotaService(redis, prefix, { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE }).usage('alice');
+    const after = await new QuotaService(redis, new RedisKeys(prefix), { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE }).usage('alice');
     expect(after.bytes).toBe(before.bytes);
     const finalUrl = new URL(finalA.headers.get('location') ?? '', a.url).toString();
     expect((await call(finalUrl, { method: 'HEAD', headers: TUS, token: bob })).status).toBe(404);
@@ -283,7 +285,7 @@ describe('authentication, ownership, quotas and rate limits (tus + API)', () => 
     expect(second.status).toBe(413);
     expect(await objectCount(bucket)).toEqual(afterFirst);
     // The API side (direct uploads) sees the same quota
-    const quota = new QuotaService(redis, prefix, { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE });
+    const quota = new QuotaService(redis, new RedisKeys(prefix), { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE });
     expect(await quota.reserve('carol', 'direct-test-1', 500_000)).toEqual({ ok: false, code: 'quota_exceeded', message: expect.stringMatching(/quota/i) });
     expect((await quota.usage('carol')).bytes).toBe(600_000);
 
@@ -295,7 +297,7 @@ describe('authentication, ownership, quotas and rate limits (tus + API)', () => 
   test('deferred length: reserved as 0, refused with 413 when the declared length is over the quota', async () => {
     const dave = await tokenFor('dave');
     const url = urlOf(a.url, await create(a.url, dave, 'defer'));
-    const quota = new QuotaService(redis, prefix, { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE });
+    const quota = new QuotaService(redis, new RedisKeys(prefix), { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE });
     expect((await quota.reservation(idOf(url)))?.bytes).toBe(0);
     const over = await patch(url, dave, 0, Buffer.from('abc'), { 'Upload-Length': String(QUOTA + 10) });
     expect(over.status).toBe(413);
@@ -323,7 +325,7 @@ describe('authentication, ownership, quotas and rate limits (tus + API)', () => 
     const statuses = results.map((r) => r.status).sort();
     expect(statuses.filter((s) => s === 201)).toHaveLength(6); // 6 x 150 kB <= 1 MB < 7 x 150 kB
     expect(statuses.filter((s) => s === 413)).toHaveLength(4);
-    const quota = new QuotaService(redis, prefix, { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE });
+    const quota = new QuotaService(redis, new RedisKeys(prefix), { quotaBytes: QUOTA, maxConcurrentUploads: MAX_ACTIVE });
     expect(await quota.usage('frank')).toMatchObject({ bytes: 900_000, activeUploads: 6 });
 
     const grace = await tokenFor('grace');
@@ -381,7 +383,7 @@ describe('expiry releases reservations (worker cleanup)', () => {
     const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('henry').setExpirationTime('5m').sign(new TextEncoder().encode(SECRET));
     const redis = new Redis(testRedisUrl());
     try {
-      const quota = new QuotaService(redis, prefix, { quotaBytes: 1000, maxConcurrentUploads: 1 });
+      const quota = new QuotaService(redis, new RedisKeys(prefix), { quotaBytes: 1000, maxConcurrentUploads: 1 });
       const finished = urlOf(tusk.url, await create(tusk.url, token, 100));
       expect((await patch(finished, token, 0, randomBytes(100))).status).toBe(204);
       const abandoned = urlOf(tusk.url, await create(tusk.url, token, 800));
@@ -470,7 +472,7 @@ describe('authenticator (unit): public keys, JWKS, algorithm pinning', () => {
     const good = await new SignJWT({}).setProtectedHeader({ alg: 'RS256' }).setSubject('rsa-user').setExpirationTime('1m').sign(privateKey);
     await expect(auth.authenticate(reqWith(good))).resolves.toEqual({ userId: 'rsa-user' });
     const confused = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('x').setExpirationTime('1m').sign(new TextEncoder().encode(pem));
-    await expect(auth.authenticate(reqWith(confused))).rejects.toBeInstanceOf(AuthError);
+    await expect(auth.authenticate(reqWith(confused))).rejects.toBeInstanceOf(TuskError);
     await expect(auth.authenticate(reqWith(unsignedToken('x')))).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
     const noSub = await new SignJWT({}).setProtectedHeader({ alg: 'RS256' }).setExpirationTime('1m').sign(privateKey);
     await expect(auth.authenticate(reqWith(noSub))).rejects.toMatchObject({ status: 401 });
@@ -517,7 +519,7 @@ describe('QuotaService (Redis)', () => {
   afterAll(() => redis.disconnect());
 
   test('reserve is idempotent per upload; complete frees the slot, not the bytes; release frees both; expired reservations are found', async () => {
-    const q = new QuotaService(redis, uniqueRedisPrefix(), { quotaBytes: 100, maxConcurrentUploads: 2 });
+    const q = new QuotaService(redis, new RedisKeys(uniqueRedisPrefix()), { quotaBytes: 100, maxConcurrentUploads: 2 });
     expect(await q.reserve('u', 'a', 60, { expiresAt: Date.now() - 1 })).toEqual({ ok: true });
     expect(await q.reserve('u', 'a', 60)).toEqual({ ok: true });
     expect(await q.usage('u')).toMatchObject({ bytes: 60, activeUploads: 1 });

@@ -12,7 +12,7 @@ import {
 import net from 'node:net';
 import { pino } from 'pino';
 import { BucketNotReadableError, bootstrapBucket, checkBucketReadable, CORS_EXPOSE_HEADERS, LIFECYCLE_RULE_IDS } from '../minio/bootstrap.js';
-import { createS3Client, type S3ConnectionConfig } from '../lib/s3-client.js';
+import { createS3Client, type S3ConnectionConfig } from '../lib/s3.js';
 
 function requiredEnv(name: string): string {
   const value = process.env[name];

@@ -213,7 +213,7 @@ describe('Companion-compatible /s3 routes (@uppy/aws-s3)', () => {
     const type = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'a.exe', type: 'application/x-msdownload', metadata: { size: 10 * MiB } });
     expect(type.status).toBe(415);
     const quota = await api(tusk.url, 'POST', '/s3/multipart', token, { filename: 'a.mp4', type: 'video/mp4', metadata: { size: 500 * MiB } });
-    expect(quota.status).toBe(403);
+    expect(quota.status).toBe(413);
     expect(quota.body.error.code).toBe('quota_exceeded');
     expect((await api(tusk.url, 'POST', '/s3/multipart', undefined, { filename: 'a.mp4', type: 'video/mp4', metadata: { size: 1 } })).status).toBe(401);
 

@@ -47,7 +47,7 @@ describe('cleanup of abandoned direct uploads', () => {
       expect((await putTo(init.body.upload_urls[0], randomBytes(10 * MiB))).status).toBe(200);
       // The quota (30 MiB) is taken by the reservation while the session is open.
       const blocked = await api(tusk.url, 'POST', '/api/uploads/initiate', token, { filename: 'w.mp4', filesize: 25 * MiB, content_type: 'video/mp4' });
-      expect(blocked.status).toBe(403);
+      expect(blocked.status).toBe(413);
 
       // An orphan: a multipart upload under direct/ that no session knows (e.g. a crash before saving it).
       const orphanKey = `direct/${randomBytes(16).toString('hex')}`;

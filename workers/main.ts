@@ -4,26 +4,20 @@
 // several worker processes never race on the same cleanup.
 import http from 'node:http';
 import { Queue, Worker } from 'bullmq';
-import type { Config } from '../config/index.js';
-import type { Logger } from '../lib/logger.js';
-import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
-import { createDatastore } from '../lib/stores/datastore.js';
-import { OwnershipStore } from '../hooks/ownership.js';
-import { QuotaService, releaseExpiredReservations } from '../hooks/quota.js';
+import type { Core } from '../hooks/core.js';
+import { DirectUploads } from '../hooks/direct/service.js';
+import { CLEANUP_EXPIRED_JOB, MAINTENANCE_QUEUE } from '../lib/queues.js';
 import { startPipeline } from './pipeline/index.js';
-import { runDirectCleanup } from './direct-cleanup.js';
-import { MAINTENANCE_QUEUE, CLEANUP_EXPIRED_JOB } from '../lib/queues.js';
 
 export interface RunningWorkers {
   stop(): Promise<void>;
 }
 
-export async function startWorkers(config: Config, redisUrl: string, logger: Logger): Promise<RunningWorkers> {
-  const log = logger.child({ component: 'workers' });
-  const redis = connectRedis(redisUrl, bullmqConnectionOptions);
-  redis.on('error', (err) => log.warn({ err: err.message }, 'Redis connection error'));
-  const prefix = `${config.redisPrefix}bull`;
-  const datastore = createDatastore(config, redis, log);
+export async function startWorkers(core: Core): Promise<RunningWorkers> {
+  const { config, bullmq: redis, datastore, lifecycle } = core;
+  const log = core.logger.child({ component: 'workers' });
+  const prefix = core.keys.bullPrefix;
+  const direct = core.s3 ? new DirectUploads(core) : undefined;
 
   const maintenance = new Queue(MAINTENANCE_QUEUE, { connection: redis, prefix });
   await maintenance.upsertJobScheduler(
@@ -38,23 +32,21 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
       const started = Date.now();
       // Abandoned direct-to-storage sessions and orphaned direct/ parts first (the tus store's pass
       // would abort their multipart uploads too, unaccounted); logs what it freed.
-      await runDirectCleanup(config, redis, log);
+      await direct?.cleanup();
       const deleted = await datastore.deleteExpired();
-      // Issue 5: quota reservations of uploads that expired unfinished are released.
-      const quota = await releaseExpiredReservations({
-        quota: new QuotaService(redis, config.redisPrefix, { quotaBytes: config.access.quotaBytes, maxConcurrentUploads: config.access.maxConcurrentUploads }),
-        forgetOwner: (id) => new OwnershipStore(redis, config.redisPrefix).forget(id),
-        uploadState: (id) => datastore.getUpload(id).then((u) => (u.size !== undefined && u.offset === u.size ? 'finished' : 'unfinished'), () => 'missing' as const),
-      });
-      log.info({ deleted, released: quota.released.length, releasedBytes: quota.bytes, ms: Date.now() - started, store: config.storage }, 'cleanup of expired uploads done');
-      return { deleted, released: quota.released.length };
+      // Reservations of tus uploads that expired unfinished.
+      const quota = await lifecycle.expireUnfinished((id) =>
+        datastore.getUpload(id).then((u) => (u.size !== undefined && u.offset === u.size ? 'finished' : 'unfinished'), () => 'missing' as const),
+      );
+      log.info({ deleted, released: quota.expired.length, releasedBytes: quota.bytes, ms: Date.now() - started, store: config.storage }, 'cleanup of expired uploads done');
+      return { deleted, released: quota.expired.length };
     },
     { connection: redis, prefix, concurrency: 1 },
   );
   cleanupWorker.on('failed', (job, err) => log.error({ err, job: job?.name }, 'maintenance job failed'));
   cleanupWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'));
   log.info({ every: config.cleanupIntervalMs }, 'worker started: cleanup of expired uploads scheduled');
-  const pipeline = await startPipeline(config, redis, logger);
+  const pipeline = await startPipeline({ config, redis, records: core.records, storage: core.storage, logger: core.logger });
   const health = config.pipeline.workerHealthPort === undefined ? undefined : await startHealthServer(config.host, config.pipeline.workerHealthPort, () => redis.status === 'ready');
   if (health) log.info({ port: config.pipeline.workerHealthPort }, 'worker health check: GET /healthz');
 
@@ -64,7 +56,6 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
       await pipeline.stop();
       await cleanupWorker.close();
       await maintenance.close();
-      redis.disconnect();
     },
   };
 }

@@ -1,11 +1,12 @@
 // Chooses the tus DataStore from the configuration: S3 (production) or local disk (embedded).
 // The server and the workers (cleanup of expired uploads) build it the same way, here.
 import path from 'node:path';
+import type { S3 } from '@aws-sdk/client-s3';
 import type { DataStore } from '@tus/utils';
 import type { Redis } from 'ioredis';
 import type { Config } from '../../config/index.js';
 import type { Logger } from '../logger.js';
-import { s3ClientConfig } from '../s3-client.js';
+import { s3ClientConfig } from '../s3.js';
 import { TuskFileStore } from './file-store.js';
 import { TuskS3Store } from './s3-store.js';
 
@@ -13,9 +14,10 @@ export function uploadsDirectory(config: Config): string {
   return path.join(config.dataDir, 'uploads');
 }
 
-export function createDatastore(config: Config, redis: Redis, logger: Logger): DataStore {
+export function createDatastore(config: Config, redis: Redis, logger: Logger, client?: S3): DataStore {
   if (config.storage === 's3' && config.s3) {
     return new TuskS3Store({
+      client,
       s3ClientConfig: { ...s3ClientConfig(config.s3), bucket: config.s3.bucket },
       partSize: config.s3.partSize,
       maxConcurrentPartUploads: config.s3.maxConcurrentPartUploads,

@@ -20,7 +20,9 @@ import type { Readable } from 'node:stream';
 import { S3Store, type Options as S3StoreOptions, type MetadataValue } from '@tus/s3-store';
 import { ERRORS, StreamLimiter, TUS_RESUMABLE, Upload } from '@tus/utils';
 import type { Redis } from 'ioredis';
+import type { S3 } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
+import { sdkClientSettings } from '../s3.js';
 import type { ConcatenatingStore } from './concatenating-store.js';
 import { finishedUploadsNeverExpire } from './finished-uploads-never-expire.js';
 import { PartWriter, type PartWriterHost } from './s3-part-writer.js';
@@ -35,6 +37,8 @@ import {
 } from './s3-upload-state.js';
 
 export interface TuskS3StoreOptions extends S3StoreOptions {
+  /** The process's S3 client (lib/s3.ts); without it the store makes one from s3ClientConfig. */
+  client?: S3;
   redis: Redis;
   /** Prefix of every Redis key, e.g. 'tusk:'. */
   redisPrefix?: string;
@@ -81,16 +85,6 @@ function abortOnBodyError(body: Readable, signal: AbortSignal | undefined): Abor
  * What of an SDK log argument may reach our logs: never a command's input (its Body holds
  * upload bytes), only strings and errors' names and messages.
  */
-function loggable(arg: unknown): unknown {
-  if (typeof arg === 'string' || typeof arg === 'number' || typeof arg === 'boolean') return arg;
-  if (arg instanceof Error) return { name: arg.name, message: arg.message };
-  if (typeof arg === 'object' && arg !== null) {
-    const { name, message, commandName, clientName } = arg as Record<string, unknown>;
-    return Object.fromEntries(Object.entries({ name, message, commandName, clientName }).filter(([, v]) => typeof v === 'string'));
-  }
-  return typeof arg;
-}
-
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -117,29 +111,13 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
   private readonly partsInFlightPerWrite: number;
 
   constructor(options: TuskS3StoreOptions) {
-    const { redis, redisPrefix = 'tusk:', logger, stateTtlMs, spoolDirectory, spoolRetries, partsInFlightPerWrite, ...s3Options } = options;
-    const log = logger;
-    super({
-      ...s3Options,
-      s3ClientConfig: {
-        // RGW (and other S3-compatibles) reject the SDK's default CRC32 on streamed bodies.
-        requestChecksumCalculation: 'WHEN_REQUIRED',
-        responseChecksumValidation: 'WHEN_REQUIRED',
-        // Send part bodies at once instead of waiting a round trip for "100 Continue": the bytes
-        // are arriving now, and an upload that S3 refuses is retried from its spool file.
-        expectContinueHeader: false,
-        // The SDK warns on every failed streamed request (it cannot retry those); we abort
-        // in-flight part uploads on purpose when a body ends early, and retry from spool.
-        logger: {
-          trace: () => {},
-          debug: () => {},
-          info: () => {},
-          warn: (...args: unknown[]) => log?.debug({ sdk: args.map(loggable) }, 'aws sdk warning'),
-          error: (...args: unknown[]) => log?.warn({ sdk: args.map(loggable) }, 'aws sdk error'),
-        },
-        ...options.s3ClientConfig,
-      },
-    });
+    const { client, redis, redisPrefix = 'tusk:', logger, stateTtlMs, spoolDirectory, spoolRetries, partsInFlightPerWrite, ...s3Options } = options;
+    super({ ...s3Options, s3ClientConfig: { ...sdkClientSettings(logger), ...options.s3ClientConfig } });
+    if (client) {
+      // One S3 client per process: the one super() made has sent nothing yet.
+      this.client.destroy();
+      this.client = client;
+    }
     this.log = logger;
     this.spoolDirectory = spoolDirectory ?? os.tmpdir();
     if (spoolDirectory) fs.mkdirSync(spoolDirectory, { recursive: true });

@@ -8,19 +8,13 @@
 //                                     ?force=1 replaces a run still going, once it is
 //                                     REPROCESS_FORCE_AFTER old (sooner: 429 rate_limited)
 //   GET  /api/files/derived/<id>/...  file store only: the derived outputs (S3 uses presigned URLs)
-// The router opens its own two Redis connections (commands, subscriber) and closes SSE streams on
-// SIGTERM/SIGINT so that graceful shutdown is not held up by them.
-import { Queue } from 'bullmq';
+// The event streams share the process's subscriber connection; close() ends them (graceful
+// shutdown: their clients reconnect elsewhere).
 import express, { type Request, type Response, type Router } from 'express';
-import type { Config } from '../../config/index.js';
-import type { Logger } from '../../lib/logger.js';
-import { connectRedis } from '../../lib/redis.js';
-import { createAuthenticator, principalOf, requireAuth } from '../../hooks/auth.js';
-import { OwnershipStore } from '../../hooks/ownership.js';
-import { queueReprocess } from '../../hooks/reprocess.js';
-import { publicDocument, RecordStore, servingRefusal } from '../../lib/record-store.js';
-import { PROCESS_UPLOAD_QUEUE } from '../../lib/queues.js';
-import { createObjectStorage, DERIVED_PREFIX } from '../../lib/object-storage.js';
+import type { Core } from '../../hooks/core.js';
+import { principalOf, requireAuth } from '../http/auth.js';
+import { publicDocument, servingRefusal } from '../../lib/record-store.js';
+import { DERIVED_PREFIX, derivedKey } from '../../lib/s3-keys.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { derivedTarget, uploadIdOfSegment } from '../http/request-target.js';
 
@@ -42,15 +36,9 @@ function uploadIdOf(res: Response): string {
   return id;
 }
 
-export function createApiRouter(config: Config, redisUrl: string, logger: Logger): Router {
-  const log = logger.child({ component: 'api' });
-  const redis = connectRedis(redisUrl, { maxRetriesPerRequest: 2, connectTimeout: 5000 });
-  const subscriber = connectRedis(redisUrl, { connectTimeout: 5000 });
-  for (const conn of [redis, subscriber]) conn.on('error', (err) => log.warn({ err: err.message }, 'Redis connection error'));
-  const records = new RecordStore(redis, config.redisPrefix);
-  const storage = createObjectStorage(config);
-  const queue = new Queue(PROCESS_UPLOAD_QUEUE, { connection: redis, prefix: `${config.redisPrefix}bull` });
-  queue.on('error', (err) => log.warn({ err: err.message }, 'queue connection error'));
+export function createApiRouter(core: Core): { router: Router; close(): void } {
+  const { config, records, storage, subscriber, lifecycle } = core;
+  const log = core.logger.child({ component: 'api' });
 
   const baseUrl = (req: Request) => publicBaseUrl(req, config);
   const documentOf = async (id: string, req: Request) => {
@@ -58,7 +46,7 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
     return rec ? publicDocument(rec, (key) => storage.urlFor(key, baseUrl(req))) : undefined;
   };
 
-  // One subscriber connection for all streams: channel -> listeners.
+  // The process's subscriber connection for all streams: channel -> listeners.
   const listeners = new Map<string, Set<() => void>>();
   subscriber.on('message', (channel: string) => {
     for (const fn of listeners.get(channel) ?? []) fn();
@@ -68,16 +56,13 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
   const endStreams = () => {
     for (const res of streams) res.end();
   };
-  process.once('SIGTERM', endStreams);
-  process.once('SIGINT', endStreams);
 
   const router = express.Router({ caseSensitive: true, strict: true });
 
   // Every route needs a Bearer token (SSE and derived files may carry it as ?access_token=,
   // EventSource and <img> cannot send headers) and names one upload; another user's upload is 404
   // like an unknown one. The id is parsed once, here, and the handlers act on exactly that id.
-  const authenticator = createAuthenticator(config);
-  const ownership = new OwnershipStore(redis, config.redisPrefix, authenticator.enabled);
+  const { authenticator, ownership } = core.access;
   router.use(['/api/uploads', '/api/files'], (req, res, next) => {
     const files = req.baseUrl === '/api/files';
     const allowQueryToken = files || req.path.endsWith('/events');
@@ -90,7 +75,7 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
         (ok) => {
           if (!ok) return notFound(res, id);
           res.locals.uploadId = id;
-          if (derived) res.locals.derivedKey = `${DERIVED_PREFIX}/${derived.id}/${derived.rest}`;
+          if (derived) res.locals.derivedKey = derivedKey(derived.id, derived.rest);
           next();
         },
         () => res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } }),
@@ -199,7 +184,7 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
       }
       const force = req.query.force === '1';
       const forceAfterMs = config.pipeline.reprocessForceAfterMs;
-      const result = await queueReprocess(records, queue, id, { force, minRunAgeMs: forceAfterMs });
+      const result = await lifecycle.reprocess(id, { force, minRunAgeMs: forceAfterMs });
       if ('refused' in result) {
         if (result.refused === 'missing') return notFound(res, id);
         if (result.refused === 'not_finished') {
@@ -254,5 +239,5 @@ export function createApiRouter(config: Config, redisUrl: string, logger: Logger
     });
   }
 
-  return router;
+  return { router, close: endStreams };
 }

@@ -11,7 +11,8 @@
 // What is partial or final lives in Redis: `${prefix}concat:{<id>}` = "partial" | "final;<urls>".
 import { Metadata, Upload, type DataStore } from '@tus/utils';
 import type { Redis } from 'ioredis';
-import { HookRejection, validateNewUpload } from '../../hooks/upload-create.js';
+import { validateNewUpload } from '../../hooks/upload-create.js';
+import { TuskError } from '../../lib/errors.js';
 import { newUploadId } from '../../lib/upload-id.js';
 import { uploadIdOfUrl } from '../http/request-target.js';
 import type { ConcatenatingStore } from '../../lib/stores/concatenating-store.js';
@@ -55,11 +56,9 @@ export class ConcatRegistry {
   }
 }
 
-export class ConcatError extends HookRejection {}
-
 /**
  * Creates the final upload of `Upload-Concat: final;...` from finished partial uploads.
- * Throws ConcatError (400 / 413) for bad requests; storage errors propagate.
+ * Throws TuskError (invalid_request, too_large) for bad requests; storage errors propagate.
  */
 export async function createFinalUpload(deps: {
   store: DataStore & ConcatenatingStore;
@@ -69,7 +68,7 @@ export async function createFinalUpload(deps: {
   metadataHeader: string | undefined;
   /** May the caller use this partial upload? No: answered like an unknown one (issue 5: ownership). */
   canUse?: (id: string) => Promise<boolean>;
-  /** Runs before anything is stored (quota reservation, owner); throws ConcatError to refuse. */
+  /** Runs before anything is stored (quota reservation, owner); throws TuskError to refuse. */
   beforeStore?: (final: Upload, partials: Upload[]) => Promise<void>;
 }): Promise<Upload> {
   const { store, registry, maxSize, urls } = deps;
@@ -78,32 +77,32 @@ export async function createFinalUpload(deps: {
     try {
       metadata = Metadata.parse(deps.metadataHeader);
     } catch {
-      throw new ConcatError(400, 'Upload-Metadata is invalid\n');
+      throw new TuskError('invalid_request', 'Upload-Metadata is invalid');
     }
   }
   const partials: Upload[] = [];
   const seen = new Set<string>();
   for (const url of urls) {
     const id = uploadIdOfUrl(url);
-    if (!id) throw new ConcatError(400, `Partial upload not found (not an upload URL of this server): ${url}\n`);
+    if (!id) throw new TuskError('invalid_request', `Partial upload not found (not an upload URL of this server): ${url}`);
     // Each partial's bytes (and quota reservation) can become part of one final upload once.
-    if (seen.has(id)) throw new ConcatError(400, `Partial upload listed more than once: ${url}\n`);
+    if (seen.has(id)) throw new TuskError('invalid_request', `Partial upload listed more than once: ${url}`);
     seen.add(id);
-    if (deps.canUse && !(await deps.canUse(id))) throw new ConcatError(400, `Partial upload not found: ${url}\n`);
-    if ((await registry.headerOf(id)) !== 'partial') throw new ConcatError(400, `Not a partial upload (Upload-Concat: partial): ${url}\n`);
+    if (deps.canUse && !(await deps.canUse(id))) throw new TuskError('invalid_request', `Partial upload not found: ${url}`);
+    if ((await registry.headerOf(id)) !== 'partial') throw new TuskError('invalid_request', `Not a partial upload (Upload-Concat: partial): ${url}`);
     let partial: Upload;
     try {
       partial = await store.getUpload(id);
     } catch {
-      throw new ConcatError(400, `Partial upload not found: ${url}\n`);
+      throw new TuskError('invalid_request', `Partial upload not found: ${url}`);
     }
     if (partial.size === undefined || partial.offset !== partial.size) {
-      throw new ConcatError(400, `Partial upload not finished (${partial.offset} of ${partial.size ?? 'unknown'} bytes): ${url}\n`);
+      throw new TuskError('invalid_request', `Partial upload not finished (${partial.offset} of ${partial.size ?? 'unknown'} bytes): ${url}`);
     }
     partials.push(partial);
   }
   const size = partials.reduce((sum, p) => sum + (p.size ?? 0), 0);
-  if (maxSize > 0 && size > maxSize) throw new ConcatError(413, `Concatenated size ${size} exceeds the maximum upload size ${maxSize}\n`);
+  if (maxSize > 0 && size > maxSize) throw new TuskError('too_large', `Concatenated size ${size} exceeds the maximum upload size ${maxSize}`);
   const final = new Upload({ id: newUploadId(), size, offset: 0, metadata });
   validateNewUpload(final);
   await deps.beforeStore?.(final, partials);

@@ -1,6 +1,7 @@
-// The tus endpoint (/files/): @tus/server with our store, the Redis locker and the hooks,
-// behind the protocol gate, with error mapping and a count of requests in flight (for
-// graceful shutdown).
+// The tus endpoint (/files/): @tus/server with tusk's store, the Redis locker and the upload
+// lifecycle (hooks/lifecycle.ts), behind the one URL parser (server/http/request-target.ts) and the
+// protocol gate; errors from the catalogue (lib/errors.ts) as short text; a count of requests in
+// flight (for graceful shutdown).
 import fs from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
@@ -10,27 +11,27 @@ import { ERRORS, type DataStore, type Locker, type Upload } from '@tus/utils';
 import type { Request as ExpressRequest } from 'express';
 import { NodeRequest, sendNodeResponse } from 'srvx/node';
 import type { Config } from '../../config/index.js';
-import type { Logger } from '../../lib/logger.js';
-import { newUploadId } from '../../lib/upload-id.js';
-import { ANONYMOUS, AuthError, type Principal } from '../../hooks/auth.js';
-import { RateLimitedError } from '../../hooks/rate-limit.js';
-import { HookRejection, validateNewUpload } from '../../hooks/upload-create.js';
 import { clientIp, type AccessControl } from '../../hooks/access.js';
-import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
+import { ANONYMOUS, type Principal } from '../../hooks/auth.js';
+import type { UploadLifecycle } from '../../hooks/lifecycle.js';
+import { validateNewUpload } from '../../hooks/upload-create.js';
+import { RETRY_AFTER_SECONDS, TuskError } from '../../lib/errors.js';
+import type { Logger } from '../../lib/logger.js';
+import type { StorageLocation } from '../../lib/queues.js';
+import { baseFromMetadata } from '../../lib/record-store.js';
+import { canConcatenate } from '../../lib/stores/concatenating-store.js';
+import { runWithUploadRequest } from '../../lib/stores/s3-request-context.js';
+import { newUploadId } from '../../lib/upload-id.js';
+import { ERROR_CODE_HEADER, errorHeaders, toTuskError } from '../http/errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { TUS_PATH, tusTarget, uploadIdOfUrl } from '../http/request-target.js';
 import { CHECKSUM_ALGORITHMS, checksumSource, discardSpool, spoolAndVerify, type SpoolBudget } from './checksum.js';
-import { canConcatenate } from '../../lib/stores/concatenating-store.js';
-import { ConcatError, createFinalUpload, parseConcatHeader, type ConcatRegistry } from './concatenation.js';
-import { createDownloadHandler, type DownloadStorage, type ContentGate } from './download.js';
-import { mapTusError } from './errors.js';
-import { applyMethodOverride, checkTusRequest, wireMethod, type GateError } from './protocol-gate.js';
+import { createFinalUpload, parseConcatHeader, type ConcatRegistry } from './concatenation.js';
+import { createDownloadHandler, type ContentGate, type DownloadStorage } from './download.js';
+import { applyMethodOverride, checkTusRequest, wireMethod } from './protocol-gate.js';
 import { RequestScopedLocker, runInTusRequest, tusRequest } from './request-context.js';
-import { runWithUploadRequest } from '../../lib/stores/s3-request-context.js';
 
 export { TUS_PATH };
-/** Seconds a client should wait before retrying after a 503 (storage or Redis down). */
-export const RETRY_AFTER_SECONDS = 5;
 
 export interface TusEndpoint {
   tus: Server;
@@ -42,14 +43,21 @@ export interface TusEndpoint {
 const COLLECTION_METHODS = ['OPTIONS', 'POST'];
 const UPLOAD_METHODS = ['OPTIONS', 'HEAD', 'GET', 'PATCH', 'DELETE'];
 
+/** Where a tus upload's bytes are, for the processing job. */
+export function storageLocation(upload: Upload): StorageLocation {
+  const storage = upload.storage;
+  if (storage?.type === 's3' && storage.bucket) return { type: 's3', bucket: storage.bucket, key: storage.path };
+  if (storage?.type === 'file') return { type: 'file', path: storage.path };
+  throw new Error(`upload ${upload.id} has no known storage location`);
+}
+
 export function createTusEndpoint(deps: {
   config: Config;
   datastore: DataStore;
   locker: Locker;
-  finished: UploadFinishedHook;
+  lifecycle: UploadLifecycle;
   downloadStorage: DownloadStorage;
   concat: ConcatRegistry;
-  /** Authentication, ownership, quota, rate limits; see hooks/access.ts. */
   access: AccessControl;
   /** May an upload's bytes be served yet (scan verdict)? */
   contentGate: ContentGate;
@@ -57,8 +65,7 @@ export function createTusEndpoint(deps: {
   spoolBudget: SpoolBudget;
   logger: Logger;
 }): TusEndpoint {
-  const { concat, access, spoolBudget } = deps;
-  const { config, datastore, locker, finished, logger } = deps;
+  const { config, datastore, locker, lifecycle, concat, access, spoolBudget, logger } = deps;
   const download = createDownloadHandler({ datastore, storage: deps.downloadStorage, gate: deps.contentGate, logger });
   const options: ServerOptions & { datastore: DataStore } = {
     path: TUS_PATH,
@@ -71,24 +78,29 @@ export function createTusEndpoint(deps: {
     getFileIdFromRequest: () => tusRequest().id,
     generateUrl: (_req, { id }) => uploadUrl(tusRequest().baseUrl, id),
     allowedOrigins: config.corsOrigins === '*' ? undefined : config.corsOrigins,
-    exposedHeaders: ['Retry-After', 'Tus-Checksum-Algorithm', 'Upload-Expires'],
+    exposedHeaders: ['Retry-After', 'Tus-Checksum-Algorithm', 'Upload-Expires', ERROR_CODE_HEADER],
     // How long a PATCH that is asked to give up its lock may take to save what it received.
     lockDrainTimeout: 3000,
     onUploadCreate: async (_req, upload) => {
       validateNewUpload(upload);
       const request = tusRequest();
-      await reserveFor(request.principal, upload, { bytes: upload.size ?? request.deferredCreationBytes ?? 0 });
+      await lifecycle.create(request.principal, upload.id, {
+        bytes: upload.size ?? request.deferredCreationBytes ?? 0,
+        record: baseFromMetadata(upload.id, upload.size ?? null, upload.metadata ?? {}),
+      });
       if (request.creatingPartial) await concat.markPartial(upload.id);
-      await finished.created(upload); // status record `uploading` (lib/record-store.ts)
       return {};
     },
     onUploadFinish: async (_req, upload) => {
-      await access.quota.complete(upload.id);
-      // A partial upload is only material for a final one: nothing to process on its own.
-      if (!tusRequest().creatingPartial && (await concat.headerOf(upload.id)) !== 'partial') await finished.enqueue(upload, await ownerForJob(upload.id));
+      await finishUpload(upload);
       return {};
     },
-    onResponseError: (req, err) => mapTusError(err, logger, { method: req.method, url: req.url }),
+    onResponseError: (req, err) => {
+      const error = toTuskError(err, logger, { method: req.method, url: req.url });
+      // The catalogue code and headers are added to @tus/server's answer once it is built.
+      tusRequest().error = error;
+      return { status_code: error.status, body: `${error.message}\n` };
+    },
   };
   const tus = new Server(options);
   let inFlight = 0;
@@ -98,76 +110,32 @@ export function createTusEndpoint(deps: {
     try {
       applyMethodOverride(req);
       const target = tusTarget(req.url);
-      if (!target) {
-        sendTusText(req, res, { status: 404, body: 'Not found\n' }, config);
-        return;
-      }
+      if (!target) throw new TuskError('not_found', 'Not found');
       const allowed = target.route === 'collection' ? COLLECTION_METHODS : UPLOAD_METHODS;
-      if (!allowed.includes(req.method ?? '')) {
-        sendTusText(req, res, { status: 405, body: 'Method not allowed\n', headers: { Allow: allowed.join(', ') } }, config);
-        return;
-      }
+      if (!allowed.includes(req.method ?? '')) throw new TuskError('method_not_allowed', undefined, {}, { Allow: allowed.join(', ') });
       const id = target.route === 'upload' ? target.id : undefined;
       // Every request but the CORS preflight is authenticated before anything touches storage,
       // and another user's upload is answered exactly like an unknown one.
       let principal: Principal = ANONYMOUS;
       if (req.method !== 'OPTIONS') {
-        const authenticated = await authenticateOrRefuse(req, res);
-        if (!authenticated) return;
-        principal = authenticated;
-        if (id && !(await access.ownership.canAccess(principal, id))) {
-          const body = req.method === 'GET' ? 'Upload not found\n' : ERRORS.FILE_NOT_FOUND.body;
-          sendTusText(req, res, { status: 404, body }, config);
-          return;
-        }
+        principal = await access.authenticator.authenticate(req);
+        if (id && !(await access.ownership.canAccess(principal, id))) throw new TuskError('not_found', req.method === 'GET' ? 'Upload not found' : ERRORS.FILE_NOT_FOUND.body.trim());
       }
       await runInTusRequest({ principal, id, baseUrl: publicBaseUrl(req, config) }, () => handleAuthorized(req, res, id));
     } catch (err) {
-      // handleWeb maps its own errors; this is the last line of defence.
-      const mapped = mapTusError(err, logger, { method: req.method, url: req.url });
-      if (!res.headersSent) {
-        res.writeHead(mapped.status_code, { 'Content-Type': 'text/plain; charset=utf-8', 'Tus-Resumable': '1.0.0' });
-        res.end(mapped.body);
-      } else {
-        res.destroy();
-      }
+      sendTusError(req, res, toTuskError(err, logger, { method: req.method, url: req.url }), config);
     } finally {
       inFlight--;
     }
   }
 
-  /** The principal, or undefined after answering 401 (503 when the JWKS cannot be fetched). */
-  async function authenticateOrRefuse(req: IncomingMessage, res: ServerResponse): Promise<Principal | undefined> {
-    try {
-      return await access.authenticator.authenticate(req);
-    } catch (err) {
-      if (!(err instanceof AuthError)) throw err;
-      const headers: Record<string, string> =
-        err.status === 401 ? { 'WWW-Authenticate': 'Bearer' } : { 'Retry-After': String(RETRY_AFTER_SECONDS) };
-      sendTusText(req, res, { status: err.status, body: `${err.message}\n`, headers: { ...headers, ...exposeAuthHeaders } }, config);
-      return undefined;
+  /** The upload's bytes are complete: processing, unless it is a partial of a concatenation. */
+  async function finishUpload(upload: Upload): Promise<void> {
+    if (tusRequest().creatingPartial || (await concat.headerOf(upload.id)) === 'partial') {
+      await lifecycle.finishPartial(upload.id);
+      return;
     }
-  }
-
-  /** Owner and quota reservation of a new upload, before anything is stored; refusals as tus errors. */
-  async function reserveFor(principal: Principal, upload: Upload, opts: { bytes: number; complete?: boolean; replaces?: string[] }): Promise<void> {
-    await access.ownership.setOwner(upload.id, principal.userId);
-    const reserved = await access.quota.reserve(principal.userId, upload.id, opts.bytes, {
-      expiresAt: opts.complete ? 0 : access.expiresAt(),
-      complete: opts.complete,
-      replaces: opts.replaces,
-    });
-    if (!reserved.ok) {
-      await access.ownership.forget(upload.id);
-      // Over quota: 413 (the issue's choice for tus); too many unfinished uploads: 403.
-      throw new HookRejection(reserved.code === 'quota_exceeded' ? 413 : 403, `${reserved.message}\n`);
-    }
-  }
-
-  /** The job's `owner`: the user id with authentication on, null while it is off (anonymous). */
-  async function ownerForJob(id: string): Promise<string | null> {
-    if (!access.authenticator.enabled) return null;
-    return (await access.ownership.ownerOf(id)) ?? tusRequest().principal.userId;
+    await lifecycle.finish(upload.id, { location: storageLocation(upload), size: upload.size ?? upload.offset, metadata: upload.metadata ?? {} });
   }
 
   async function handleAuthorized(req: IncomingMessage, res: ServerResponse, id: string | undefined): Promise<void> {
@@ -176,20 +144,17 @@ export function createTusEndpoint(deps: {
       return;
     }
     const gateError = checkTusRequest(req);
-    if (gateError) {
-      sendTusText(req, res, gateError, config);
-      return;
-    }
+    if (gateError) throw gateError;
     if (req.method === 'POST') {
-      if (!(await creationAllowed(req, res))) return;
+      await access.rateLimiter.consumeCreation(tusRequest().principal.userId, clientIp(req));
       const concatHeader = req.headers['upload-concat'];
       if (typeof concatHeader === 'string') {
         await createConcatenated(req, res, concatHeader);
         return;
       }
-      if (!(await creationFits(req, res))) return;
+      await checkCreation(req);
     }
-    let response: Response | undefined;
+    let response: Response;
     if (req.method === 'PATCH' && id && checksumSource(req)) {
       // Its body is spooled before @tus/server sees it: under the upload's lock, and only after
       // everything else about it was checked.
@@ -197,25 +162,23 @@ export function createTusEndpoint(deps: {
       const request = tusRequest();
       request.heldLock = id;
       try {
-        const upload = await patchFits(req, res, id);
-        if (!upload) return;
+        const upload = await checkPatch(req, id);
         response = await forwardToTus(req, res, upload, lock.signal);
       } finally {
         request.heldLock = undefined;
         await lock.release();
       }
     } else {
-      if (req.method === 'PATCH' && id && !(await patchFits(req, res, id))) return;
+      if (req.method === 'PATCH' && id) await checkPatch(req, id);
       response = await forwardToTus(req, res);
     }
-    if (!response) return;
+    const error = tusRequest().error;
+    if (error) for (const [name, value] of Object.entries(errorHeaders(error))) response.headers.set(name, value);
     if (id && req.method === 'DELETE' && response.status === 204) {
       await concat.forget(id);
-      await access.quota.release(id);
-      await access.ownership.forget(id);
+      await lifecycle.terminate(id, 'terminated');
     }
     if (req.method === 'OPTIONS') advertiseExtensions(response, canConcatenate(datastore));
-    if (response.status === 503) response.headers.set('Retry-After', String(RETRY_AFTER_SECONDS));
     if (req.method === 'HEAD' && response.status === 200 && id) {
       const concatValue = await concat.headerOf(id);
       if (concatValue) response.headers.set('Upload-Concat', concatValue);
@@ -225,133 +188,85 @@ export function createTusEndpoint(deps: {
     await sendResponse(res, response);
   }
 
-  /** Creation rate limit (per user and IP): false after answering 429 with Retry-After. */
-  async function creationAllowed(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    try {
-      await access.rateLimiter.consumeCreation(tusRequest().principal.userId, clientIp(req));
-      return true;
-    } catch (err) {
-      if (!(err instanceof RateLimitedError)) throw err;
-      const headers = { 'Retry-After': String(err.retryAfterSeconds), 'Access-Control-Expose-Headers': 'Retry-After, Tus-Resumable' };
-      sendTusText(req, res, { status: 429, body: `${err.message}\n`, headers }, config);
-      return false;
-    }
-  }
-
   /**
    * A creation (POST) that carries a body: the body must fit the declared length, and a
    * deferred-length upload reserves the body's bytes (the quota needs a Content-Length then).
-   * False after answering.
    */
-  async function creationFits(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+  async function checkCreation(req: IncomingMessage): Promise<void> {
     const bodyLength = contentLengthOf(req);
     const hasBody = req.headers['content-type'] === 'application/offset+octet-stream';
     const declared = req.headers['upload-length'];
     if (typeof declared === 'string') {
       const size = Number(declared);
-      if (size > config.maxUploadSize) return refuse(req, res, ERRORS.ERR_MAX_SIZE_EXCEEDED);
-      if (hasBody && bodyLength !== undefined && bodyLength > size) return refuse(req, res, ERRORS.ERR_SIZE_EXCEEDED);
+      if (size > config.maxUploadSize) throw new TuskError('too_large', ERRORS.ERR_MAX_SIZE_EXCEEDED.body.trim());
+      if (hasBody && bodyLength !== undefined && bodyLength > size) throw new TuskError('too_large', ERRORS.ERR_SIZE_EXCEEDED.body.trim());
       // A checksummed body is read (spooled) before the upload exists: refuse it first if the
       // reservation it would need is over the quota.
       if (hasBody && checksumSource(req)) {
         const fits = await access.quota.check(tusRequest().principal.userId, size);
-        if (!fits.ok) {
-          sendTusText(req, res, { status: 413, body: `${fits.message}\n` }, config);
-          return false;
-        }
+        if (!fits.ok) throw new TuskError(fits.code, fits.message);
       }
-      return true;
+      return;
     }
-    if (!hasBody) return true;
+    if (!hasBody) return;
     if (bodyLength === undefined) {
-      if (access.quota.limits.quotaBytes === 0) return true;
-      sendTusText(req, res, { status: 411, body: 'A body for an upload of deferred length needs Content-Length while quotas are on\n' }, config);
-      return false;
+      if (access.quota.limits.quotaBytes === 0) return;
+      throw new TuskError('length_required', 'A body for an upload of deferred length needs Content-Length while quotas are on');
     }
-    if (bodyLength > config.maxUploadSize) return refuse(req, res, ERRORS.ERR_MAX_SIZE_EXCEEDED);
+    if (bodyLength > config.maxUploadSize) throw new TuskError('too_large', ERRORS.ERR_MAX_SIZE_EXCEEDED.body.trim());
     tusRequest().deferredCreationBytes = bodyLength;
-    return true;
   }
 
   /**
    * Checks a PATCH before any byte of its body is read: the upload exists and is not expired,
    * it is not a final upload, the offset matches, the body fits the length, and the quota
-   * reservation covers every byte it may add. Returns the upload, or undefined after answering.
+   * reservation covers every byte it may add. Returns the upload.
    */
-  async function patchFits(req: IncomingMessage, res: ServerResponse, id: string): Promise<Upload | undefined> {
-    let upload: Upload;
-    try {
-      upload = await datastore.getUpload(id);
-    } catch (err) {
-      refuse(req, res, mapTusError(err, logger, { method: req.method, url: req.url }));
-      return undefined;
-    }
+  async function checkPatch(req: IncomingMessage, id: string): Promise<Upload> {
+    const upload = await datastore.getUpload(id);
     const expiry = datastore.getExpiration();
     const created = upload.creation_date ? new Date(upload.creation_date).getTime() : Date.now();
     const finished = upload.size !== undefined && upload.offset === upload.size;
-    if (!finished && expiry > 0 && Date.now() > created + expiry) return void refuse(req, res, ERRORS.FILE_NO_LONGER_EXISTS);
-    if ((await concat.headerOf(id))?.startsWith('final;')) {
-      sendTusText(req, res, { status: 403, body: 'A final upload (Upload-Concat: final) cannot be patched\n' }, config);
-      return undefined;
-    }
+    if (!finished && expiry > 0 && Date.now() > created + expiry) throw new TuskError('expired', ERRORS.FILE_NO_LONGER_EXISTS.body.trim());
+    if ((await concat.headerOf(id))?.startsWith('final;')) throw new TuskError('forbidden', 'A final upload (Upload-Concat: final) cannot be patched');
     const offset = Number(req.headers['upload-offset']);
-    if (offset !== upload.offset) return void refuse(req, res, ERRORS.INVALID_OFFSET);
+    if (offset !== upload.offset) throw new TuskError('offset_mismatch', ERRORS.INVALID_OFFSET.body.trim());
     const bodyLength = contentLengthOf(req);
     const declaredHeader = req.headers['upload-length'];
     const declared = typeof declaredHeader === 'string' ? Number(declaredHeader) : undefined;
     if (declared !== undefined) {
-      if (upload.size !== undefined || declared < offset) return void refuse(req, res, ERRORS.INVALID_LENGTH);
-      if (declared > config.maxUploadSize) return void refuse(req, res, ERRORS.ERR_MAX_SIZE_EXCEEDED);
+      if (upload.size !== undefined || declared < offset) throw new TuskError('invalid_request', 'Upload-Length cannot change, nor be less than the offset');
+      if (declared > config.maxUploadSize) throw new TuskError('too_large', ERRORS.ERR_MAX_SIZE_EXCEEDED.body.trim());
     }
     const size = upload.size ?? declared;
-    if (size !== undefined && bodyLength !== undefined && offset + bodyLength > size) return void refuse(req, res, ERRORS.ERR_SIZE_EXCEEDED);
-    if (size === undefined && bodyLength !== undefined && offset + bodyLength > config.maxUploadSize) return void refuse(req, res, ERRORS.ERR_MAX_SIZE_EXCEEDED);
+    if (size !== undefined && bodyLength !== undefined && offset + bodyLength > size) throw new TuskError('too_large', ERRORS.ERR_SIZE_EXCEEDED.body.trim());
+    if (size === undefined && bodyLength !== undefined && offset + bodyLength > config.maxUploadSize) throw new TuskError('too_large', ERRORS.ERR_MAX_SIZE_EXCEEDED.body.trim());
     // The reservation grows before any byte is stored: to the declared length, or for a length
     // still deferred, to what this body can add (which needs its Content-Length under a quota).
-    let reserve: number | undefined = declared;
-    if (size === undefined && access.quota.limits.quotaBytes > 0) {
-      if (bodyLength === undefined) {
-        sendTusText(req, res, { status: 411, body: 'A PATCH to an upload of deferred length needs Content-Length while quotas are on\n' }, config);
-        return undefined;
-      }
-      reserve = offset + bodyLength;
-    }
-    if (reserve !== undefined) {
-      const adjusted = await access.quota.adjust(id, reserve, { growOnly: declared === undefined });
-      if (!adjusted.ok) {
-        sendTusText(req, res, { status: 413, body: `${adjusted.message}\n` }, config);
-        return undefined;
-      }
+    if (declared !== undefined) await lifecycle.grow(id, declared);
+    else if (size === undefined && access.quota.limits.quotaBytes > 0) {
+      if (bodyLength === undefined) throw new TuskError('length_required', 'A PATCH to an upload of deferred length needs Content-Length while quotas are on');
+      await lifecycle.grow(id, offset + bodyLength, { growOnly: true });
     }
     return upload;
-  }
-
-  function refuse(req: IncomingMessage, res: ServerResponse, error: { status_code: number; body: string }): false {
-    const headers = error.status_code === 503 ? { 'Retry-After': String(RETRY_AFTER_SECONDS) } : undefined;
-    sendTusText(req, res, { status: error.status_code, body: error.body.endsWith('\n') ? error.body : `${error.body}\n`, headers }, config);
-    return false;
   }
 
   /** POST with Upload-Concat (see concatenation.ts). */
   async function createConcatenated(req: IncomingMessage, res: ServerResponse, value: string): Promise<void> {
     const parsed = parseConcatHeader(value);
-    if (parsed.kind === 'invalid' || !canConcatenate(datastore)) {
-      const body = parsed.kind === 'invalid' ? `${parsed.reason}\n` : 'Concatenation is not supported by this store\n';
-      sendTusText(req, res, { status: parsed.kind === 'invalid' ? 400 : 501, body }, config);
-      return;
-    }
+    if (parsed.kind === 'invalid') throw new TuskError('invalid_request', parsed.reason);
+    if (!canConcatenate(datastore)) throw new TuskError('not_implemented', 'Concatenation is not supported by this store');
     if (parsed.kind === 'partial') {
-      if (!(await creationFits(req, res))) return;
+      await checkCreation(req);
       // @tus/server would refuse the header (501): it creates a plain upload we remember as partial.
       removeHeader(req, 'upload-concat');
       tusRequest().creatingPartial = true;
-      const response = await forwardToTus(req, res);
-      if (response) await sendResponse(res, response);
+      await sendResponse(res, await forwardToTus(req, res));
       return;
     }
-    let final;
-    let reservedFinal: string | undefined;
     const principal = tusRequest().principal;
+    let created: string | undefined;
+    let final: Upload;
     try {
       final = await createFinalUpload({
         store: datastore,
@@ -362,41 +277,34 @@ export function createTusEndpoint(deps: {
         canUse: (partialId) => access.ownership.canAccess(principal, partialId),
         // The final upload takes over its partials' bytes (they are deleted once it is built).
         beforeStore: async (upload, partials) => {
-          try {
-            await reserveFor(principal, upload, { bytes: upload.size ?? 0, complete: true, replaces: partials.map((p) => p.id) });
-          } catch (err) {
-            if (err instanceof HookRejection) throw new ConcatError(err.status_code, err.body);
-            throw err;
-          }
-          reservedFinal = upload.id;
+          await lifecycle.create(principal, upload.id, {
+            bytes: upload.size ?? 0,
+            record: baseFromMetadata(upload.id, upload.size ?? null, upload.metadata ?? {}),
+            complete: true,
+            replaces: partials.map((p) => p.id),
+          });
+          created = upload.id;
         },
       });
     } catch (err) {
-      if (reservedFinal) {
-        await access.quota.release(reservedFinal).catch(() => {});
-        await access.ownership.forget(reservedFinal).catch(() => {});
-      }
-      if (!(err instanceof ConcatError)) throw err;
-      sendTusText(req, res, { status: err.status_code, body: err.body }, config);
-      return;
+      if (created) await lifecycle.terminate(created, 'aborted').catch(() => {});
+      throw err;
     }
     for (const url of parsed.urls) {
       const partialId = uploadIdOfUrl(url);
-      if (partialId) await access.ownership.forget(partialId);
+      if (partialId) await lifecycle.terminate(partialId, 'concatenated');
     }
-    await finished.created(final);
-    await finished.enqueue(final, await ownerForJob(final.id));
-    const location = uploadUrl(tusRequest().baseUrl, final.id);
-    const headers = { Location: location, 'Upload-Concat': `final;${parsed.urls.join(' ')}`, ...corsHeaders(req, config) };
-    sendTusText(req, res, { status: 201, body: '', headers }, config);
+    await lifecycle.finish(final.id, { location: storageLocation(final), size: final.size ?? 0, metadata: final.metadata ?? {} });
+    const headers = { Location: uploadUrl(tusRequest().baseUrl, final.id), 'Upload-Concat': `final;${parsed.urls.join(' ')}` };
+    sendTusReply(req, res, 201, '', headers, config);
   }
 
   /**
    * Hands the request to @tus/server. A request with a checksum is first spooled and verified
    * (checksum.ts), never more bytes than the upload can still take; then the verified bytes are
-   * replayed from the spool. Returns undefined when the answer was already sent.
+   * replayed from the spool.
    */
-  async function forwardToTus(req: IncomingMessage, res: ServerResponse, upload?: Upload, signal?: AbortSignal): Promise<Response | undefined> {
+  async function forwardToTus(req: IncomingMessage, res: ServerResponse, upload?: Upload, signal?: AbortSignal): Promise<Response> {
     const source = req.method === 'PATCH' || req.method === 'POST' ? checksumSource(req) : undefined;
     if (!source) {
       // The S3 store reads the request's Content-Length to cut the body into parts up front.
@@ -404,15 +312,15 @@ export function createTusEndpoint(deps: {
     }
     const maxBytes = maxBodyBytes(req, upload);
     const spooled = await spoolAndVerify(req, source, { maxBytes, budget: spoolBudget, signal });
-    if (spooled.verdict !== 'match') {
-      const refusals: Record<typeof spooled.verdict, GateError> = {
-        invalid: { status: 400, body: `${spooled.verdict === 'invalid' ? spooled.reason : ''}\n` },
-        mismatch: { status: 460, body: 'Checksum Mismatch\n' },
-        too_large: { status: 413, body: `Request body larger than the upload can take (at most ${Math.min(maxBytes, spoolBudget.limit)} bytes with a checksum)\n` },
-        busy: { status: 503, body: 'Too many checksummed uploads are being verified; retry shortly\n', headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) } },
-      };
-      sendTusText(req, res, refusals[spooled.verdict], config);
-      return undefined;
+    switch (spooled.verdict) {
+      case 'invalid':
+        throw new TuskError('invalid_request', spooled.reason);
+      case 'mismatch':
+        throw new TuskError('checksum_mismatch');
+      case 'too_large':
+        throw new TuskError('too_large', `Request body larger than the upload can take (at most ${Math.min(maxBytes, spoolBudget.limit)} bytes with a checksum)`);
+      case 'busy':
+        throw new TuskError('unavailable', 'Too many checksummed uploads are being verified; retry shortly', {}, { 'Retry-After': String(RETRY_AFTER_SECONDS) });
     }
     try {
       const headers = new Headers();
@@ -466,7 +374,7 @@ export function createTusEndpoint(deps: {
   /**
    * A finished upload whose job could not be queued when it finished (Redis briefly down:
    * the client saw a 503, then a HEAD showing the upload complete, and will not PATCH again)
-   * gets its job on that HEAD. Adding is idempotent (upload id = job id).
+   * gets its job on that HEAD. Finishing is idempotent (upload id = job id).
    */
   async function ensureFinishQueued(response: Response, id: string): Promise<void> {
     const offset = response.headers.get('upload-offset');
@@ -475,8 +383,7 @@ export function createTusEndpoint(deps: {
     try {
       const upload = await datastore.getUpload(id);
       if (upload.size === undefined || upload.offset !== upload.size) return;
-      await access.quota.complete(id);
-      await finished.enqueue(upload, await ownerForJob(id));
+      await finishUpload(upload);
     } catch (err) {
       logger.warn({ err, uploadId: id }, 'could not re-check the processing job of a finished upload');
     }
@@ -522,9 +429,6 @@ function contentLengthOf(req: IncomingMessage): number | undefined {
   return typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : undefined;
 }
 
-/** tus clients in browsers read these on a 401/503 from tusk itself. */
-const exposeAuthHeaders = { 'Access-Control-Expose-Headers': 'WWW-Authenticate, Retry-After, Tus-Resumable' };
-
 /** Removes a request header before the request is handed on (srvx reads rawHeaders too). */
 function removeHeader(req: IncomingMessage, lowerName: string): void {
   delete req.headers[lowerName];
@@ -552,20 +456,32 @@ function corsHeaders(req: IncomingMessage, config: Config): Record<string, strin
 /** Reason phrases Node does not know (tus checksum extension). */
 const REASON_PHRASES: Record<number, string> = { 460: 'Checksum Mismatch' };
 
-/** A short text answer written by tusk itself (gate errors, 460, the final-upload 201), with tus and CORS headers. */
-function sendTusText(req: IncomingMessage, res: ServerResponse, error: GateError, config: Config): void {
+/** What a browser's tus client may read of tusk's own answers. */
+const EXPOSED = `Tus-Version, Tus-Resumable, Upload-Offset, Location, Retry-After, WWW-Authenticate, ${ERROR_CODE_HEADER}`;
+
+/** An error answer of the tus face: the catalogue entry as a short text body, with tus and CORS headers. */
+function sendTusError(req: IncomingMessage, res: ServerResponse, err: TuskError, config: Config): void {
+  sendTusReply(req, res, err.status, `${err.message}\n`, errorHeaders(err), config);
+}
+
+/** A short text answer written by tusk itself (errors, the final-upload 201), with tus and CORS headers. */
+function sendTusReply(req: IncomingMessage, res: ServerResponse, status: number, body: string, extra: Record<string, string>, config: Config): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
   const headers = {
     'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': Buffer.byteLength(error.body),
+    'Content-Length': Buffer.byteLength(body),
     'Tus-Resumable': '1.0.0',
     ...corsHeaders(req, config),
-    'Access-Control-Expose-Headers': 'Tus-Version, Tus-Resumable, Upload-Offset, Location',
-    ...error.headers,
+    'Access-Control-Expose-Headers': EXPOSED,
+    ...extra,
   };
-  const reason = REASON_PHRASES[error.status];
-  if (reason) res.writeHead(error.status, reason, headers);
-  else res.writeHead(error.status, headers);
+  const reason = REASON_PHRASES[status];
+  if (reason) res.writeHead(status, reason, headers);
+  else res.writeHead(status, headers);
   // Do not read a body we refused: close the connection instead of draining a large PATCH.
   if ((req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding']) res.shouldKeepAlive = false;
-  res.end(wireMethod(req) === 'HEAD' ? undefined : error.body);
+  res.end(wireMethod(req) === 'HEAD' ? undefined : body);
 }

@@ -6,6 +6,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Lock, Locker, RequestRelease } from '@tus/utils';
 import { ANONYMOUS, type Principal } from '../../hooks/auth.js';
+import type { TuskError } from '../../lib/errors.js';
 
 export interface TusRequestContext {
   principal: Principal;
@@ -19,6 +20,8 @@ export interface TusRequestContext {
   deferredCreationBytes?: number;
   /** The upload lock this request already holds (taken before spooling a checksummed body). */
   heldLock?: string;
+  /** The refusal @tus/server answered with (its code and headers go on the response). */
+  error?: TuskError;
 }
 
 const contexts = new AsyncLocalStorage<TusRequestContext>();

@@ -27,7 +27,8 @@ import { FlowProducer, UnrecoverableError, Worker, type Job, type Processor } fr
 import type { Redis } from 'ioredis';
 import type { Config } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
-import { dedupKey, DEDUP_TTL_SECONDS } from '../../lib/dedup.js';
+import { DEDUP_TTL_SECONDS } from '../../lib/dedup.js';
+import { RedisKeys } from '../../lib/redis-keys.js';
 import {
   detectType,
   extractMetadata,
@@ -56,7 +57,7 @@ import {
   type ReprocessFields,
   type StepJob,
 } from '../../lib/queues.js';
-import { createObjectStorage, type ObjectStorage } from '../../lib/object-storage.js';
+import type { ObjectStorage } from '../../lib/object-storage.js';
 import { flowA, flowB } from './flow.js';
 import { baseFromMetadata, publicDocument, RecordStore, type Reason, type RunStopped, type RunWatch, TERMINAL, type TaskName } from '../../lib/record-store.js';
 import { Webhooks } from './webhooks.js';
@@ -74,13 +75,13 @@ function reasonOf(err: unknown): Reason {
   return { code: 'error', message: String(err) };
 }
 
-export async function startPipeline(config: Config, redis: Redis, logger: Logger): Promise<RunningPipeline> {
+export async function startPipeline(deps: { config: Config; redis: Redis; records: RecordStore; storage: ObjectStorage; logger: Logger }): Promise<RunningPipeline> {
+  const { config, redis, records, storage, logger } = deps;
   const log = logger.child({ component: 'pipeline' });
   const p = config.pipeline;
-  const prefix = `${config.redisPrefix}bull`;
+  const keys = new RedisKeys(config.redisPrefix);
+  const prefix = keys.bullPrefix;
   const connection = redis;
-  const records = new RecordStore(redis, config.redisPrefix);
-  const storage: ObjectStorage = createObjectStorage(config);
   const flows = new FlowProducer({ connection, prefix });
   const webhooks = new Webhooks(p, connection, prefix);
   const baseUrl = config.publicUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${config.port}`;
@@ -367,10 +368,10 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
     const { statusChanged } = await records.update(uploadId, run, { status: 'ready' });
     if (statusChanged) {
       const rec = await records.get(uploadId);
-      if (rec) await webhooks.send('upload.ready', uploadId, run, publicDocument(rec, urlFor));
+      if (rec) await webhooks.send('upload.ready', uploadId, run, await publicDocument(rec, urlFor));
       const sha256 = await redis.hget(records.key(uploadId), 'sha256');
       const owner = rec?.base.source?.owner;
-      if (sha256 && owner && rec?.base.size) await redis.set(dedupKey(config.redisPrefix, owner, sha256, rec.base.size), uploadId, 'EX', DEDUP_TTL_SECONDS);
+      if (sha256 && owner && rec?.base.size) await redis.set(keys.dedup(owner, sha256, rec.base.size), uploadId, 'EX', DEDUP_TTL_SECONDS);
       log.info({ uploadId, run }, 'upload ready');
     }
     return { ready: true };
@@ -433,7 +434,6 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
       await Promise.allSettled(workers.map((w) => w.close()));
       await flows.close();
       await webhooks.close();
-      storage.close();
     },
   };
 }

@@ -12,7 +12,7 @@
 // Companion needs no file size; tusk does (quota, completion check): send it as `size` (body or
 // query) or in Uppy's metadata (`metadata.size`, e.g. with allowedMetaFields). Each part URL is
 // signed for its part's size, and Uppy does not say which part size it uses when it asks for one:
-// a session's parts are Uppy's default size (uppyChunkSize in direct-uploads.ts), numbered 1..its
+// a session's parts are Uppy's default size (uppyChunkSize in hooks/direct/parts.ts), numbered 1..its
 // part count, so an app with its own getChunkSize must return exactly that. `uploadId` is the S3
 // UploadId and `key` our object key `direct/<upload id>`; unless both name the same upload of the
 // caller, 404. A single PUT from /s3/params has no completion call in Uppy: the client may POST
@@ -20,20 +20,17 @@
 // arrived with the declared size.
 import type { Request, RequestHandler, Response, Router } from 'express';
 import { z } from 'zod';
-import { principalOf } from '../../hooks/auth.js';
-import type { Logger } from '../../lib/logger.js';
-import {
-  handle,
-  jsonBody,
-  MAX_PARTS,
-  MAX_URLS_PER_RESPONSE,
-  parseBody,
-  uploadIdOfKey,
-  type DirectSession,
-  type DirectUploads,
-  type Principal,
-} from './direct-uploads.js';
-import { ApiError } from './errors.js';
+import type { Principal } from '../../hooks/auth.js';
+import type { Core } from '../../hooks/core.js';
+import { MAX_URLS_PER_RESPONSE } from '../../hooks/direct/parts.js';
+import type { DirectUploads } from '../../hooks/direct/service.js';
+import type { DirectSession } from '../../hooks/direct/sessions.js';
+import { TuskError } from '../../lib/errors.js';
+import { MAX_PARTS } from '../../lib/s3.js';
+import { uploadIdOfDirectKey } from '../../lib/s3-keys.js';
+import { principalOf } from '../http/auth.js';
+import { handle, jsonBody, parseBody } from '../http/body.js';
+import { publicBaseUrl } from '../http/public-url.js';
 
 const size = z.coerce.number().int().positive();
 const createBody = z.object({
@@ -45,7 +42,7 @@ const createBody = z.object({
 
 /** A part number as Uppy writes it: decimal digits, no sign, exponent or leading zero. */
 function partNumberOf(raw: string): number {
-  if (!/^[1-9][0-9]{0,4}$/.test(raw)) throw new ApiError(400, 'invalid_request', `part numbers are whole numbers from 1 (got "${raw.slice(0, 20)}")`, { invalid_part_numbers: [raw.slice(0, 20)] });
+  if (!/^[1-9][0-9]{0,4}$/.test(raw)) throw new TuskError('invalid_request', `part numbers are whole numbers from 1 (got "${raw.slice(0, 20)}")`, { invalid_part_numbers: [raw.slice(0, 20)] });
   return Number(raw);
 }
 
@@ -54,24 +51,23 @@ function declaredSize(...candidates: unknown[]): number {
     if (c === undefined || c === null || c === '') continue;
     const n = Number(c);
     if (Number.isSafeInteger(n) && n > 0) return n;
-    throw new ApiError(400, 'invalid_request', `size must be a positive whole number of bytes (got "${String(c)}")`);
+    throw new TuskError('invalid_request', `size must be a positive whole number of bytes (got "${String(c)}")`);
   }
-  throw new ApiError(400, 'invalid_request', 'tusk needs the file size: send `size` (or metadata.size) with the request');
+  throw new TuskError('invalid_request', 'tusk needs the file size: send `size` (or metadata.size) with the request');
 }
 
 const contentTypeOf = (type: unknown, filename: string) => {
   const t = typeof type === 'string' && type ? type : '';
-  if (!t) throw new ApiError(400, 'invalid_request', `type (the MIME type of "${filename}") is required`);
+  if (!t) throw new TuskError('invalid_request', `type (the MIME type of "${filename}") is required`);
   return t;
 };
 
-export function registerCompanionRoutes(router: Router, service: DirectUploads, auth: RequestHandler, logger: Logger): void {
-  const log = logger.child({ component: 'companion-s3' });
-  // Built here, not at module level: direct-uploads.ts and this module import each other.
-  const completeBody = z.object({
-    parts: z.array(z.object({ PartNumber: z.number().int().positive(), ETag: z.string().max(200).optional() })).max(MAX_PARTS).optional(),
-  });
-  const baseUrl = (req: Request) => service.deps.config.publicUrl ?? `${req.protocol}://${req.get('host')}`;
+const completeBody = z.object({
+  parts: z.array(z.object({ PartNumber: z.number().int().positive(), ETag: z.string().max(200).optional() })).max(MAX_PARTS).optional(),
+});
+
+export function registerCompanionRoutes(router: Router, service: DirectUploads, auth: RequestHandler, core: Core): void {
+  const log = core.logger.child({ component: 'companion-s3' });
 
   /**
    * The caller's multipart session named by both `key` (exactly `direct/<upload id>`, the query
@@ -81,8 +77,8 @@ export function registerCompanionRoutes(router: Router, service: DirectUploads, 
   async function sessionFor(principal: Principal, req: Request): Promise<DirectSession> {
     const key = typeof req.query.key === 'string' ? req.query.key : '';
     const uploadId = req.params.uploadId;
-    const id = uploadIdOfKey(key);
-    const notFound = new ApiError(404, 'not_found', 'No such upload');
+    const id = uploadIdOfDirectKey(key);
+    const notFound = new TuskError('not_found');
     if (!id || typeof uploadId !== 'string' || !uploadId) throw notFound;
     const s = await service.owned(principal, id);
     if (s.key !== key || s.method !== 'multipart' || !s.s3_upload_id || s.s3_upload_id !== uploadId) throw notFound;
@@ -96,11 +92,11 @@ export function registerCompanionRoutes(router: Router, service: DirectUploads, 
       const principal = principalOf(res);
       const q = req.query as Record<string, unknown>;
       const filename = typeof q.filename === 'string' && q.filename ? q.filename : '';
-      if (!filename) throw new ApiError(400, 'invalid_request', 'filename is required');
+      if (!filename) throw new TuskError('invalid_request', 'filename is required');
       const bytes = declaredSize(q.size, (q.metadata as Record<string, unknown> | undefined)?.size, q['metadata[size]']);
       const s = await service.initiate(principal, req.ip ?? '', { filename, filesize: bytes, content_type: contentTypeOf(q.type, filename) }, 'companion', 'put');
       const [signed] = await service.urlsFor(s, [1]);
-      res.set('Cache-Control', 'no-store').json({ method: 'PUT', url: signed!.url, fields: {}, headers: {}, expires: service.presigner.expiresInSeconds, upload_id: s.upload_id, key: s.key });
+      res.set('Cache-Control', 'no-store').json({ method: 'PUT', url: signed!.url, fields: {}, headers: {}, expires: service.urlTtlSeconds, upload_id: s.upload_id, key: s.key });
     }),
   );
 
@@ -139,11 +135,11 @@ export function registerCompanionRoutes(router: Router, service: DirectUploads, 
     handle(log, async (req, res) => {
       const s = await sessionFor(principalOf(res), req);
       const raw = typeof req.query.partNumbers === 'string' ? req.query.partNumbers : '';
-      if (!raw) throw new ApiError(400, 'invalid_request', 'partNumbers is required (e.g. partNumbers=1,2,3)');
+      if (!raw) throw new TuskError('invalid_request', 'partNumbers is required (e.g. partNumbers=1,2,3)');
       const list = raw.split(',');
-      if (list.length > MAX_URLS_PER_RESPONSE) throw new ApiError(400, 'invalid_request', `at most ${MAX_URLS_PER_RESPONSE} part numbers at once`);
+      if (list.length > MAX_URLS_PER_RESPONSE) throw new TuskError('invalid_request', `at most ${MAX_URLS_PER_RESPONSE} part numbers at once`);
       const numbers = list.map(partNumberOf);
-      if (s.status !== 'uploading') throw new ApiError(409, s.status, `The upload is ${s.status}`);
+      service.ensureOpen(s);
       const urls = await service.urlsFor(s, [...new Set(numbers)]);
       res.set('Cache-Control', 'no-store').json({ presignedUrls: Object.fromEntries(urls.map((u) => [u.part_number, u.url])) });
     }),
@@ -155,9 +151,9 @@ export function registerCompanionRoutes(router: Router, service: DirectUploads, 
     handle(log, async (req, res) => {
       const s = await sessionFor(principalOf(res), req);
       const n = partNumberOf(String(req.params.partNumber));
-      if (s.status !== 'uploading') throw new ApiError(409, s.status, `The upload is ${s.status}`);
+      service.ensureOpen(s);
       const [signed] = await service.urlsFor(s, [n]);
-      res.set('Cache-Control', 'no-store').json({ url: signed!.url, expires: service.presigner.expiresInSeconds });
+      res.set('Cache-Control', 'no-store').json({ url: signed!.url, expires: service.urlTtlSeconds });
     }),
   );
 
@@ -166,13 +162,12 @@ export function registerCompanionRoutes(router: Router, service: DirectUploads, 
     auth,
     jsonBody,
     handle(log, async (req, res) => {
-      const principal = principalOf(res);
-      const s = await sessionFor(principal, req);
+      const s = await sessionFor(principalOf(res), req);
       const body = parseBody(completeBody, req.body);
-      const done = await service.complete(principal, s, {
+      const done = await service.complete(s, {
         parts: body.parts?.map((p) => ({ part_number: p.PartNumber, etag: p.ETag ?? '' })),
       });
-      res.set('Cache-Control', 'no-store').json({ location: `${baseUrl(req)}/api/uploads/${done.upload_id}`, key: done.key, upload_id: done.upload_id });
+      res.set('Cache-Control', 'no-store').json({ location: `${publicBaseUrl(req, core.config)}/api/uploads/${done.upload_id}`, key: done.key, upload_id: done.upload_id });
     }),
   );
 
