@@ -1,4 +1,4 @@
-// Authentication (issue 5): every tus request and every API call carries a Bearer JWT whose `sub`
+// Authentication: every tus request and every API call carries a Bearer JWT whose `sub`
 // is the user id. Verified with jose against one configured key source: an HMAC secret
 // (AUTH_JWT_SECRET), a public key PEM (AUTH_JWT_PUBLIC_KEY) or a JWKS URL (AUTH_JWKS_URL), with
 // the algorithms pinned to what that key can do (never `none`, never HS* with a public key: no

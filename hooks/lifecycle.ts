@@ -162,7 +162,7 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
     // Its client learns that it expired (410) rather than that it never was (404), for a while.
     if (reason === 'expired') await access.ownership.forgetAfter(id, EXPIRED_OWNER_TTL_SECONDS);
     else await access.ownership.forget(id);
-    const sha256 = await redis.hget(keys.record(id), 'sha256');
+    const sha256 = await records.sha256(id);
     const owner = record?.base.source?.owner;
     if (sha256 && owner && record?.base.size) {
       // The dedup index must not lead a later upload to bytes that are gone.

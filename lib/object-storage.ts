@@ -22,6 +22,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import type { Config } from '../config/index.js';
+import { isNotFoundError } from './errors.js';
 import type { Presigner } from './s3.js';
 import { DERIVED_PREFIX, derivedKey, derivedPrefix, quarantineKey } from './s3-keys.js';
 import type { StorageLocation } from './queues.js';
@@ -117,7 +118,7 @@ class S3ObjectStorage implements ObjectStorage {
       const head = await this.client.send(new HeadObjectCommand(this.where(location)));
       return head.ContentLength;
     } catch (err) {
-      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return undefined;
+      if (isNotFoundError(err)) return undefined;
       throw err;
     }
   }

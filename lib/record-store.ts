@@ -18,6 +18,7 @@
 // { run, status, field }) for the SSE streams of every API instance. A step watches its run
 // (watchRun) and stops its work once the run is no longer current.
 import type { Redis } from 'ioredis';
+import { RedisKeys } from './redis-keys.js';
 import type { ProcessUploadJob } from './queues.js';
 
 export type UploadStatus = 'uploading' | 'uploaded' | 'scanning' | 'processing' | 'ready' | 'rejected' | 'failed';
@@ -185,17 +186,20 @@ export interface RunWatch {
 export type NewRunResult = { run: number } | { refused: 'missing' | 'not_finished' | 'in_progress' | 'too_soon'; retryAfterMs: number };
 
 export class RecordStore {
+  private readonly keys: RedisKeys;
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
-  ) {}
+    prefix: string,
+  ) {
+    this.keys = new RedisKeys(prefix);
+  }
 
   key(uploadId: string): string {
-    return `${this.prefix}record:${uploadId}`;
+    return this.keys.record(uploadId);
   }
 
   channel(uploadId: string): string {
-    return `${this.prefix}record-events:${uploadId}`;
+    return this.keys.recordEvents(uploadId);
   }
 
   /** Creates the record unless it exists (idempotent); returns the current run. */
@@ -296,6 +300,11 @@ export class RecordStore {
     if (!fields.run) return false;
     await this.redis.hset(this.key(id), { ...fields, base: JSON.stringify(base), dedup_of: sourceId, updated_at: base.created_at });
     return true;
+  }
+
+  /** The sha256 of the stored bytes, once the virus scan hashed them (the dedup index's key). */
+  async sha256(uploadId: string): Promise<string | undefined> {
+    return (await this.redis.hget(this.key(uploadId), 'sha256')) ?? undefined;
   }
 
   /** Removes the record (the upload is gone); a step still running for it stops (watchRun). */

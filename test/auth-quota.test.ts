@@ -1,4 +1,4 @@
-// Issue 5: authentication and ownership (tus endpoint and status API), per-user byte quota and
+// Authentication and ownership (tus endpoint and status API), per-user byte quota and
 // concurrent-upload limit, creation rate limits - against real tusk processes, the test Redis and
 // the test S3 (RGW). Test JWTs are signed here with jose.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';

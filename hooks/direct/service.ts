@@ -152,7 +152,7 @@ export class DirectUploads {
     const existingId = await redis.get(indexKey);
     if (!existingId) return undefined;
     const existing = await records.get(existingId);
-    const stored = await redis.hget(keys.record(existingId), 'sha256');
+    const stored = await records.sha256(existingId);
     if (!existing || existing.status !== 'ready' || existing.base.size !== input.filesize || existing.base.source?.owner !== principal.userId || stored !== sha256) {
       await redis.del(indexKey); // stale: deleted, reprocessed into another state, ...
       return undefined;
@@ -193,10 +193,15 @@ export class DirectUploads {
     return s;
   }
 
-  /** Refuses work on a session that is no longer open: completed 409, aborted or expired 410. */
-  ensureOpen(s: DirectSession): void {
+  /**
+   * Refuses work on a session that is no longer open: completed 409, aborted or expired 410 (past
+   * its expiry it is expired already, whether or not the cleanup has freed it yet).
+   */
+  ensureOpen(s: DirectSession, now = Date.now()): void {
     if (s.status === 'completed') throw new TuskError('already_completed');
-    if (s.status === 'expired') throw new TuskError('expired', 'The upload expired before it was completed');
+    if (s.status === 'expired' || (s.status === 'uploading' && now > Date.parse(s.expires_at))) {
+      throw new TuskError('expired', 'The upload expired before it was completed');
+    }
     if (s.status !== 'uploading') throw new TuskError('aborted', `The upload was ${s.status}`);
   }
 

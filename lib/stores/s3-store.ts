@@ -22,7 +22,8 @@ import { ERRORS, StreamLimiter, TUS_RESUMABLE, Upload } from '@tus/utils';
 import type { Redis } from 'ioredis';
 import type { S3 } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
-import { sdkClientSettings } from '../s3.js';
+import { isNotFoundError } from '../errors.js';
+import { listAllParts, sdkClientSettings } from '../s3.js';
 import type { ConcatenatingStore } from './concatenating-store.js';
 import { finishedUploadsNeverExpire } from './finished-uploads-never-expire.js';
 import { PartWriter, type PartWriterHost } from './s3-part-writer.js';
@@ -56,16 +57,8 @@ export interface TuskS3StoreOptions extends S3StoreOptions {
   partsInFlightPerWrite?: number;
 }
 
-const NOT_FOUND_CODES = new Set(['NotFound', 'NoSuchKey', 'NoSuchUpload']);
-const MISSING_UPLOAD_CODES = new Set(['NoSuchKey', 'NoSuchUpload']);
 const NEXT_PART_META = 'tusk-next-part';
 const DAY_MS = 86_400_000;
-
-function isNotFound(err: unknown, codes = NOT_FOUND_CODES): boolean {
-  if (typeof err !== 'object' || err === null) return false;
-  const e = err as { name?: unknown; Code?: unknown };
-  return (typeof e.name === 'string' && codes.has(e.name)) || (typeof e.Code === 'string' && codes.has(e.Code));
-}
 
 /**
  * The SDK pipes a stream body into the request without watching it: a body that errors would
@@ -172,14 +165,14 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
       if (typeof file.creation_date === 'string') upload.creation_date = file.creation_date;
       if (file.storage) upload.storage = file.storage as StoredUploadInfo['storage'];
     } catch (err) {
-      if (isNotFound(err)) throw ERRORS.FILE_NOT_FOUND;
+      if (isNotFoundError(err)) throw ERRORS.FILE_NOT_FOUND;
       throw err;
     }
 
     let state: UploadState;
     let parts: CommittedPart[] = [];
     try {
-      const listed = await this.listAllParts(id, uploadId);
+      const listed = await listAllParts(this.client, this.bucket, id, uploadId);
       for (const p of listed) {
         if (p.PartNumber !== parts.length + 1) break;
         parts.push({ number: p.PartNumber, size: p.Size ?? 0, etag: p.ETag ?? '' });
@@ -192,7 +185,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
         else this.log?.info({ uploadId: id, next, parts: parts.length }, 'ignoring stale .part object on rebuild');
       }
     } catch (err) {
-      if (!isNotFound(err, MISSING_UPLOAD_CODES)) throw err;
+      if (!isNotFoundError(err)) throw err;
       // The multipart upload is gone but .info exists: it was completed.
       parts = [];
       if (upload.size === undefined) {
@@ -208,18 +201,6 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
     return state;
   }
 
-  private async listAllParts(id: string, uploadId: string) {
-    const all: { PartNumber: number; Size?: number; ETag?: string }[] = [];
-    let marker: string | undefined;
-    for (;;) {
-      const res = await this.client.listParts({ Bucket: this.bucket, Key: id, UploadId: uploadId, PartNumberMarker: marker });
-      for (const p of res.Parts ?? []) if (p.PartNumber !== undefined) all.push({ PartNumber: p.PartNumber, Size: p.Size, ETag: p.ETag });
-      if (!res.IsTruncated || !res.NextPartNumberMarker) break;
-      marker = res.NextPartNumberMarker;
-    }
-    all.sort((a, b) => a.PartNumber - b.PartNumber);
-    return all;
-  }
 
   private async headTail(id: string): Promise<{ size: number; nextPart: number | undefined } | undefined> {
     try {
@@ -227,7 +208,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
       const raw = head.Metadata?.[NEXT_PART_META];
       return { size: head.ContentLength ?? 0, nextPart: raw === undefined ? undefined : Number(raw) };
     } catch (err) {
-      if (isNotFound(err)) return undefined;
+      if (isNotFoundError(err)) return undefined;
       throw err;
     }
   }
@@ -409,7 +390,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
         MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.number, ETag: p.etag })) },
       });
     } catch (err) {
-      if (!isNotFound(err, MISSING_UPLOAD_CODES)) throw err;
+      if (!isNotFoundError(err)) throw err;
       // Completed before (its answer was lost) if the object exists.
       await this.client.headObject({ Bucket: this.bucket, Key: id });
     }
@@ -444,7 +425,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
       try {
         await this.client.abortMultipartUpload({ Bucket: this.bucket, Key: id, UploadId: state.uploadId });
       } catch (err) {
-        if (!isNotFound(err)) throw err;
+        if (!isNotFoundError(err)) throw err;
       }
     }
     await this.client.deleteObjects({

@@ -14,6 +14,7 @@
 // between the S3 call and the Redis update), never run ahead. When the keys are missing the
 // store rebuilds them from S3 (`<id>.info`, ListParts, HeadObject `<id>.part`).
 import type { Redis } from 'ioredis';
+import { RedisKeys } from '../redis-keys.js';
 
 export interface StoredUploadInfo {
   id: string;
@@ -85,19 +86,22 @@ export class StateConflictError extends Error {
 }
 
 export class S3UploadStateStore {
+  private readonly keys: RedisKeys;
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    prefix: string,
     /** TTL of the keys, refreshed on every update. */
     private readonly ttlMs: number,
-  ) {}
+  ) {
+    this.keys = new RedisKeys(prefix);
+  }
 
   mainKey(id: string): string {
-    return `${this.prefix}upload:{${id}}`;
+    return this.keys.uploadState(id);
   }
 
   partsKey(id: string): string {
-    return `${this.prefix}upload:{${id}}:parts`;
+    return this.keys.uploadParts(id);
   }
 
   /** The state, or undefined when Redis has none (or only a torn remainder without info). */

@@ -8,9 +8,10 @@
 //                                          never expire: finished uploads do not)
 //   HEAD  on a partial or final upload      Upload-Concat reported
 //   PATCH on a final upload                 403
-// What is partial or final lives in Redis: `${prefix}concat:{<id>}` = "partial" | "final;<urls>".
+// What is partial or final lives in Redis: `<prefix>concat:{<id>}` = "partial" | "final;<urls>" (lib/redis-keys.ts).
 import { Metadata, Upload, type DataStore } from '@tus/utils';
 import type { Redis } from 'ioredis';
+import { RedisKeys } from '../../lib/redis-keys.js';
 import { validateNewUpload } from '../../hooks/upload-create.js';
 import { TuskError } from '../../lib/errors.js';
 import { newUploadId } from '../../lib/upload-id.js';
@@ -31,15 +32,18 @@ export function parseConcatHeader(value: string): ConcatHeader {
 }
 
 export class ConcatRegistry {
+  private readonly keys: RedisKeys;
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    prefix: string,
     /** Partial records expire with unfinished uploads (plus a day); final ones live with the upload. */
     private readonly partialTtlMs: number,
-  ) {}
+  ) {
+    this.keys = new RedisKeys(prefix);
+  }
 
   private key(id: string): string {
-    return `${this.prefix}concat:{${id}}`;
+    return this.keys.concat(id);
   }
   async markPartial(id: string): Promise<void> {
     await this.redis.set(this.key(id), 'partial', 'PX', this.partialTtlMs);
@@ -66,7 +70,7 @@ export async function createFinalUpload(deps: {
   maxSize: number;
   urls: string[];
   metadataHeader: string | undefined;
-  /** May the caller use this partial upload? No: answered like an unknown one (issue 5: ownership). */
+  /** May the caller use this partial upload? No: answered like an unknown one (ownership). */
   canUse?: (id: string) => Promise<boolean>;
   /** Runs before anything is stored (quota reservation, owner); throws TuskError to refuse. */
   beforeStore?: (final: Upload, partials: Upload[]) => Promise<void>;

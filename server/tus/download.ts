@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { DataStore, Upload } from '@tus/utils';
+import { isNotFoundError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 
 export type DownloadStorage = { kind: 's3'; client: S3Client; bucket: string } | { kind: 'file' };
@@ -104,11 +105,6 @@ async function objectInfo(storage: DownloadStorage, upload: Upload): Promise<Obj
   };
 }
 
-function isMissingObject(err: unknown): boolean {
-  const e = err as { name?: unknown; code?: unknown; $metadata?: { httpStatusCode?: number } } | null;
-  return !!e && (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.code === 'ENOENT' || e.$metadata?.httpStatusCode === 404);
-}
-
 function fresh(req: IncomingMessage, etag: string, lastModified: Date): boolean {
   const ifNoneMatch = req.headers['if-none-match'];
   if (ifNoneMatch) return ifNoneMatch.split(',').some((t) => t.trim() === etag || t.trim() === `W/${etag}` || t.trim() === '*');
@@ -150,7 +146,7 @@ export function createDownloadHandler(deps: { datastore: DataStore; storage: Dow
     try {
       info = await objectInfo(storage, upload);
     } catch (err) {
-      if (!isMissingObject(err)) throw err;
+      if (!isNotFoundError(err)) throw err;
       // Finished, but its bytes were moved away (quarantined by the virus scan) or deleted.
       sendText(res, 410, 'Upload content is no longer available\n', extraHeaders);
       return;

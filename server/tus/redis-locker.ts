@@ -21,6 +21,7 @@ import { setMaxListeners } from 'node:events';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { ERRORS, type Lock, type Locker, type RequestRelease } from '@tus/utils';
+import { RedisKeys } from '../../lib/redis-keys.js';
 
 export interface RedisLockerOptions {
   /** Connection for commands (SET, EVAL, PUBLISH). */
@@ -69,7 +70,7 @@ export class RedisLocker implements Locker {
   readonly closeController = new AbortController();
 
   readonly #subscriber: Redis;
-  readonly #prefix: string;
+  private readonly keys: RedisKeys;
   /** id → locks held by this process (normally at most one). */
   readonly #holders = new Map<string, Set<RedisLock>>();
   /** id → wake-up callbacks of lock() calls waiting in this process. */
@@ -81,12 +82,12 @@ export class RedisLocker implements Locker {
     if (!(options.acquireTimeoutMs > 0)) throw new Error('RedisLocker: acquireTimeoutMs must be > 0');
     this.redis = options.redis;
     this.#subscriber = options.subscriber;
-    this.#prefix = options.prefix;
     this.ttlMs = options.ttlMs;
     this.acquireTimeoutMs = options.acquireTimeoutMs;
     this.log = options.logger?.child({ component: 'redis-locker' });
-    this.releaseChannel = `${options.prefix}lock-release`;
-    this.releasedChannel = `${options.prefix}lock-released`;
+    this.keys = new RedisKeys(options.prefix);
+    this.releaseChannel = this.keys.lockReleaseChannel;
+    this.releasedChannel = this.keys.lockReleasedChannel;
     this.#subscriber.on('message', this.#onMessage);
     // Every pending lock() listens on it; many concurrent requests are normal, not a leak.
     setMaxListeners(0, this.closeController.signal);
@@ -98,7 +99,7 @@ export class RedisLocker implements Locker {
 
   /** @internal */
   key(id: string): string {
-    return `${this.#prefix}lock:${id}`;
+    return this.keys.lock(id);
   }
 
   /**

@@ -369,7 +369,7 @@ export async function startPipeline(deps: { config: Config; redis: Redis; record
     if (statusChanged) {
       const rec = await records.get(uploadId);
       if (rec) await webhooks.send('upload.ready', uploadId, run, await publicDocument(rec, urlFor));
-      const sha256 = await redis.hget(records.key(uploadId), 'sha256');
+      const sha256 = await records.sha256(uploadId);
       const owner = rec?.base.source?.owner;
       if (sha256 && owner && rec?.base.size) await redis.set(keys.dedup(owner, sha256, rec.base.size), uploadId, 'EX', DEDUP_TTL_SECONDS);
       log.info({ uploadId, run }, 'upload ready');
