@@ -1,6 +1,7 @@
 // The processing steps in one import for the orchestration (workers/pipeline): each is a plain
 // async function; the heavy work runs in ffmpeg child processes or libvips threads.
 export * from './types.js';
+export { MediaError, type MediaErrorCode } from '../media/errors.js';
 export { pingClamd, scanStream, parseClamdReply } from './virus-scan.js';
 export { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from './detect-type.js';
 export { BOMB_CHECK_FROM_PIXEL_FRAMES, checkMediaLimits, encodeFrameRate, mediaWork } from './limits.js';

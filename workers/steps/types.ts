@@ -3,7 +3,8 @@
 // its heavy work in a child process (ffmpeg/ffprobe) or in libvips threads (sharp), and fails with
 // one of the typed errors below so that the orchestrator can decide: retry (ScannerUnavailableError,
 // transient), reject (infected, disallowed type, ScanTooLargeError) or fail with a reason
-// (MediaError: the file itself is bad; retrying will not help).
+// (MediaError, workers/media/errors.ts: the file itself is bad; retrying will not help).
+import type { FfmpegPaths } from '../media/ffmpeg.js';
 
 // ---------------------------------------------------------------------------------------------
 // virus_scan (workers/steps/virus-scan.ts)
@@ -91,29 +92,6 @@ export interface MediaMetadata {
   hasGps?: boolean;
   hasAlpha?: boolean;
   pages?: number;
-}
-
-export type MediaErrorCode =
-  | 'pixel_limit' // decompression bomb: more pixels than limitInputPixels
-  | 'truncated' // premature end of file / missing index (moov atom)
-  | 'unsupported_format'
-  | 'blocked_format' // SVG / PDF input refused on purpose
-  | 'no_video_stream'
-  | 'no_audio_stream'
-  | 'timeout'
-  | 'decode_failed'
-  | 'encode_failed';
-
-/** The input itself is unusable. `reason` is a short human-readable sentence for the status API. */
-export class MediaError extends Error {
-  override readonly name = 'MediaError';
-  constructor(
-    readonly code: MediaErrorCode,
-    readonly reason: string,
-    options?: { cause?: unknown },
-  ) {
-    super(reason, options);
-  }
 }
 
 /**
@@ -242,14 +220,4 @@ export interface TranscodeResult {
   /** Relative to outDir: "video.mp4" (video only). */
   mp4?: string;
   elapsedMs: number;
-}
-
-// ---------------------------------------------------------------------------------------------
-// ffmpeg / ffprobe binaries (workers/media/ffmpeg.ts)
-
-export interface FfmpegPaths {
-  /** Default: process.env.FFMPEG_PATH, then "ffmpeg" from PATH. */
-  ffmpegPath?: string;
-  /** Default: process.env.FFPROBE_PATH, then "ffprobe" from PATH. */
-  ffprobePath?: string;
 }
