@@ -2,7 +2,7 @@
 // async function; the heavy work runs in ffmpeg child processes or libvips threads.
 export * from './types.js';
 export { MediaError, type MediaErrorCode } from '../media/errors.js';
-export { pingClamd, scanStream, parseClamdReply } from './virus-scan.js';
+export { pingClamd, scanStream, parseClamdReply, ScannerUnavailableError, ScanTooLargeError, type ScanOptions, type ScanResult } from '../scan/clamd.js';
 export { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from './detect-type.js';
 export { BOMB_CHECK_FROM_PIXEL_FRAMES, checkMediaLimits, encodeFrameRate, mediaWork } from './limits.js';
 export { extractMetadata, metadataFromProbe, probeFailure, type MetadataOptions } from './metadata.js';
