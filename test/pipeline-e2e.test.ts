@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { stepJobId } from '../workers/pipeline/flow.js';
+import { stepJobId } from '../workers/jobs/flow.js';
 import { THUMBNAIL_QUEUE, TRANSCODE_QUEUE } from '../lib/queues.js';
 import { makeLoopedStillVideo } from './fixtures-media.js';
 import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests } from './helpers/services.js';

@@ -10,7 +10,7 @@ import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
 import { createDatastore } from '../lib/stores/datastore.js';
 import { OwnershipStore } from '../hooks/ownership.js';
 import { QuotaService, releaseExpiredReservations } from '../hooks/quota.js';
-import { startPipeline } from './pipeline/index.js';
+import { startPipeline } from './pipeline.js';
 import { runDirectCleanup } from './direct-cleanup.js';
 import { MAINTENANCE_QUEUE, CLEANUP_EXPIRED_JOB } from '../lib/queues.js';
 

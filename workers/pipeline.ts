@@ -25,9 +25,9 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { FlowProducer, UnrecoverableError, Worker, type Job, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Config } from '../../config/index.js';
-import type { Logger } from '../../lib/logger.js';
-import { dedupKey, DEDUP_TTL_SECONDS } from '../../lib/dedup.js';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../lib/logger.js';
+import { dedupKey, DEDUP_TTL_SECONDS } from '../lib/dedup.js';
 import {
   detectType,
   extractMetadata,
@@ -43,7 +43,7 @@ import {
   transcode,
   transcodeTimeoutMs,
   type MediaMetadata,
-} from '../steps/index.js';
+} from './steps/index.js';
 import {
   FINALIZE_QUEUE,
   METADATA_QUEUE,
@@ -55,11 +55,11 @@ import {
   type ProcessUploadJob,
   type ReprocessFields,
   type StepJob,
-} from '../../lib/queues.js';
-import { createObjectStorage, type ObjectStorage } from '../../lib/object-storage.js';
-import { flowA, flowB } from './flow.js';
-import { baseFromMetadata, publicDocument, RecordStore, type Reason, type RunStopped, type RunWatch, TERMINAL, type TaskName } from '../../lib/record-store.js';
-import { Webhooks } from './webhooks.js';
+} from '../lib/queues.js';
+import { createObjectStorage, type ObjectStorage } from '../lib/object-storage.js';
+import { flowA, flowB } from './jobs/flow.js';
+import { baseFromMetadata, publicDocument, RecordStore, type Reason, type RunStopped, type RunWatch, TERMINAL, type TaskName } from '../lib/record-store.js';
+import { Webhooks } from './jobs/webhook.js';
 
 export interface RunningPipeline {
   stop(): Promise<void>;
