@@ -1,7 +1,7 @@
 // Pure checks of the pipeline's configuration, job ids and URL signing (no services).
 import { loadConfig, ConfigError } from '../config/index.js';
-import { stepJobId } from '../workers/jobs/flow.js';
 import { signBody } from '../workers/jobs/webhook.js';
+import { stepJobId } from '../lib/queues.js';
 import { derivedKey, presignGetUrl } from '../lib/object-storage.js';
 
 function problemsOf(env: Record<string, string>): string[] {

@@ -7,6 +7,7 @@ import { Queue, Worker } from 'bullmq';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
 import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
+import { RedisKeys } from '../lib/redis-keys.js';
 import { createDatastore } from '../lib/stores/datastore.js';
 import { OwnershipStore } from '../hooks/ownership.js';
 import { QuotaService, releaseExpiredReservations } from '../hooks/quota.js';
@@ -22,7 +23,7 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
   const log = logger.child({ component: 'workers' });
   const redis = connectRedis(redisUrl, bullmqConnectionOptions);
   redis.on('error', (err) => log.warn({ err: err.message }, 'Redis connection error'));
-  const prefix = `${config.redisPrefix}bull`;
+  const prefix = new RedisKeys(config.redisPrefix).bullPrefix;
   const datastore = createDatastore(config, redis, log);
 
   const maintenance = new Queue(MAINTENANCE_QUEUE, { connection: redis, prefix });
@@ -40,7 +41,7 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
       // would abort their multipart uploads too, unaccounted); logs what it freed.
       await runDirectCleanup(config, redis, log);
       const deleted = await datastore.deleteExpired();
-      // Issue 5: quota reservations of uploads that expired unfinished are released.
+      // Quota reservations of uploads that expired unfinished are released (they hold bytes and a slot).
       const quota = await releaseExpiredReservations({
         quota: new QuotaService(redis, config.redisPrefix, { quotaBytes: config.access.quotaBytes, maxConcurrentUploads: config.access.maxConcurrentUploads }),
         forgetOwner: (id) => new OwnershipStore(redis, config.redisPrefix).forget(id),

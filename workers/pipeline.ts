@@ -27,7 +27,7 @@ import { FlowProducer, UnrecoverableError, Worker, type Job, type Processor } fr
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
-import { dedupKey, DEDUP_TTL_SECONDS } from '../lib/dedup.js';
+import { RedisKeys } from '../lib/redis-keys.js';
 import {
   detectType,
   extractMetadata,
@@ -58,7 +58,7 @@ import {
 } from '../lib/queues.js';
 import { createObjectStorage, type ObjectStorage } from '../lib/object-storage.js';
 import { flowA, flowB } from './jobs/flow.js';
-import { baseFromMetadata, publicDocument, RecordStore, type Reason, type RunStopped, type RunWatch, TERMINAL, type TaskName } from '../lib/record-store.js';
+import { baseFromMetadata, DEDUP_TTL_SECONDS, publicDocument, RecordStore, type Reason, type RunStopped, type RunWatch, TERMINAL, type TaskName } from '../lib/record-store.js';
 import { Webhooks } from './jobs/webhook.js';
 
 export interface RunningPipeline {
@@ -77,7 +77,8 @@ function reasonOf(err: unknown): Reason {
 export async function startPipeline(config: Config, redis: Redis, logger: Logger): Promise<RunningPipeline> {
   const log = logger.child({ component: 'pipeline' });
   const p = config.pipeline;
-  const prefix = `${config.redisPrefix}bull`;
+  const keys = new RedisKeys(config.redisPrefix);
+  const prefix = keys.bullPrefix;
   const connection = redis;
   const records = new RecordStore(redis, config.redisPrefix);
   const storage: ObjectStorage = createObjectStorage(config);
@@ -193,7 +194,7 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
       return { verdict: 'empty' };
     }
     let result;
-    // The object's sha256 on the way to clamd (the dedup index, lib/dedup.ts): no second read.
+    // The object's sha256 on the way to clamd (for the dedup index, DEDUP_TTL_SECONDS): no second read.
     const hash = createHash('sha256');
     let hashed = 0;
     try {
@@ -368,9 +369,8 @@ export async function startPipeline(config: Config, redis: Redis, logger: Logger
     if (statusChanged) {
       const rec = await records.get(uploadId);
       if (rec) await webhooks.send('upload.ready', uploadId, run, publicDocument(rec, urlFor));
-      const sha256 = await redis.hget(records.key(uploadId), 'sha256');
       const owner = rec?.base.source?.owner;
-      if (sha256 && owner && rec?.base.size) await redis.set(dedupKey(config.redisPrefix, owner, sha256, rec.base.size), uploadId, 'EX', DEDUP_TTL_SECONDS);
+      if (rec?.sha256 && owner && rec.base.size) await redis.set(keys.dedup(owner, rec.sha256, rec.base.size), uploadId, 'EX', DEDUP_TTL_SECONDS);
       log.info({ uploadId, run }, 'upload ready');
     }
     return { ready: true };

@@ -37,9 +37,9 @@ import type { Logger } from '../../lib/logger.js';
 import { Presigner } from '../../lib/presign.js';
 import { isUploadId, newUploadId } from '../../lib/upload-id.js';
 import { createS3Client } from '../../lib/s3-client.js';
-import { dedupKey, DEDUP_TTL_SECONDS } from '../../lib/dedup.js';
+import { RedisKeys } from '../../lib/redis-keys.js';
 import type { UploadFinishedHook } from '../../hooks/upload-finished.js';
-import { publicDocument, RecordStore } from '../../lib/record-store.js';
+import { DEDUP_TTL_SECONDS, publicDocument, RecordStore } from '../../lib/record-store.js';
 import { createObjectStorage } from '../../lib/object-storage.js';
 import { createAuthenticator, requireAuth, type Principal } from '../../hooks/auth.js';
 import { OwnershipStore } from '../../hooks/ownership.js';
@@ -374,7 +374,7 @@ export class DirectUploads {
    */
   private async dedupHit(principal: Principal, input: InitiateInput): Promise<DirectSession | undefined> {
     const { redis, config } = this.deps;
-    const key = dedupKey(config.redisPrefix, principal.userId, input.sha256!, input.filesize);
+    const key = new RedisKeys(config.redisPrefix).dedup(principal.userId, input.sha256!, input.filesize);
     const existingId = await redis.get(key);
     if (!existingId) return undefined;
     const existing = await this.records.get(existingId);

@@ -1,14 +1,14 @@
 // Outgoing webhooks: POST WEBHOOK_URL with a JSON body { event, upload_id, status, run, ... } and
 // `X-Tusk-Signature: sha256=<hex HMAC-SHA256 of the raw body with WEBHOOK_SECRET>`. Delivered from
 // the BullMQ `webhook` queue (attempts with exponential backoff). The job id is
-// `<event>.<uploadId>.r<run>`, so each event is queued once per pipeline run whoever asks twice
+// `<event>.<uploadId>.r<run>` (webhookJobId), so each event is queued once per pipeline run whoever asks twice
 // (a retried step, a worker killed after publishing); the body is fixed when the event is queued,
 // so every retry sends (and signs) the same bytes.
 import { createHmac } from 'node:crypto';
 import { Queue, Worker, type ConnectionOptions } from 'bullmq';
 import type { PipelineConfig } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
-import { WEBHOOK_QUEUE, type WebhookJob } from '../../lib/queues.js';
+import { WEBHOOK_JOB_OPTIONS, WEBHOOK_QUEUE, webhookJobId, type WebhookJob } from '../../lib/queues.js';
 
 export function signBody(body: string, secret: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
@@ -28,13 +28,7 @@ export class Webhooks {
   async send(event: WebhookJob['event'], uploadId: string, run: number, payload: Record<string, unknown>): Promise<void> {
     if (!this.queue) return;
     const body = JSON.stringify({ event, upload_id: uploadId, run, occurred_at: new Date().toISOString(), ...payload });
-    await this.queue.add(event, { event, uploadId, run, body }, {
-      jobId: `${event}.${uploadId}.r${run}`,
-      attempts: 10,
-      backoff: { type: 'exponential', delay: 1000 },
-      removeOnComplete: { age: 7 * 86_400 },
-      removeOnFail: { age: 30 * 86_400 },
-    });
+    await this.queue.add(event, { event, uploadId, run, body }, { ...WEBHOOK_JOB_OPTIONS, jobId: webhookJobId(event, uploadId, run) });
   }
 
   /** The delivering worker; undefined without WEBHOOK_URL. */
