@@ -1,4 +1,4 @@
-// The worker process: the processing pipeline (workers/pipeline: process-upload -> virus scan,
+// The worker process: the processing pipeline (workers/pipeline.ts: process-upload -> virus scan,
 // metadata, thumbnails, transcode, finalize, webhooks) and the periodic cleanup of expired,
 // unfinished uploads on a BullMQ job scheduler: BullMQ hands each tick to exactly one worker, so
 // several worker processes never race on the same cleanup.
@@ -6,6 +6,8 @@ import http from 'node:http';
 import { Queue, Worker } from 'bullmq';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
+import { createObjectStorage } from '../lib/object-storage.js';
+import { RecordStore } from '../lib/record-store.js';
 import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
 import { RedisKeys } from '../lib/redis-keys.js';
 import { createDatastore } from '../lib/stores/datastore.js';
@@ -25,6 +27,7 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
   redis.on('error', (err) => log.warn({ err: err.message }, 'Redis connection error'));
   const prefix = new RedisKeys(config.redisPrefix).bullPrefix;
   const datastore = createDatastore(config, redis, log);
+  const storage = createObjectStorage(config);
 
   const maintenance = new Queue(MAINTENANCE_QUEUE, { connection: redis, prefix });
   await maintenance.upsertJobScheduler(
@@ -55,7 +58,7 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
   cleanupWorker.on('failed', (job, err) => log.error({ err, job: job?.name }, 'maintenance job failed'));
   cleanupWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'));
   log.info({ every: config.cleanupIntervalMs }, 'worker started: cleanup of expired uploads scheduled');
-  const pipeline = await startPipeline(config, redis, logger);
+  const pipeline = await startPipeline({ config, redis, logger, records: new RecordStore(redis, config.redisPrefix), storage });
   const health = config.pipeline.workerHealthPort === undefined ? undefined : await startHealthServer(config.host, config.pipeline.workerHealthPort, () => redis.status === 'ready');
   if (health) log.info({ port: config.pipeline.workerHealthPort }, 'worker health check: GET /healthz');
 
@@ -65,6 +68,7 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
       await pipeline.stop();
       await cleanupWorker.close();
       await maintenance.close();
+      storage.close();
       redis.disconnect();
     },
   };

@@ -1,26 +1,26 @@
 // Outgoing webhooks: POST WEBHOOK_URL with a JSON body { event, upload_id, status, run, ... } and
 // `X-Tusk-Signature: sha256=<hex HMAC-SHA256 of the raw body with WEBHOOK_SECRET>`. Delivered from
 // the BullMQ `webhook` queue (attempts with exponential backoff). The job id is
-// `<event>.<uploadId>.r<run>` (webhookJobId), so each event is queued once per pipeline run whoever asks twice
-// (a retried step, a worker killed after publishing); the body is fixed when the event is queued,
-// so every retry sends (and signs) the same bytes.
+// `<event>.<uploadId>.r<run>` (webhookJobId), so each event is queued once per pipeline run whoever
+// asks twice (a retried step, a worker killed after publishing); the body is fixed when the event
+// is queued, so every retry sends (and signs) the same bytes.
 import { createHmac } from 'node:crypto';
-import { Queue, Worker, type ConnectionOptions } from 'bullmq';
+import { Queue, type ConnectionOptions } from 'bullmq';
 import type { PipelineConfig } from '../../config/index.js';
-import type { Logger } from '../../lib/logger.js';
 import { WEBHOOK_JOB_OPTIONS, WEBHOOK_QUEUE, webhookJobId, type WebhookJob } from '../../lib/queues.js';
+import type { PipelineJob, WebhookEvents } from './context.js';
+
+/** A receiver that does not answer within this is retried like one that failed. */
+const DELIVERY_TIMEOUT_MS = 10_000;
 
 export function signBody(body: string, secret: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 }
 
-export class Webhooks {
-  readonly queue: Queue<WebhookJob> | undefined;
-  constructor(
-    private readonly config: PipelineConfig,
-    connection: ConnectionOptions,
-    prefix: string,
-  ) {
+/** Queues the events of a run; without WEBHOOK_URL it queues nothing. */
+export class Webhooks implements WebhookEvents {
+  private readonly queue: Queue<WebhookJob> | undefined;
+  constructor(config: PipelineConfig, connection: ConnectionOptions, prefix: string) {
     if (config.webhook) this.queue = new Queue<WebhookJob>(WEBHOOK_QUEUE, { connection, prefix });
   }
 
@@ -31,37 +31,40 @@ export class Webhooks {
     await this.queue.add(event, { event, uploadId, run, body }, { ...WEBHOOK_JOB_OPTIONS, jobId: webhookJobId(event, uploadId, run) });
   }
 
-  /** The delivering worker; undefined without WEBHOOK_URL. */
-  startWorker(connection: ConnectionOptions, prefix: string, logger: Logger): Worker<WebhookJob> | undefined {
-    const hook = this.config.webhook;
+  async close(): Promise<void> {
+    await this.queue?.close();
+  }
+}
+
+/** Delivers one event: any answer but 2xx, or none within 10 s, fails the attempt. */
+export const webhookJob: PipelineJob<WebhookJob> = {
+  queue: WEBHOOK_QUEUE,
+  worker: () => ({ concurrency: 4 }),
+  handler: ({ config, log }) => {
+    const hook = config.pipeline.webhook;
     if (!hook) return undefined;
-    const worker = new Worker<WebhookJob>(
-      WEBHOOK_QUEUE,
-      async (job) => {
+    return async (job) => {
+      const { event, uploadId, run, body } = job.data;
+      try {
         const res = await fetch(hook.url, {
           method: 'POST',
           headers: {
             'content-type': 'application/json',
             'user-agent': 'tusk-webhooks',
-            'x-tusk-event': job.data.event,
+            'x-tusk-event': event,
             'x-tusk-delivery': job.id ?? '',
-            'x-tusk-signature': signBody(job.data.body, hook.secret ?? ''),
+            'x-tusk-signature': signBody(body, hook.secret ?? ''),
           },
-          body: job.data.body,
-          signal: AbortSignal.timeout(10_000),
+          body,
+          signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
         });
         await res.body?.cancel().catch(() => {});
         if (!res.ok) throw new Error(`webhook receiver answered ${res.status}`);
-        logger.info({ event: job.data.event, uploadId: job.data.uploadId, run: job.data.run, status: res.status }, 'webhook delivered');
-      },
-      { connection, prefix, concurrency: 4 },
-    );
-    worker.on('failed', (job, err) => logger.warn({ err: err.message, event: job?.data.event, uploadId: job?.data.uploadId, attempt: job?.attemptsMade }, 'webhook delivery failed'));
-    worker.on('error', (err) => logger.warn({ err: err.message }, 'webhook worker error'));
-    return worker;
-  }
-
-  async close(): Promise<void> {
-    await this.queue?.close();
-  }
-}
+        log.info({ event, uploadId, run, status: res.status }, 'webhook delivered');
+      } catch (err) {
+        log.warn({ err: (err as Error).message, event, uploadId, attempt: job.attemptsMade + 1 }, 'webhook delivery failed');
+        throw err;
+      }
+    };
+  },
+};
