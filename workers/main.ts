@@ -1,7 +1,6 @@
 // The worker process: the processing pipeline (workers/pipeline.ts: process-upload -> virus scan,
-// metadata, thumbnails, transcode, finalize, webhooks) and the periodic cleanup of expired,
-// unfinished uploads on a BullMQ job scheduler: BullMQ hands each tick to exactly one worker, so
-// several worker processes never race on the same cleanup.
+// metadata, thumbnails, transcode, finalize, webhooks), the periodic cleanup of expired, unfinished
+// uploads (workers/jobs/cleanup-expired.ts) and an optional health check.
 import http from 'node:http';
 import { Queue, Worker } from 'bullmq';
 import type { Config } from '../config/index.js';
@@ -11,11 +10,8 @@ import { RecordStore } from '../lib/record-store.js';
 import { bullmqConnectionOptions, connectRedis } from '../lib/redis.js';
 import { RedisKeys } from '../lib/redis-keys.js';
 import { createDatastore } from '../lib/stores/datastore.js';
-import { OwnershipStore } from '../hooks/ownership.js';
-import { QuotaService, releaseExpiredReservations } from '../hooks/quota.js';
+import { cleanupExpiredJob } from './jobs/cleanup-expired.js';
 import { startPipeline } from './pipeline.js';
-import { runDirectCleanup } from './direct-cleanup.js';
-import { MAINTENANCE_QUEUE, CLEANUP_EXPIRED_JOB } from '../lib/queues.js';
 
 export interface RunningWorkers {
   stop(): Promise<void>;
@@ -29,32 +25,9 @@ export async function startWorkers(config: Config, redisUrl: string, logger: Log
   const datastore = createDatastore(config, redis, log);
   const storage = createObjectStorage(config);
 
-  const maintenance = new Queue(MAINTENANCE_QUEUE, { connection: redis, prefix });
-  await maintenance.upsertJobScheduler(
-    CLEANUP_EXPIRED_JOB,
-    { every: config.cleanupIntervalMs },
-    { name: CLEANUP_EXPIRED_JOB, opts: { removeOnComplete: 100, removeOnFail: 100 } },
-  );
-  const cleanupWorker = new Worker(
-    MAINTENANCE_QUEUE,
-    async (job) => {
-      if (job.name !== CLEANUP_EXPIRED_JOB) return;
-      const started = Date.now();
-      // Abandoned direct-to-storage sessions and orphaned direct/ parts first (the tus store's pass
-      // would abort their multipart uploads too, unaccounted); logs what it freed.
-      await runDirectCleanup(config, redis, log);
-      const deleted = await datastore.deleteExpired();
-      // Quota reservations of uploads that expired unfinished are released (they hold bytes and a slot).
-      const quota = await releaseExpiredReservations({
-        quota: new QuotaService(redis, config.redisPrefix, { quotaBytes: config.access.quotaBytes, maxConcurrentUploads: config.access.maxConcurrentUploads }),
-        forgetOwner: (id) => new OwnershipStore(redis, config.redisPrefix).forget(id),
-        uploadState: (id) => datastore.getUpload(id).then((u) => (u.size !== undefined && u.offset === u.size ? 'finished' : 'unfinished'), () => 'missing' as const),
-      });
-      log.info({ deleted, released: quota.released.length, releasedBytes: quota.bytes, ms: Date.now() - started, store: config.storage }, 'cleanup of expired uploads done');
-      return { deleted, released: quota.released.length };
-    },
-    { connection: redis, prefix, concurrency: 1 },
-  );
+  const maintenance = new Queue(cleanupExpiredJob.queue, { connection: redis, prefix });
+  await cleanupExpiredJob.schedule(maintenance, config);
+  const cleanupWorker = new Worker(cleanupExpiredJob.queue, cleanupExpiredJob.handler({ config, redis, datastore, log }), { connection: redis, prefix, ...cleanupExpiredJob.worker() });
   cleanupWorker.on('failed', (job, err) => log.error({ err, job: job?.name }, 'maintenance job failed'));
   cleanupWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'));
   log.info({ every: config.cleanupIntervalMs }, 'worker started: cleanup of expired uploads scheduled');
