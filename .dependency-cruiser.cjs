@@ -1,6 +1,7 @@
 // Which way dependencies may point (npm run lint checks it):
 //   config <- lib <- hooks <- { server, workers },  tusk.ts the only composition root.
 // server/ and workers/ never import each other; nothing imports tusk.ts; no cycles anywhere.
+// Inside workers/: the toolchain (media/, scan/) <- steps/ <- jobs/ <- pipeline.ts, main.ts.
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [
@@ -11,6 +12,8 @@ module.exports = {
     { name: 'hooks-below-faces', severity: 'error', comment: 'hooks/ (the upload lifecycle) is used by server/ and workers/, never the other way.', from: { path: '^hooks/' }, to: { path: '^(server|workers)/|^tusk\\.ts$' } },
     { name: 'server-not-workers', severity: 'error', comment: 'The API server never loads worker code (sharp, ffmpeg, processors).', from: { path: '^server/' }, to: { path: '^workers/' } },
     { name: 'workers-not-server', severity: 'error', comment: 'The worker never loads HTTP code (express, routers).', from: { path: '^workers/' }, to: { path: '^server/' } },
+    { name: 'workers-tools-below-steps', severity: 'error', comment: 'workers/media (ffmpeg, sharp, EXIF) and workers/scan (clamd) are the toolchain: the steps and jobs use them, never the other way.', from: { path: '^workers/(media|scan)/' }, to: { path: '^workers/(steps|jobs)/|^workers/[^/]+\\.ts$' } },
+    { name: 'workers-steps-below-jobs', severity: 'error', comment: 'workers/steps are plain functions on files: queues, records and jobs are workers/jobs business.', from: { path: '^workers/steps/' }, to: { path: '^workers/jobs/|^workers/[^/]+\\.ts$' } },
     { name: 'one-composition-root', severity: 'error', comment: 'Only tusk.ts wires the process; nothing imports it.', from: {}, to: { path: '^tusk\\.ts$' } },
   ],
   options: {

@@ -131,7 +131,7 @@ const env = z.object({
   MAX_CONCURRENT_UPLOADS: integer('MAX_CONCURRENT_UPLOADS', 0, 1_000_000).default(0),
   RATE_LIMIT_CREATIONS_PER_MINUTE_USER: integer('RATE_LIMIT_CREATIONS_PER_MINUTE_USER', 0, 1_000_000).default(60),
   RATE_LIMIT_CREATIONS_PER_MINUTE_IP: integer('RATE_LIMIT_CREATIONS_PER_MINUTE_IP', 0, 1_000_000).default(600),
-  // Processing pipeline (workers/pipeline).
+  // Processing pipeline (workers/pipeline.ts, workers/jobs/).
   SCAN_REQUIRED: bool('SCAN_REQUIRED').default(true),
   CLAMD_SOCKET: z.string().min(1).optional(),
   CLAMD_HOST: z.string().min(1).optional(),

@@ -20,7 +20,7 @@ import type { Queue } from 'bullmq';
 import type { Logger } from '../lib/logger.js';
 import { TuskError } from '../lib/errors.js';
 import type { ObjectStorage } from '../lib/object-storage.js';
-import { PROCESS_UPLOAD_JOB, reprocessJobId, type ProcessUploadJob, type ReprocessFields, type StorageLocation } from '../lib/queues.js';
+import { PROCESS_UPLOAD_JOB, processUploadJobId, type ProcessUploadJob, type ReprocessFields, type StorageLocation } from '../lib/queues.js';
 import { baseFromMetadata, type NewRunResult, type RecordBase, type RecordStore } from '../lib/record-store.js';
 import type { RedisKeys } from '../lib/redis-keys.js';
 import type { Redis } from 'ioredis';
@@ -137,7 +137,7 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
     // Record first (`uploaded`, or left as it is when it already exists), then the job.
     await records.create({ ...baseFromMetadata(id, info.size, info.metadata), source: job }, 'uploaded');
     if (info.recordFields) await records.update(id, undefined, info.recordFields);
-    await processQueue.add(PROCESS_UPLOAD_JOB, job, { jobId: id });
+    await processQueue.add(PROCESS_UPLOAD_JOB, job, { jobId: processUploadJobId(id) });
     logger.info({ uploadId: id, size: info.size }, 'upload finished; processing job queued');
     this.emit('finished', { id, owner, size: info.size });
   }
@@ -162,7 +162,7 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
     // Its client learns that it expired (410) rather than that it never was (404), for a while.
     if (reason === 'expired') await access.ownership.forgetAfter(id, EXPIRED_OWNER_TTL_SECONDS);
     else await access.ownership.forget(id);
-    const sha256 = await records.sha256(id);
+    const sha256 = record?.sha256;
     const owner = record?.base.source?.owner;
     if (sha256 && owner && record?.base.size) {
       // The dedup index must not lead a later upload to bytes that are gone.
@@ -206,7 +206,7 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
     const rec = await records.get(id);
     if (!rec?.base.source) return { refused: rec ? 'not_finished' : 'missing', retryAfterMs: 0 };
     const result = await records.newRun(id, opts);
-    if ('run' in result) await processQueue.add(PROCESS_UPLOAD_JOB, { ...rec.base.source, run: result.run }, { jobId: reprocessJobId(id, result.run) });
+    if ('run' in result) await processQueue.add(PROCESS_UPLOAD_JOB, { ...rec.base.source, run: result.run }, { jobId: processUploadJobId(id, result.run) });
     return result;
   }
 }

@@ -14,6 +14,7 @@
 //   reason         JSON { code, message, signature? } for rejected/failed
 //   run_started_ms when the current run started (Redis clock, ms): the upload finished, or a
 //                  reprocess started it; a forced reprocess needs the run to be this old
+//   sha256         hex sha256 of the stored object, computed by the virus scan on its way to clamd
 // Every change is published on `${REDIS_PREFIX}record-events:<uploadId>` (message: JSON
 // { run, status, field }) for the SSE streams of every API instance. A step watches its run
 // (watchRun) and stops its work once the run is no longer current.
@@ -70,7 +71,19 @@ export interface RawRecord {
   metadata?: unknown;
   reason?: Reason;
   quarantine_key?: string;
+  /** sha256 of the stored object (hex), once the virus scan read all of it. */
+  sha256?: string;
 }
+
+/**
+ * The dedup index: once an upload is ready, `dedup:{<user>}:<sha256>:<size>` (RedisKeys.dedup)
+ * names it, so that a direct upload of the same content by the same user is answered with the
+ * existing upload instead of being stored again. Per user on purpose: across users a hit would
+ * tell one user what another stored. The hash is ours (the record's sha256); a client's is only
+ * the lookup key. Entries live as long as finished uploads (which never expire): a year, renewed
+ * by each hit.
+ */
+export const DEDUP_TTL_SECONDS = 365 * 86_400;
 
 // KEYS[1] record, ARGV[1] run ('' = any), ARGV[2] channel, ARGV[3] now, ARGV[4..] field, value...
 // A write with a `status` field is dropped whole when the record already has a terminal status
@@ -302,11 +315,6 @@ export class RecordStore {
     return true;
   }
 
-  /** The sha256 of the stored bytes, once the virus scan hashed them (the dedup index's key). */
-  async sha256(uploadId: string): Promise<string | undefined> {
-    return (await this.redis.hget(this.key(uploadId), 'sha256')) ?? undefined;
-  }
-
   /** Removes the record (the upload is gone); a step still running for it stops (watchRun). */
   async remove(uploadId: string): Promise<void> {
     await this.redis.del(this.key(uploadId));
@@ -334,6 +342,7 @@ export class RecordStore {
       metadata: parse(h['out:metadata']),
       reason: parse(h.reason),
       quarantine_key: h['out:quarantine'] || undefined,
+      sha256: h.sha256 || undefined,
     };
   }
 }

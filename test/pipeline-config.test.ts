@@ -1,7 +1,7 @@
 // Pure checks of the pipeline's configuration and job ids (no services).
 import { loadConfig, ConfigError } from '../config/index.js';
-import { stepJobId } from '../workers/pipeline/flow.js';
-import { signBody } from '../workers/pipeline/webhooks.js';
+import { signBody } from '../workers/jobs/webhook.js';
+import { stepJobId } from '../lib/queues.js';
 import { derivedKey } from '../lib/s3-keys.js';
 
 function problemsOf(env: Record<string, string>): string[] {

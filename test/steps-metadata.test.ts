@@ -8,7 +8,8 @@ import { promisify } from 'node:util';
 import { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from '../workers/steps/detect-type.js';
 import { encodeFrameRate, mediaWork } from '../workers/steps/limits.js';
 import { extractMetadata } from '../workers/steps/metadata.js';
-import { MediaError, MediaRefusedError, type MediaLimits } from '../workers/steps/types.js';
+import { MediaRefusedError, type MediaLimits } from '../workers/steps/types.js';
+import { MediaError } from '../workers/media/errors.js';
 import { ffprobe, FfmpegError, runFfmpeg } from '../workers/media/ffmpeg.js';
 import {
   makeAudio,

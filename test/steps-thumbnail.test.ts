@@ -4,7 +4,8 @@ import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { makeThumbnails, plannedWidths } from '../workers/steps/thumbnail.js';
-import { MediaError, type Thumbnail } from '../workers/steps/types.js';
+import type { Thumbnail } from '../workers/steps/types.js';
+import { MediaError } from '../workers/media/errors.js';
 import { makeJpeg, makePng, makePngBomb, makeRotatedJpegWithGps, makeVideo, tempDir, truncateCopy } from './fixtures-media.js';
 
 let dir: string;

@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ffprobe } from '../workers/media/ffmpeg.js';
 import { parseMasterPlaylist, planLadder, transcode, transcodeTimeoutMs } from '../workers/steps/transcode.js';
-import { MediaError } from '../workers/steps/types.js';
+import { MediaError } from '../workers/media/errors.js';
 import { makeAudio, makeVideo, probeJson, tempDir, truncateCopy } from './fixtures-media.js';
 
 let dir: string;

@@ -3,8 +3,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { Readable } from 'node:stream';
-import { pingClamd, scanStream, ScannerUnavailableError, ScanTooLargeError } from '../workers/steps/virus-scan.js';
-import type { ScanOptions } from '../workers/steps/types.js';
+import { pingClamd, scanStream, ScannerUnavailableError, ScanTooLargeError, type ScanOptions } from '../workers/scan/clamd.js';
 import { EICAR } from './fixtures-media.js';
 
 const socket = process.env.TEST_CLAMD_SOCKET;

@@ -1,48 +1,26 @@
-// The worker process: the processing pipeline (workers/pipeline: process-upload -> virus scan,
-// metadata, thumbnails, transcode, finalize, webhooks) and the periodic cleanup of expired,
-// unfinished uploads on a BullMQ job scheduler: BullMQ hands each tick to exactly one worker, so
-// several worker processes never race on the same cleanup.
+// The worker process: the processing pipeline (workers/pipeline.ts: process-upload -> virus scan,
+// metadata, thumbnails, transcode, finalize, webhooks), the periodic cleanup of expired, unfinished
+// uploads (workers/jobs/cleanup-expired.ts) and an optional health check.
 import http from 'node:http';
 import { Queue, Worker } from 'bullmq';
 import type { Core } from '../hooks/core.js';
 import { DirectUploads } from '../hooks/direct/service.js';
-import { CLEANUP_EXPIRED_JOB, MAINTENANCE_QUEUE } from '../lib/queues.js';
-import { startPipeline } from './pipeline/index.js';
+import { cleanupExpiredJob } from './jobs/cleanup-expired.js';
+import { startPipeline } from './pipeline.js';
 
 export interface RunningWorkers {
   stop(): Promise<void>;
 }
 
 export async function startWorkers(core: Core): Promise<RunningWorkers> {
-  const { config, bullmq: redis, datastore, lifecycle } = core;
+  const { config, bullmq: redis } = core;
   const log = core.logger.child({ component: 'workers' });
   const prefix = core.keys.bullPrefix;
   const direct = core.s3 ? new DirectUploads(core) : undefined;
 
-  const maintenance = new Queue(MAINTENANCE_QUEUE, { connection: redis, prefix });
-  await maintenance.upsertJobScheduler(
-    CLEANUP_EXPIRED_JOB,
-    { every: config.cleanupIntervalMs },
-    { name: CLEANUP_EXPIRED_JOB, opts: { removeOnComplete: 100, removeOnFail: 100 } },
-  );
-  const cleanupWorker = new Worker(
-    MAINTENANCE_QUEUE,
-    async (job) => {
-      if (job.name !== CLEANUP_EXPIRED_JOB) return;
-      const started = Date.now();
-      // Abandoned direct-to-storage sessions and orphaned direct/ parts first (the tus store's pass
-      // would abort their multipart uploads too, unaccounted); logs what it freed.
-      await direct?.cleanup();
-      const deleted = await datastore.deleteExpired();
-      // Reservations of tus uploads that expired unfinished.
-      const quota = await lifecycle.expireUnfinished((id) =>
-        datastore.getUpload(id).then((u) => (u.size !== undefined && u.offset === u.size ? 'finished' : 'unfinished'), () => 'missing' as const),
-      );
-      log.info({ deleted, released: quota.expired.length, releasedBytes: quota.bytes, ms: Date.now() - started, store: config.storage }, 'cleanup of expired uploads done');
-      return { deleted, released: quota.expired.length };
-    },
-    { connection: redis, prefix, concurrency: 1 },
-  );
+  const maintenance = new Queue(cleanupExpiredJob.queue, { connection: redis, prefix });
+  await cleanupExpiredJob.schedule(maintenance, config);
+  const cleanupWorker = new Worker(cleanupExpiredJob.queue, cleanupExpiredJob.handler(core, direct), { connection: redis, prefix, ...cleanupExpiredJob.worker() });
   cleanupWorker.on('failed', (job, err) => log.error({ err, job: job?.name }, 'maintenance job failed'));
   cleanupWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'));
   log.info({ every: config.cleanupIntervalMs }, 'worker started: cleanup of expired uploads scheduled');

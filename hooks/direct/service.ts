@@ -20,7 +20,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { isAllowedType } from '../../lib/allowed-types.js';
 import { isNotFoundError, TuskError } from '../../lib/errors.js';
-import { DEDUP_TTL_SECONDS } from '../../lib/dedup.js';
+import { DEDUP_TTL_SECONDS } from '../../lib/record-store.js';
 import { listAllParts, MAX_PARTS, PartBeyondLimitError, type ListedPart } from '../../lib/s3.js';
 import { DIRECT_PREFIX, directObjectKey, directPutKey, uploadIdOfDirectKey } from '../../lib/s3-keys.js';
 import { isUploadId, newUploadId } from '../../lib/upload-id.js';
@@ -152,8 +152,7 @@ export class DirectUploads {
     const existingId = await redis.get(indexKey);
     if (!existingId) return undefined;
     const existing = await records.get(existingId);
-    const stored = await records.sha256(existingId);
-    if (!existing || existing.status !== 'ready' || existing.base.size !== input.filesize || existing.base.source?.owner !== principal.userId || stored !== sha256) {
+    if (!existing || existing.status !== 'ready' || existing.base.size !== input.filesize || existing.base.source?.owner !== principal.userId || existing.sha256 !== sha256) {
       await redis.del(indexKey); // stale: deleted, reprocessed into another state, ...
       return undefined;
     }

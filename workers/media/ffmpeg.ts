@@ -13,9 +13,14 @@
 // The work happens in the child process, so the worker's event loop (BullMQ lock renewal) stays free.
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
-import type { FfmpegPaths } from '../steps/types.js';
 
-export type { FfmpegPaths } from '../steps/types.js';
+/** Which ffmpeg/ffprobe binaries to run. */
+export interface FfmpegPaths {
+  /** Default: process.env.FFMPEG_PATH, then "ffmpeg" from PATH. */
+  ffmpegPath?: string;
+  /** Default: process.env.FFPROBE_PATH, then "ffprobe" from PATH. */
+  ffprobePath?: string;
+}
 
 const STDERR_TAIL = 4000;
 const KILL_GRACE_MS = 2000;

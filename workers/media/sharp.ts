@@ -3,7 +3,7 @@
 // free while an image is decoded/encoded (see test/steps-thumbnail.test.ts for the measurement).
 import os from 'node:os';
 import sharp from 'sharp';
-import { MediaError } from '../steps/types.js';
+import { MediaError } from './errors.js';
 
 /** 100 megapixels: larger inputs are refused as decompression bombs. */
 export const DEFAULT_LIMIT_INPUT_PIXELS = 100_000_000;

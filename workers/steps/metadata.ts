@@ -4,10 +4,11 @@
 // asks for more work than allowed is refused here, before anything is decoded (limits.ts).
 import fs from 'node:fs/promises';
 import { exifHasGps, xmpHasGps } from '../media/exif.js';
-import { FfmpegError, ffprobe, firstStream, parseRate, probeDuration, streamRotation, type ProbeResult } from '../media/ffmpeg.js';
+import { FfmpegError, ffprobe, firstStream, parseRate, probeDuration, streamRotation, type FfmpegPaths, type ProbeResult } from '../media/ffmpeg.js';
 import { configureSharp, DEFAULT_LIMIT_INPUT_PIXELS, toMediaError } from '../media/sharp.js';
 import { checkMediaLimits, mediaWork } from './limits.js';
-import { MediaError, type DetectedType, type FfmpegPaths, type MediaLimits, type MediaMetadata } from './types.js';
+import { MediaError } from '../media/errors.js';
+import type { DetectedType, MediaLimits, MediaMetadata } from './types.js';
 
 export type { MediaMetadata } from './types.js';
 

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { ffprobe, probeDuration, runFfmpeg } from '../media/ffmpeg.js';
 import { configureSharp, DEFAULT_LIMIT_INPUT_PIXELS, toMediaError } from '../media/sharp.js';
 import { probeFailure } from './metadata.js';
-import { MediaError, type MediaKind, type Thumbnail, type ThumbnailFormat, type ThumbnailOptions } from './types.js';
+import { MediaError } from '../media/errors.js';
+import type { MediaKind, Thumbnail, ThumbnailFormat, ThumbnailOptions } from './types.js';
 
 export type { Thumbnail, ThumbnailFormat, ThumbnailOptions } from './types.js';
 

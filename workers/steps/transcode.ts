@@ -15,7 +15,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { firstStream, probeDuration, runFfmpeg, streamRotation, type ProbeResult } from '../media/ffmpeg.js';
 import { probeFailure } from './metadata.js';
-import { MediaError, type HlsRendition, type TranscodeOptions, type TranscodeResult } from './types.js';
+import { MediaError } from '../media/errors.js';
+import type { HlsRendition, TranscodeOptions, TranscodeResult } from './types.js';
 
 export type { HlsRendition, TranscodeOptions, TranscodeResult } from './types.js';
 

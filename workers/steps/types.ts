@@ -1,50 +1,11 @@
-// The contract between the processing steps (workers/steps/*, workers/media/*) and the
-// orchestration (BullMQ flow, status record, API). Each step is a plain async function that does
-// its heavy work in a child process (ffmpeg/ffprobe) or in libvips threads (sharp), and fails with
-// one of the typed errors below so that the orchestrator can decide: retry (ScannerUnavailableError,
-// transient), reject (infected, disallowed type, ScanTooLargeError) or fail with a reason
-// (MediaError: the file itself is bad; retrying will not help).
-
-// ---------------------------------------------------------------------------------------------
-// virus_scan (workers/steps/virus-scan.ts)
-
-export interface ScanOptions {
-  /** clamd unix socket (LocalSocket); preferred over host/port when both are given. */
-  socket?: string;
-  /** clamd TCP address (TCPAddr / TCPSocket); host defaults to 127.0.0.1 when only port is set. */
-  host?: string;
-  port?: number;
-  /** Whole scan (connect + stream + verdict); past it the scan fails with ScannerUnavailableError. */
-  timeoutMs: number;
-  /**
-   * Largest object we send to clamd (keep it <= clamd's StreamMaxLength). Larger objects are not
-   * streamed at all: scanStream throws ScanTooLargeError up front, and the pipeline rejects them as
-   * unscannable (documented, configurable limit).
-   */
-  maxStreamBytes: number;
-}
-
-export type ScanResult = { verdict: 'clean' } | { verdict: 'infected'; signature: string };
-
-/** clamd unreachable, timed out, or answered nothing usable. Never means "clean": retry, then fail. */
-export class ScannerUnavailableError extends Error {
-  override readonly name = 'ScannerUnavailableError';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-  }
-}
-
-/** The object is larger than the configured stream limit: rejected as unscannable (not retried). */
-export class ScanTooLargeError extends Error {
-  override readonly name = 'ScanTooLargeError';
-  constructor(
-    readonly size: number,
-    readonly limit: number,
-    detail = '',
-  ) {
-    super(`file of ${size} bytes exceeds the virus-scan stream limit of ${limit} bytes${detail ? ` (${detail})` : ''}`);
-  }
-}
+// The types of the media steps (workers/steps/*: type detection, metadata, limits, thumbnails,
+// transcode), shared with the jobs that run them (workers/jobs/*). Each step is a plain async
+// function that does its heavy work in a child process (ffmpeg/ffprobe) or in libvips threads
+// (sharp), and fails with a typed error so that its job can decide: reject (MediaRefusedError:
+// more work than this server gives one upload) or fail with a reason (MediaError,
+// workers/media/errors.ts: the file itself is bad; retrying will not help). Anything else is
+// retried.
+import type { FfmpegPaths } from '../media/ffmpeg.js';
 
 // ---------------------------------------------------------------------------------------------
 // metadata + validation (workers/steps/detect-type.ts, workers/steps/metadata.ts)
@@ -91,29 +52,6 @@ export interface MediaMetadata {
   hasGps?: boolean;
   hasAlpha?: boolean;
   pages?: number;
-}
-
-export type MediaErrorCode =
-  | 'pixel_limit' // decompression bomb: more pixels than limitInputPixels
-  | 'truncated' // premature end of file / missing index (moov atom)
-  | 'unsupported_format'
-  | 'blocked_format' // SVG / PDF input refused on purpose
-  | 'no_video_stream'
-  | 'no_audio_stream'
-  | 'timeout'
-  | 'decode_failed'
-  | 'encode_failed';
-
-/** The input itself is unusable. `reason` is a short human-readable sentence for the status API. */
-export class MediaError extends Error {
-  override readonly name = 'MediaError';
-  constructor(
-    readonly code: MediaErrorCode,
-    readonly reason: string,
-    options?: { cause?: unknown },
-  ) {
-    super(reason, options);
-  }
 }
 
 /**
@@ -242,14 +180,4 @@ export interface TranscodeResult {
   /** Relative to outDir: "video.mp4" (video only). */
   mp4?: string;
   elapsedMs: number;
-}
-
-// ---------------------------------------------------------------------------------------------
-// ffmpeg / ffprobe binaries (workers/media/ffmpeg.ts)
-
-export interface FfmpegPaths {
-  /** Default: process.env.FFMPEG_PATH, then "ffmpeg" from PATH. */
-  ffmpegPath?: string;
-  /** Default: process.env.FFPROBE_PATH, then "ffprobe" from PATH. */
-  ffprobePath?: string;
 }

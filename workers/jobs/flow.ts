@@ -14,13 +14,7 @@
 // Children fail their parent (failParentOnFailure), so a failed scan never lets metadata run.
 import type { FlowJob, JobsOptions } from 'bullmq';
 import type { PipelineConfig } from '../../config/index.js';
-import { FINALIZE_QUEUE, METADATA_QUEUE, THUMBNAIL_QUEUE, TRANSCODE_QUEUE, VIRUS_SCAN_QUEUE, type StepJob } from '../../lib/queues.js';
-
-export type StepName = 'scan' | 'metadata' | 'thumbnail' | 'transcode' | 'finalize';
-
-export function stepJobId(step: StepName, uploadId: string, run: number): string {
-  return `${step}.${uploadId}.r${run}`;
-}
+import { FINALIZE_QUEUE, METADATA_QUEUE, stepJobId, THUMBNAIL_QUEUE, TRANSCODE_QUEUE, VIRUS_SCAN_QUEUE, type StepJob, type StepName } from '../../lib/queues.js';
 
 /** Completed/failed step jobs are kept a week (their ids must stay taken while a run can be re-added). */
 const KEEP = { removeOnComplete: { age: 7 * 86_400 }, removeOnFail: { age: 30 * 86_400 } } as const;

@@ -1,4 +1,5 @@
-// virus_scan: streams an object to clamd with the INSTREAM command and returns its verdict.
+// The clamd client: streams an object to clamd with the INSTREAM command and returns its verdict
+// (the virus-scan job, workers/jobs/virus-scan.ts, decides what the verdict means for the upload).
 //
 // The clamd protocol is spoken directly over the socket instead of through npm `clamscan`'s
 // scanStream: that one forwards every chunk with socket.write() and ignores the return value
@@ -14,10 +15,44 @@
 // refused before a byte is sent (ScanTooLargeError); the pipeline rejects them as unscannable.
 import net from 'node:net';
 import type { Readable } from 'node:stream';
-import { ScannerUnavailableError, ScanTooLargeError, type ScanOptions, type ScanResult } from './types.js';
 
-export { ScannerUnavailableError, ScanTooLargeError } from './types.js';
-export type { ScanOptions, ScanResult } from './types.js';
+export interface ScanOptions {
+  /** clamd unix socket (LocalSocket); preferred over host/port when both are given. */
+  socket?: string;
+  /** clamd TCP address (TCPAddr / TCPSocket); host defaults to 127.0.0.1 when only port is set. */
+  host?: string;
+  port?: number;
+  /** Whole scan (connect + stream + verdict); past it the scan fails with ScannerUnavailableError. */
+  timeoutMs: number;
+  /**
+   * Largest object we send to clamd (keep it <= clamd's StreamMaxLength). Larger objects are not
+   * streamed at all: scanStream throws ScanTooLargeError up front, and the pipeline rejects them as
+   * unscannable (documented, configurable limit).
+   */
+  maxStreamBytes: number;
+}
+
+export type ScanResult = { verdict: 'clean' } | { verdict: 'infected'; signature: string };
+
+/** clamd unreachable, timed out, or answered nothing usable. Never means "clean": retry, then fail. */
+export class ScannerUnavailableError extends Error {
+  override readonly name = 'ScannerUnavailableError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The object is larger than the configured stream limit: rejected as unscannable (not retried). */
+export class ScanTooLargeError extends Error {
+  override readonly name = 'ScanTooLargeError';
+  constructor(
+    readonly size: number,
+    readonly limit: number,
+    detail = '',
+  ) {
+    super(`file of ${size} bytes exceeds the virus-scan stream limit of ${limit} bytes${detail ? ` (${detail})` : ''}`);
+  }
+}
 
 /** Largest INSTREAM chunk we send (clamd accepts bigger, but small frames keep memory flat). */
 const MAX_FRAME = 64 * 1024;

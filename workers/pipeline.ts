@@ -1,0 +1,97 @@
+// The processing pipeline: one BullMQ Worker per job (workers/jobs/*: process-upload, virus-scan,
+// extract-metadata, thumbnail, transcode, finalize, webhook) on the queues this process consumes
+// (WORKER_QUEUES), each with its own concurrency, all built from one JobContext.
+//
+// Lock renewal: every heavy step runs outside the worker's JavaScript thread - ffmpeg/ffprobe are
+// child processes, sharp/libvips work runs on libuv's thread pool, the clamd INSTREAM is socket
+// I/O - so the event loop stays free and BullMQ renews each job lock on time (lockDuration/2).
+// Sandboxed processors would add a process per job (and a second copy of sharp) for no gain.
+//
+// Crash safety: a worker killed mid-job (kill -9) stops renewing the lock; another worker (or
+// the restarted one) takes the job as stalled and runs it again. Every step is idempotent:
+// outputs go to fixed keys (derived/<id>/...), record writes carry the run and terminal states
+// are written once (Lua in lib/record-store.ts), webhooks have one job id per event and run.
+import { FlowProducer, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config/index.js';
+import type { Logger } from '../lib/logger.js';
+import type { ObjectStorage } from '../lib/object-storage.js';
+import { RecordStore } from '../lib/record-store.js';
+import { RedisKeys } from '../lib/redis-keys.js';
+import type { JobContext, PipelineJob } from './jobs/context.js';
+import { extractMetadataJob } from './jobs/extract-metadata.js';
+import { finalizeJob } from './jobs/finalize.js';
+import { processUploadJob } from './jobs/process-upload.js';
+import { recordFailedJob } from './jobs/step.js';
+import { thumbnailJob } from './jobs/thumbnail.js';
+import { transcodeJob } from './jobs/transcode.js';
+import { virusScanJob } from './jobs/virus-scan.js';
+import { Webhooks, webhookJob } from './jobs/webhook.js';
+
+export interface RunningPipeline {
+  stop(): Promise<void>;
+}
+
+export interface PipelineDeps {
+  config: Config;
+  /** A connection for BullMQ (maxRetriesPerRequest: null); left open on stop. */
+  redis: Redis;
+  logger: Logger;
+  /** The process's status records and object storage (hooks/core.ts). */
+  records: RecordStore;
+  storage: ObjectStorage;
+}
+
+export async function startPipeline({ config, redis, logger, records, storage }: PipelineDeps): Promise<RunningPipeline> {
+  const log = logger.child({ component: 'pipeline' });
+  const p = config.pipeline;
+  const keys = new RedisKeys(config.redisPrefix);
+  const connection = redis;
+  const prefix = keys.bullPrefix;
+  const flows = new FlowProducer({ connection, prefix });
+  const webhooks = new Webhooks(p, connection, prefix);
+  const ctx: JobContext = {
+    config,
+    redis,
+    keys,
+    records,
+    storage,
+    flows,
+    webhooks,
+    log,
+  };
+
+  const wanted = new Set<string>(p.workerQueues);
+  const workers: Worker[] = [];
+  const consume = <T>(job: PipelineJob<T>) => {
+    if (!wanted.has(job.queue)) return;
+    const handler = job.handler(ctx);
+    if (!handler) return;
+    const worker = new Worker<T>(job.queue, handler, { connection, prefix, ...job.worker(p) });
+    worker.on('error', (err) => log.warn({ err: err.message, queue: job.queue }, 'pipeline worker error'));
+    // Failures outside the handler (a job stalled too often, a parent failed by its child) show in the record too.
+    worker.on('failed', (failed, err) => {
+      recordFailedJob(ctx, job.queue, job.task, failed, err).catch((e: unknown) => log.warn({ err: e }, 'could not record a failed job'));
+    });
+    workers.push(worker);
+  };
+  consume(processUploadJob);
+  consume(virusScanJob);
+  consume(extractMetadataJob);
+  consume(thumbnailJob);
+  consume(transcodeJob);
+  consume(finalizeJob);
+  consume(webhookJob);
+  log.info(
+    { queues: [...wanted], concurrency: p.concurrency, scan: p.clamd ? 'clamd' : p.scanRequired ? 'required, no clamd configured' : 'skipped', webhooks: !!p.webhook },
+    'processing pipeline started',
+  );
+
+  return {
+    stop: async () => {
+      await Promise.allSettled(workers.map((w) => w.close()));
+      await flows.close();
+      await webhooks.close();
+    },
+  };
+}
