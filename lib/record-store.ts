@@ -19,6 +19,7 @@
 // { run, status, field }) for the SSE streams of every API instance. A step watches its run
 // (watchRun) and stops its work once the run is no longer current.
 import type { Redis } from 'ioredis';
+import { TuskError } from './errors.js';
 import { RedisKeys } from './redis-keys.js';
 import type { ProcessUploadJob } from './queues.js';
 
@@ -377,12 +378,10 @@ export type PublicDocument = Awaited<ReturnType<typeof publicDocument>>;
  * once it is rejected, and while scanning is required, not before its scan said clean (a missing
  * record, a scan still pending or one that failed is no verdict).
  */
-export function servingRefusal(record: RawRecord | undefined, scanRequired: boolean): { status: 403 | 409; code: string; message: string } | undefined {
-  if (record?.status === 'rejected') {
-    return { status: 403, code: 'rejected', message: `The upload was rejected: ${record.reason?.message ?? 'see its status'}` };
-  }
+export function servingRefusal(record: RawRecord | undefined, scanRequired: boolean): TuskError | undefined {
+  if (record?.status === 'rejected') return new TuskError('rejected', `The upload was rejected: ${record.reason?.message ?? 'see its status'}`);
   if (!scanRequired || record?.tasks.virus_scan.status === 'done') return undefined;
-  return { status: 409, code: 'not_scanned', message: 'The upload has no clean virus-scan verdict yet; its status tells when it has' };
+  return new TuskError('not_scanned', 'The upload has no clean virus-scan verdict yet; its status tells when it has');
 }
 
 /** Record base from the tus metadata (filename / filetype as sent by tus-js-client and Uppy). */

@@ -442,7 +442,7 @@ describe('storage outage (S3 endpoint on a dead port)', () => {
       expect(await offsetOf(created.url)).toBe(first);
 
       const res = await patchUpload(on(tusk, created.url), first, data.subarray(first, 8 * MiB), {}, 30_000);
-      expect({ status: res.status, body: res.body }).toEqual({ status: 503, body: 'Storage temporarily unavailable; retry later\n' });
+      expect({ status: res.status, code: res.headers.get('tusk-error-code'), body: res.body }).toEqual({ status: 503, code: 'unavailable', body: expect.stringMatching(/unavailable; retry/) });
       expect(res.headers.get('retry-after')).not.toBeNull();
 
       // nothing was recorded for bytes the store could not keep, and the lock is free again

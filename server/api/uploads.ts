@@ -15,6 +15,8 @@ import type { Core } from '../../hooks/core.js';
 import { principalOf, requireAuth } from '../http/auth.js';
 import { publicDocument, servingRefusal } from '../../lib/record-store.js';
 import { DERIVED_PREFIX, derivedKey } from '../../lib/s3-keys.js';
+import { RETRY_AFTER_SECONDS, TuskError } from '../../lib/errors.js';
+import { sendJsonError, unavailable } from '../http/errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { derivedTarget, uploadIdOfSegment } from '../http/request-target.js';
 
@@ -26,7 +28,11 @@ const HEARTBEAT_MS = 15_000;
 export const MAX_EVENT_STREAMS_PER_USER = 32;
 
 function notFound(res: Response, id?: string): void {
-  res.status(404).json({ error: { code: 'not_found', message: id ? `No upload with id "${id}"` : 'No such upload' } });
+  sendJsonError(res, new TuskError('not_found', id ? `No upload with id "${id}"` : 'No such upload'));
+}
+
+function storeUnavailable(res: Response, message = 'Status store unavailable'): void {
+  sendJsonError(res, unavailable(message));
 }
 
 /** The upload id the ownership check passed (server/http/request-target.ts); handlers act on it alone. */
@@ -78,7 +84,7 @@ export function createApiRouter(core: Core): { router: Router; close(): void } {
           if (derived) res.locals.derivedKey = derivedKey(derived.id, derived.rest);
           next();
         },
-        () => res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } }),
+        () => storeUnavailable(res),
       );
     });
   });
@@ -91,7 +97,7 @@ export function createApiRouter(core: Core): { router: Router; close(): void } {
       res.set('Cache-Control', 'no-store').json(doc);
     } catch (err) {
       log.warn({ err, uploadId: id }, 'status lookup failed');
-      res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } });
+      storeUnavailable(res);
     }
   });
 
@@ -101,14 +107,14 @@ export function createApiRouter(core: Core): { router: Router; close(): void } {
     try {
       first = await documentOf(id, req);
     } catch {
-      res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } });
+      storeUnavailable(res);
       return;
     }
     if (!first) return notFound(res, id);
     const user = principalOf(res).userId;
     const open = streamsPerUser.get(user) ?? 0;
     if (open >= MAX_EVENT_STREAMS_PER_USER) {
-      res.status(429).set('Retry-After', '5').json({ error: { code: 'too_many_streams', message: `At most ${MAX_EVENT_STREAMS_PER_USER} event streams at once per user; close one first` } });
+      sendJsonError(res, new TuskError('too_many_streams', `At most ${MAX_EVENT_STREAMS_PER_USER} event streams at once per user; close one first`, {}, { 'Retry-After': String(RETRY_AFTER_SECONDS) }));
       return;
     }
     streamsPerUser.set(user, open + 1);
@@ -179,7 +185,7 @@ export function createApiRouter(core: Core): { router: Router; close(): void } {
       const rec = await records.get(id);
       if (!rec) return notFound(res, id);
       if (rec.reason?.code === 'infected') {
-        res.status(409).json({ error: { code: 'quarantined', message: 'The upload was rejected as infected and is quarantined; it is not processed again' } });
+        sendJsonError(res, new TuskError('quarantined', 'The upload was rejected as infected and is quarantined; it is not processed again'));
         return;
       }
       const force = req.query.force === '1';
@@ -188,16 +194,13 @@ export function createApiRouter(core: Core): { router: Router; close(): void } {
       if ('refused' in result) {
         if (result.refused === 'missing') return notFound(res, id);
         if (result.refused === 'not_finished') {
-          res.status(409).json({ error: { code: 'not_finished', message: 'The upload has not finished; nothing to process yet' } });
+          sendJsonError(res, new TuskError('not_finished', 'The upload has not finished; nothing to process yet'));
         } else if (result.refused === 'in_progress') {
-          res.status(409).json({ error: { code: 'in_progress', message: `The pipeline is still running (status ${rec.status}); add ?force=1 to start over` } });
+          sendJsonError(res, new TuskError('in_progress', `The pipeline is still running (status ${rec.status}); add ?force=1 to start over`));
         } else {
           // Forcing again and again would only pile up work: a run must have had some time first.
           const seconds = Math.max(1, Math.ceil(result.retryAfterMs / 1000));
-          res
-            .status(429)
-            .set('Retry-After', String(seconds))
-            .json({ error: { code: 'rate_limited', message: `The current run started less than ${Math.round(forceAfterMs / 1000)} s ago; ?force=1 can start it over in ${seconds} s` } });
+          sendJsonError(res, new TuskError('rate_limited', `The current run started less than ${Math.round(forceAfterMs / 1000)} s ago; ?force=1 can start it over in ${seconds} s`, { retry_after: seconds }, { 'Retry-After': String(seconds) }));
         }
         return;
       }
@@ -205,7 +208,7 @@ export function createApiRouter(core: Core): { router: Router; close(): void } {
       res.status(202).json(await documentOf(id, req));
     } catch (err) {
       log.warn({ err, uploadId: id }, 'reprocess failed');
-      res.status(503).json({ error: { code: 'unavailable', message: 'Could not queue the reprocess' } });
+      storeUnavailable(res, 'Could not queue the reprocess');
     }
   });
 
@@ -217,13 +220,13 @@ export function createApiRouter(core: Core): { router: Router; close(): void } {
       try {
         record = await records.get(uploadIdOf(res));
       } catch {
-        res.status(503).json({ error: { code: 'unavailable', message: 'Status store unavailable' } });
+        storeUnavailable(res);
         return;
       }
       // Not before a clean scan verdict (when scanning is required), never once rejected.
       const refusal = servingRefusal(record, config.pipeline.scanRequired);
       if (refusal) {
-        res.status(refusal.status).json({ error: { code: refusal.code, message: refusal.message } });
+        sendJsonError(res, refusal);
         return;
       }
       let file: string;

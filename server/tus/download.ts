@@ -7,13 +7,14 @@ import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { DataStore, Upload } from '@tus/utils';
-import { isNotFoundError } from '../../lib/errors.js';
+import { isNotFoundError, TuskError } from '../../lib/errors.js';
+import { errorHeaders } from '../http/errors.js';
 import type { Logger } from '../../lib/logger.js';
 
 export type DownloadStorage = { kind: 's3'; client: S3Client; bucket: string } | { kind: 'file' };
 
 /** Why an upload's bytes may not be served (yet), or undefined when they may (see servingRefusal). */
-export type ContentGate = (id: string) => Promise<{ status: number; code: string; message: string } | undefined>;
+export type ContentGate = (id: string) => Promise<TuskError | undefined>;
 
 /** Types a browser may render inline from our origin; everything else is an attachment. */
 const INLINE_SAFE = /^(image\/(png|jpeg|gif|webp|avif|heic|heif)|video\/[\w.+-]+|audio\/[\w.+-]+|application\/pdf|text\/plain)$/;
@@ -112,6 +113,11 @@ function fresh(req: IncomingMessage, etag: string, lastModified: Date): boolean 
   return !!since && !Number.isNaN(Date.parse(since)) && Math.floor(lastModified.getTime() / 1000) <= Math.floor(Date.parse(since) / 1000);
 }
 
+/** An error answer of the download: the catalogue entry as a short text, with its code header. */
+function refuse(res: ServerResponse, err: TuskError, headers: Record<string, string>): void {
+  sendText(res, err.status, `${err.message}\n`, { ...headers, ...errorHeaders(err) });
+}
+
 function sendText(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store', ...headers });
   res.end(body);
@@ -123,23 +129,23 @@ export function createDownloadHandler(deps: { datastore: DataStore; storage: Dow
     // Not before a clean scan verdict (when scanning is required), never once rejected (its bytes
     // may be quarantined already: say why rather than "not found").
     const refusal = await gate(id);
-    if (refusal?.status === 403) {
-      sendText(res, refusal.status, `${refusal.message}\n`, extraHeaders);
+    if (refusal?.code === 'rejected') {
+      refuse(res, refusal, extraHeaders);
       return;
     }
     let upload: Upload;
     try {
       upload = await datastore.getUpload(id);
     } catch {
-      sendText(res, 404, 'Upload not found\n', extraHeaders);
+      refuse(res, new TuskError('not_found', 'Upload not found'), extraHeaders);
       return;
     }
     if (upload.size === undefined || upload.offset !== upload.size) {
-      sendText(res, 404, 'Upload not finished: nothing to download yet\n', extraHeaders);
+      refuse(res, new TuskError('not_found', 'Upload not finished: nothing to download yet'), extraHeaders);
       return;
     }
     if (refusal) {
-      sendText(res, refusal.status, `${refusal.message}\n`, extraHeaders);
+      refuse(res, refusal, extraHeaders);
       return;
     }
     let info: ObjectInfo;
@@ -148,7 +154,7 @@ export function createDownloadHandler(deps: { datastore: DataStore; storage: Dow
     } catch (err) {
       if (!isNotFoundError(err)) throw err;
       // Finished, but its bytes were moved away (quarantined by the virus scan) or deleted.
-      sendText(res, 410, 'Upload content is no longer available\n', extraHeaders);
+      refuse(res, new TuskError('gone'), extraHeaders);
       return;
     }
     const size = upload.size;
@@ -175,7 +181,7 @@ export function createDownloadHandler(deps: { datastore: DataStore; storage: Dow
     const rangeAllowed = !ifRange || ifRange === info.etag || ifRange === info.lastModified.toUTCString();
     const range = rangeAllowed ? parseRange(req.headers.range, size) : undefined;
     if (range === 'unsatisfiable') {
-      sendText(res, 416, 'Requested range not satisfiable\n', { ...extraHeaders, 'Content-Range': `bytes */${size}`, 'Accept-Ranges': 'bytes' });
+      refuse(res, new TuskError('range_not_satisfiable'), { ...extraHeaders, 'Content-Range': `bytes */${size}`, 'Accept-Ranges': 'bytes' });
       return;
     }
     const body = await info.open(range);
