@@ -13,6 +13,7 @@
 //   release(id)               terminated, aborted or expired: frees the bytes and, if active, the slot
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../lib/redis-keys.js';
+import { luaScript } from '../lib/lua.js';
 
 export interface QuotaLimits {
   /** QUOTA_BYTES; 0 = unlimited. */
@@ -46,116 +47,13 @@ export interface ReserveOptions {
   replaces?: string[];
 }
 
-// KEYS[1] user hash, KEYS[2] upload hash, KEYS[3] expiring zset, KEYS[4..] replaced upload hashes
-// ARGV[1] user id, ARGV[2] upload id, ARGV[3] bytes, ARGV[4] quota, ARGV[5] max concurrent,
-// ARGV[6] expires_at, ARGV[7] complete (0/1), ARGV[8..] replaced upload ids
-// Returns {1, 'ok'} | {0, code, used, limit}
-const RESERVE = `
--- Counters never go below zero, whatever happens to the reservations behind them.
-local function add(key, field, delta)
-  local v = redis.call('HINCRBY', key, field, delta)
-  if v < 0 then redis.call('HSET', key, field, 0) end
-end
-local existing = redis.call('HGET', KEYS[2], 'user')
-if existing then
-  if existing == ARGV[1] then return {1, 'ok'} end
-  return {0, 'conflict', 0, 0}
-end
-local bytes = tonumber(ARGV[3])
-local used = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
-local active = tonumber(redis.call('HGET', KEYS[1], 'active') or '0')
-local freedBytes, freedActive = 0, 0
-for i = 4, #KEYS do
-  if redis.call('HGET', KEYS[i], 'user') == ARGV[1] then
-    freedBytes = freedBytes + tonumber(redis.call('HGET', KEYS[i], 'bytes') or '0')
-    if redis.call('HGET', KEYS[i], 'state') == 'active' then freedActive = freedActive + 1 end
-  end
-end
-local complete = ARGV[7] == '1'
-local maxActive = tonumber(ARGV[5])
-if not complete and maxActive > 0 and active - freedActive + 1 > maxActive then
-  return {0, 'too_many_uploads', active - freedActive, maxActive}
-end
-local quota = tonumber(ARGV[4])
-if quota > 0 and bytes > 0 and used - freedBytes + bytes > quota then
-  return {0, 'quota_exceeded', used - freedBytes, quota}
-end
-for i = 4, #KEYS do
-  if redis.call('HGET', KEYS[i], 'user') == ARGV[1] then
-    redis.call('DEL', KEYS[i])
-    redis.call('ZREM', KEYS[3], ARGV[4 + i])
-  end
-end
-local state = 'active'
-if complete then state = 'complete' end
-redis.call('HSET', KEYS[2], 'user', ARGV[1], 'bytes', bytes, 'state', state, 'expires_at', ARGV[6])
-add(KEYS[1], 'bytes', bytes - freedBytes)
-local deltaActive = 0 - freedActive -- never -0: HINCRBY refuses "-0"
-if not complete then deltaActive = deltaActive + 1 end
-add(KEYS[1], 'active', deltaActive)
-if not complete and tonumber(ARGV[6]) > 0 then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[2]) end
-return {1, 'ok'}
-`;
+const RESERVE = luaScript('quota-reserve');
 
-// KEYS[1] upload hash, ARGV[1] user-key prefix (before '{'), ARGV[2] new bytes, ARGV[3] quota,
-// ARGV[4] grow only (1: never shrink the reservation)
-// Returns {1,'ok'} | {0,'not_found'} | {0,'quota_exceeded', used, quota}
-const ADJUST = `
--- Counters never go below zero, whatever happens to the reservations behind them.
-local function add(key, field, delta)
-  local v = redis.call('HINCRBY', key, field, delta)
-  if v < 0 then redis.call('HSET', key, field, 0) end
-end
-local user = redis.call('HGET', KEYS[1], 'user')
-if not user then return {0, 'not_found', 0, 0} end
-local userKey = ARGV[1] .. '{' .. user .. '}'
-local old = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
-local new = tonumber(ARGV[2])
-if ARGV[4] == '1' and new < old then return {1, 'ok'} end
-local used = tonumber(redis.call('HGET', userKey, 'bytes') or '0')
-local quota = tonumber(ARGV[3])
-if new > old and quota > 0 and used - old + new > quota then
-  return {0, 'quota_exceeded', used - old, quota}
-end
-redis.call('HSET', KEYS[1], 'bytes', new)
-add(userKey, 'bytes', new - old)
-return {1, 'ok'}
-`;
+const ADJUST = luaScript('quota-adjust');
 
-// KEYS[1] upload hash, KEYS[2] expiring zset; ARGV[1] user-key prefix, ARGV[2] upload id
-const COMPLETE = `
--- Counters never go below zero, whatever happens to the reservations behind them.
-local function add(key, field, delta)
-  local v = redis.call('HINCRBY', key, field, delta)
-  if v < 0 then redis.call('HSET', key, field, 0) end
-end
-local user = redis.call('HGET', KEYS[1], 'user')
-if not user then return 0 end
-if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'complete', 'expires_at', 0)
-add(ARGV[1] .. '{' .. user .. '}', 'active', -1)
-redis.call('ZREM', KEYS[2], ARGV[2])
-return 1
-`;
+const COMPLETE = luaScript('quota-complete');
 
-// KEYS[1] upload hash, KEYS[2] expiring zset; ARGV[1] user-key prefix, ARGV[2] upload id
-// Returns the bytes freed, or -1 when there was no reservation.
-const RELEASE = `
--- Counters never go below zero, whatever happens to the reservations behind them.
-local function add(key, field, delta)
-  local v = redis.call('HINCRBY', key, field, delta)
-  if v < 0 then redis.call('HSET', key, field, 0) end
-end
-local user = redis.call('HGET', KEYS[1], 'user')
-if not user then redis.call('ZREM', KEYS[2], ARGV[2]); return -1 end
-local userKey = ARGV[1] .. '{' .. user .. '}'
-local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
-add(userKey, 'bytes', 0 - bytes)
-if redis.call('HGET', KEYS[1], 'state') == 'active' then add(userKey, 'active', -1) end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-return bytes
-`;
+const RELEASE = luaScript('quota-release');
 
 export class QuotaService {
   constructor(

@@ -22,6 +22,7 @@ import type { Redis } from 'ioredis';
 import { TuskError } from './errors.js';
 import { RedisKeys } from './redis-keys.js';
 import type { ProcessUploadJob } from './queues.js';
+import { luaScript } from './lua.js';
 
 export type UploadStatus = 'uploading' | 'uploaded' | 'scanning' | 'processing' | 'ready' | 'rejected' | 'failed';
 export const TERMINAL: readonly UploadStatus[] = ['ready', 'rejected', 'failed'];
@@ -86,93 +87,12 @@ export interface RawRecord {
  */
 export const DEDUP_TTL_SECONDS = 365 * 86_400;
 
-// KEYS[1] record, ARGV[1] run ('' = any), ARGV[2] channel, ARGV[3] now, ARGV[4..] field, value...
-// A write with a `status` field is dropped whole when the record already has a terminal status
-// (so the first outcome of a run, with its reason, stays). Returns
-// { applied (0/1), status changed to the given value (0/1) }.
-const UPDATE = `
-local run = redis.call('HGET', KEYS[1], 'run')
-if not run then return {0, 0} end
-if ARGV[1] ~= '' and run ~= ARGV[1] then return {0, 0} end
-local current = redis.call('HGET', KEYS[1], 'status')
-local terminal = current == 'ready' or current == 'rejected' or current == 'failed'
-if terminal then
-  -- A status change (and whatever comes with it: reason, ...) never overrides a run's outcome.
-  for i = 4, #ARGV, 2 do
-    if ARGV[i] == 'status' then return {1, 0} end
-  end
-end
-local changed = 0
-local args = {}
-for i = 4, #ARGV, 2 do
-  local f, v = ARGV[i], ARGV[i + 1]
-  if f == 'status' then
-    if not terminal and current ~= v then table.insert(args, f); table.insert(args, v); changed = 1 end
-  else
-    table.insert(args, f); table.insert(args, v)
-  end
-end
-if #args == 0 then return {1, 0} end
-table.insert(args, 'updated_at'); table.insert(args, ARGV[3])
-redis.call('HSET', KEYS[1], unpack(args))
-redis.call('PUBLISH', ARGV[2], cjson.encode({ run = tonumber(run), status = redis.call('HGET', KEYS[1], 'status'), field = args[1] }))
-return {1, changed}
-`;
+const UPDATE = luaScript('record-update');
 
-// Redis's clock in ms, one clock for every tusk process (scripts are replicated by their effects).
-const NOW_MS = `
-local clock = redis.call('TIME')
-local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-`;
 
-// KEYS[1] record, ARGV[1] channel, ARGV[2] now, ARGV[3] base JSON, ARGV[4] status, ARGV[5] TTL ms
-// Creates the record (run 1) unless it exists; an `uploading` record becomes `uploaded` with the
-// new base. `uploading` records expire (an upload that never finishes leaves nothing behind);
-// from `uploaded` on they are kept. Returns the run.
-const CREATE = `${NOW_MS}
-local run = redis.call('HGET', KEYS[1], 'run')
-if run then
-  if ARGV[4] == 'uploaded' and redis.call('HGET', KEYS[1], 'status') == 'uploading' then
-    local base = cjson.decode(ARGV[3])
-    local old = cjson.decode(redis.call('HGET', KEYS[1], 'base'))
-    base.created_at = old.created_at
-    redis.call('HSET', KEYS[1], 'status', 'uploaded', 'base', cjson.encode(base), 'updated_at', ARGV[2], 'run_started_ms', now_ms)
-    redis.call('PERSIST', KEYS[1])
-    redis.call('PUBLISH', ARGV[1], cjson.encode({ run = tonumber(run), status = 'uploaded', field = 'status' }))
-  end
-  return tonumber(run)
-end
-redis.call('HSET', KEYS[1], 'run', 1, 'status', ARGV[4], 'base', ARGV[3], 'updated_at', ARGV[2])
-if ARGV[4] == 'uploading' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) else redis.call('HSET', KEYS[1], 'run_started_ms', now_ms) end
-redis.call('PUBLISH', ARGV[1], cjson.encode({ run = 1, status = ARGV[4], field = 'status' }))
-return 1
-`;
+const CREATE = luaScript('record-create');
 
-// KEYS[1] record, ARGV[1] channel, ARGV[2] now, ARGV[3] force ('1'/'0'), ARGV[4] minimum age (ms)
-// of a run that force may replace. Starts a new run: bumps `run`, clears tasks and outputs, status
-// `uploaded`. A run still going is replaced only with force, and only once it is at least
-// ARGV[4] old (so repeated forcing cannot pile up work). Returns { new run, '' , 0 }, or
-// { 0, why, ms to wait } with why = missing | not_finished | in_progress | too_soon.
-const NEW_RUN = `${NOW_MS}
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 'missing', 0} end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'uploading' then return {0, 'not_finished', 0} end
-if status ~= 'ready' and status ~= 'rejected' and status ~= 'failed' then
-  if ARGV[3] ~= '1' then return {0, 'in_progress', 0} end
-  local started = tonumber(redis.call('HGET', KEYS[1], 'run_started_ms') or '')
-  if started and now_ms - started < tonumber(ARGV[4]) then return {0, 'too_soon', tonumber(ARGV[4]) - (now_ms - started)} end
-end
-local fields = redis.call('HKEYS', KEYS[1])
-for _, f in ipairs(fields) do
-  if string.sub(f, 1, 5) == 'task:' or string.sub(f, 1, 6) == 'thumb:' or string.sub(f, 1, 4) == 'out:' or f == 'reason' then
-    redis.call('HDEL', KEYS[1], f)
-  end
-end
-local run = redis.call('HINCRBY', KEYS[1], 'run', 1)
-redis.call('HSET', KEYS[1], 'status', 'uploaded', 'updated_at', ARGV[2], 'run_started_ms', now_ms)
-redis.call('PUBLISH', ARGV[1], cjson.encode({ run = run, status = 'uploaded', field = 'run' }))
-return {run, '', 0}
-`;
+const NEW_RUN = luaScript('record-new-run');
 
 /** How often a step checks that its run is still the upload's current one (watchRun). */
 export const RUN_WATCH_INTERVAL_MS = 1000;

@@ -23,6 +23,7 @@ import { extractMetadataJob } from './jobs/extract-metadata.js';
 import { finalizeJob } from './jobs/finalize.js';
 import { processUploadJob } from './jobs/process-upload.js';
 import { recordFailedJob } from './jobs/step.js';
+import { WEBHOOK_QUEUE } from '../lib/queues.js';
 import { thumbnailJob } from './jobs/thumbnail.js';
 import { transcodeJob } from './jobs/transcode.js';
 import { virusScanJob } from './jobs/virus-scan.js';
@@ -69,10 +70,13 @@ export async function startPipeline({ config, redis, logger, records, storage }:
     if (!handler) return;
     const worker = new Worker<T>(job.queue, handler, { connection, prefix, ...job.worker(p) });
     worker.on('error', (err) => log.warn({ err: err.message, queue: job.queue }, 'pipeline worker error'));
-    // Failures outside the handler (a job stalled too often, a parent failed by its child) show in the record too.
-    worker.on('failed', (failed, err) => {
-      recordFailedJob(ctx, job.queue, job.task, failed, err).catch((e: unknown) => log.warn({ err: e }, 'could not record a failed job'));
-    });
+    // Failures outside the handler (a job stalled too often, a parent failed by its child) show in
+    // the record too. Not a webhook's: a receiver that is down does not make the upload's processing fail.
+    if (job.queue !== WEBHOOK_QUEUE) {
+      worker.on('failed', (failed, err) => {
+        recordFailedJob(ctx, job.queue, job.task, failed, err).catch((e: unknown) => log.warn({ err: e }, 'could not record a failed job'));
+      });
+    }
     workers.push(worker);
   };
   consume(processUploadJob);

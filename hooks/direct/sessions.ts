@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../../lib/redis-keys.js';
+import { luaScript } from '../../lib/lua.js';
 
 export type DirectStatus = 'uploading' | 'completed' | 'aborted' | 'expired';
 
@@ -43,7 +44,7 @@ export interface DirectSession {
   dedup_of?: string;
 }
 
-const UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+const UNLOCK = luaScript('direct-session-unlock');
 
 export class DirectSessionStore {
   constructor(

@@ -15,6 +15,7 @@
 // store rebuilds them from S3 (`<id>.info`, ListParts, HeadObject `<id>.part`).
 import type { Redis } from 'ioredis';
 import { RedisKeys } from '../redis-keys.js';
+import { luaScript } from '../lua.js';
 
 export interface StoredUploadInfo {
   id: string;
@@ -47,36 +48,11 @@ export function stateOffset(s: UploadState): number {
   return s.done ? (s.upload.size ?? s.bytes) : s.bytes + s.tail;
 }
 
-// KEYS[1]=main KEYS[2]=parts. ARGV: ttlMs, info, nparts, bytes, tail, done, then (n, value) pairs.
-// Creates the state only if it does not exist yet (a rebuild must not overwrite newer state).
-const INIT_SCRIPT = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'info', ARGV[2], 'nparts', ARGV[3], 'bytes', ARGV[4], 'tail', ARGV[5], 'done', ARGV[6])
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if #ARGV >= 7 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
-return 1`;
+const INIT_SCRIPT = luaScript('upload-state-init');
 
-// KEYS[1]=main KEYS[2]=parts. ARGV: ttlMs, expected nparts, expected bytes, expected tail,
-// new nparts, new bytes, new tail, then (n, value) pairs of the newly committed parts.
-// 1 = applied, 0 = state gone (rebuilt from S3 later), -1 = state changed under us (two writers).
-const COMMIT_SCRIPT = `
-local cur = redis.call('HMGET', KEYS[1], 'nparts', 'bytes', 'tail', 'done')
-if not cur[1] then return 0 end
-if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] or cur[3] ~= ARGV[4] or cur[4] == '1' then return -1 end
-for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], 'nparts', ARGV[5], 'bytes', ARGV[6], 'tail', ARGV[7])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
-return 1`;
+const COMMIT_SCRIPT = luaScript('upload-state-commit');
 
-// KEYS[1]=main. ARGV: ttlMs, field, value. Updates one field if the state exists.
-const SET_FIELD_SCRIPT = `
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1`;
+const SET_FIELD_SCRIPT = luaScript('upload-state-set-field');
 
 export class StateConflictError extends Error {
   constructor(id: string) {

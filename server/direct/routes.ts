@@ -20,7 +20,8 @@ import { MAX_PARTS } from '../../lib/s3.js';
 import { isUploadId } from '../../lib/upload-id.js';
 import { principalOf, requireAuth } from '../http/auth.js';
 import { handle, jsonBody, parseBody } from '../http/body.js';
-import { sendJsonError } from '../http/errors.js';
+import { allowedOrigin } from '../http/cors.js';
+import { ERROR_CODE_HEADER, sendJsonError } from '../http/errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { registerCompanionRoutes } from './companion.js';
 
@@ -40,15 +41,11 @@ const completeBody = z
   })
   .strict();
 
-/** Sets Access-Control-Allow-Origin (and what a client may read) for an allowed Origin. */
-function corsFor(origins: string[] | '*'): (req: Request, res: Response) => void {
+/** Access-Control-Allow-Origin (and what a client may read) for a browser's request. */
+function corsFor(config: Core['config']): (req: Request, res: Response) => void {
   return (req, res) => {
-    const origin = req.get('origin');
-    if (!origin) return;
-    if (origins === '*') res.set('Access-Control-Allow-Origin', '*');
-    else if (origins.includes(origin)) res.set({ 'Access-Control-Allow-Origin': origin, Vary: 'Origin' });
-    else return;
-    res.set('Access-Control-Expose-Headers', 'Retry-After, WWW-Authenticate, Tusk-Error-Code');
+    if (!req.get('origin')) return;
+    res.set({ 'Access-Control-Allow-Origin': allowedOrigin(req, config) ?? '', Vary: 'Origin', 'Access-Control-Expose-Headers': `Retry-After, WWW-Authenticate, ${ERROR_CODE_HEADER}` });
   };
 }
 
@@ -73,7 +70,7 @@ export function createDirectUploadsRouter(core: Core): Router {
     return router;
   }
   // CORS for browsers (Uppy) on another origin: CORS_ORIGINS, Authorization allowed, preflights answered.
-  const cors = corsFor(config.corsOrigins);
+  const cors = corsFor(config);
   router.options([...routes, '/api/uploads/:id'], (req, res) => {
     cors(req, res);
     res.set({ 'Access-Control-Allow-Methods': 'GET, POST, DELETE, OPTIONS', 'Access-Control-Allow-Headers': 'Authorization, Content-Type', 'Access-Control-Max-Age': '600' });

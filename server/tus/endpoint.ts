@@ -22,6 +22,7 @@ import { baseFromMetadata } from '../../lib/record-store.js';
 import { canConcatenate } from '../../lib/stores/concatenating-store.js';
 import { runWithUploadRequest } from '../../lib/stores/s3-request-context.js';
 import { newUploadId } from '../../lib/upload-id.js';
+import { allowedOrigin } from '../http/cors.js';
 import { ERROR_CODE_HEADER, errorHeaders, toTuskError } from '../http/errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { TUS_PATH, tusTarget, uploadIdOfUrl } from '../http/request-target.js';
@@ -447,9 +448,7 @@ function advertiseExtensions(response: Response, concatenation: boolean): void {
 
 /** Access-Control-Allow-Origin for responses tusk writes itself (as @tus/server does for its own). */
 function corsHeaders(req: IncomingMessage, config: Config): Record<string, string> {
-  const origin = req.headers.origin;
-  const allowOrigin =
-    config.corsOrigins === '*' ? '*' : origin && config.corsOrigins.includes(origin) ? origin : config.corsOrigins[0];
+  const allowOrigin = allowedOrigin(req, config);
   return allowOrigin ? { 'Access-Control-Allow-Origin': allowOrigin } : {};
 }
 

@@ -22,6 +22,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { ERRORS, type Lock, type Locker, type RequestRelease } from '@tus/utils';
 import { RedisKeys } from '../../lib/redis-keys.js';
+import { luaScript } from '../../lib/lua.js';
 
 export interface RedisLockerOptions {
   /** Connection for commands (SET, EVAL, PUBLISH). */
@@ -42,22 +43,9 @@ export const RELEASE_REQUEST_INTERVAL_MS = 500;
 const MIN_BACKOFF_MS = 20;
 const MAX_BACKOFF_MS = 250;
 
-// KEYS[1] = lock key; ARGV[1] = token, ARGV[2] = ttl ms. 1 if renewed, 0 if not ours (any more).
-const RENEW_SCRIPT = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0`;
+const RENEW_SCRIPT = luaScript('lock-renew');
 
-// KEYS[1] = lock key; ARGV[1] = token, ARGV[2] = released channel, ARGV[3] = id.
-// 1 if deleted (and the unlock announced), 0 if the key is not ours (expired / taken over).
-const UNLOCK_SCRIPT = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
-end
-return 0`;
+const UNLOCK_SCRIPT = luaScript('lock-unlock');
 
 export class RedisLocker implements Locker {
   /** @internal */ readonly redis: Redis;

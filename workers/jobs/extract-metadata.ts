@@ -5,7 +5,8 @@
 import path from 'node:path';
 import type { PipelineConfig } from '../../config/index.js';
 import { METADATA_QUEUE, type StepJob } from '../../lib/queues.js';
-import { detectType, isAllowedType } from '../steps/detect-type.js';
+import { isAllowedType } from '../../lib/allowed-types.js';
+import { detectType } from '../steps/detect-type.js';
 import { extractMetadata } from '../steps/metadata.js';
 import { MediaRefusedError, type MediaLimits, type MediaMetadata } from '../steps/types.js';
 import type { PipelineJob } from './context.js';
