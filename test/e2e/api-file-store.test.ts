@@ -7,11 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import sharp from 'sharp';
-import { makeRotatedJpegWithGps } from './fixtures-media.js';
-import { testRedisUrl, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { createUpload, sleep } from './helpers/tus.js';
-import { type StatusDoc as Doc } from './helpers/pipeline.js';
+import { makeRotatedJpegWithGps } from '../helpers/fixtures-media.js';
+import { testRedisUrl, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { createUpload, sleep } from '../helpers/tus.js';
+import { type StatusDoc as Doc } from '../helpers/pipeline.js';
 
 
 let tusk: TuskProcess;

@@ -5,9 +5,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { TUS, createUpload, headUpload, patchRest, s3Leftovers, sleep, waitFor, type StoreKind } from './helpers/tus.js';
+import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { TUS, createUpload, headUpload, patchRest, s3Leftovers, sleep, waitFor, type StoreKind } from '../helpers/tus.js';
 
 const MiB = 1024 * 1024;
 const cleanupEnv = { UPLOAD_EXPIRY: '2s', CLEANUP_INTERVAL: '1s', LOG_LEVEL: 'info', SCAN_REQUIRED: 'false' };

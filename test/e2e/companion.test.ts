@@ -3,10 +3,10 @@
 // single-PUT /s3/params flow. Real S3 (Ceph RGW) and Redis.
 import { randomBytes } from 'node:crypto';
 import { UploadPartCommand } from '@aws-sdk/client-s3';
-import { createTestBucket, s3ClientForTests, sha256OfObject, testRedisUrl, tuskEnvForTests } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { processUploadJobs, sha256 } from './helpers/tus.js';
-import { api, JWT_SECRET, putTo, tokenFor } from './helpers/direct.js';
+import { createTestBucket, s3ClientForTests, sha256OfObject, testRedisUrl, tuskEnvForTests } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { processUploadJobs, sha256 } from '../helpers/tus.js';
+import { api, JWT_SECRET, putTo, tokenFor } from '../helpers/direct.js';
 
 const MiB = 1024 * 1024;
 

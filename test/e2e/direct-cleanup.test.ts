@@ -3,10 +3,10 @@
 // direct/ that no session owns. Real tusk in `all` mode, UPLOAD_EXPIRY 2 s, CLEANUP_INTERVAL 1 s.
 import { randomBytes } from 'node:crypto';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
-import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { processUploadJobs, waitFor } from './helpers/tus.js';
-import { api, JWT_SECRET, putTo, tokenFor } from './helpers/direct.js';
+import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { processUploadJobs, waitFor } from '../helpers/tus.js';
+import { api, JWT_SECRET, putTo, tokenFor } from '../helpers/direct.js';
 
 const MiB = 1024 * 1024;
 

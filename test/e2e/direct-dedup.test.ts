@@ -4,11 +4,11 @@
 // outputs. Another user, or another hash, uploads normally. Real tusk (`all`), RGW, Redis, clamd.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { createTestBucket, tuskEnvForTests } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { sha256, waitFor } from './helpers/tus.js';
-import { makeJpeg, tempDir } from './fixtures-media.js';
-import { api, JWT_SECRET, putTo, tokenFor } from './helpers/direct.js';
+import { createTestBucket, tuskEnvForTests } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { sha256, waitFor } from '../helpers/tus.js';
+import { makeJpeg, tempDir } from '../helpers/fixtures-media.js';
+import { api, JWT_SECRET, putTo, tokenFor } from '../helpers/direct.js';
 
 describe('dedup of direct uploads', () => {
   let tusk: TuskProcess;

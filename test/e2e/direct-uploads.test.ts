@@ -6,10 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
-import { createTestBucket, s3ClientForTests, sha256OfObject, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { processUploadJobs, sha256, sleep } from './helpers/tus.js';
-import { api, countingProxy, JWT_SECRET, putTo, tokenFor, type CountingProxy } from './helpers/direct.js';
+import { createTestBucket, s3ClientForTests, sha256OfObject, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { processUploadJobs, sha256, sleep } from '../helpers/tus.js';
+import { api, countingProxy, JWT_SECRET, putTo, tokenFor, type CountingProxy } from '../helpers/direct.js';
 
 const MiB = 1024 * 1024;
 

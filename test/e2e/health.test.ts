@@ -4,9 +4,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestBucket, freePort, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { within } from './helpers/tus.js';
+import { createTestBucket, freePort, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { within } from '../helpers/tus.js';
 
 interface Probe {
   status: number;

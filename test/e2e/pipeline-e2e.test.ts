@@ -11,13 +11,13 @@ import { promisify } from 'node:util';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { stepJobId } from '../workers/pipeline/flow.js';
-import { THUMBNAIL_QUEUE, TRANSCODE_QUEUE } from '../lib/queues.js';
-import { makeLoopedStillVideo } from './fixtures-media.js';
-import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { createUpload, sleep } from './helpers/tus.js';
-import { fetchStatus, isTerminal, waitForStatus, type StatusDoc as Doc } from './helpers/pipeline.js';
+import { stepJobId } from '../../workers/pipeline/flow.js';
+import { THUMBNAIL_QUEUE, TRANSCODE_QUEUE } from '../../lib/queues.js';
+import { makeLoopedStillVideo } from '../helpers/fixtures-media.js';
+import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { createUpload, sleep } from '../helpers/tus.js';
+import { fetchStatus, isTerminal, waitForStatus, type StatusDoc as Doc } from '../helpers/pipeline.js';
 
 const exec = promisify(execFile);
 

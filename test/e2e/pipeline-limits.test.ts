@@ -4,11 +4,11 @@
 // within them is processed as usual.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { makeAudio, makeVideo, tempDir } from './fixtures-media.js';
-import { createTestBucket, tuskEnvForTests } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { createUpload } from './helpers/tus.js';
-import { isTerminal, waitForStatus } from './helpers/pipeline.js';
+import { makeAudio, makeVideo, tempDir } from '../helpers/fixtures-media.js';
+import { createTestBucket, tuskEnvForTests } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { createUpload } from '../helpers/tus.js';
+import { isTerminal, waitForStatus } from '../helpers/pipeline.js';
 
 let tusk: TuskProcess;
 let dir: string;

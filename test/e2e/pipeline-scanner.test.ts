@@ -4,10 +4,10 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, testRedisUrl, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { createUpload, sleep } from './helpers/tus.js';
-import { type StatusDoc as Doc } from './helpers/pipeline.js';
+import { freePort, testRedisUrl, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { createUpload, sleep } from '../helpers/tus.js';
+import { type StatusDoc as Doc } from '../helpers/pipeline.js';
 
 
 let tusk: TuskProcess;

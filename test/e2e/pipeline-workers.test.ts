@@ -10,10 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import { createTestBucket, freePort, tuskEnvForTests } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { createUpload, sleep } from './helpers/tus.js';
-import { isTerminal, waitForStatus, type StatusDoc as Doc } from './helpers/pipeline.js';
+import { createTestBucket, freePort, tuskEnvForTests } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { createUpload, sleep } from '../helpers/tus.js';
+import { isTerminal, waitForStatus, type StatusDoc as Doc } from '../helpers/pipeline.js';
 
 const exec = promisify(execFile);
 

@@ -6,11 +6,11 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
-import { freePort, testRedisUrl, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { JWT_SECRET, tokenFor } from './helpers/direct.js';
-import { OCTET, TUS, rawRequest, sleep } from './helpers/tus.js';
-import type { StatusDoc } from './helpers/pipeline.js';
+import { freePort, testRedisUrl, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { JWT_SECRET, tokenFor } from '../helpers/direct.js';
+import { OCTET, TUS, rawRequest, sleep } from '../helpers/tus.js';
+import type { StatusDoc } from '../helpers/pipeline.js';
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });

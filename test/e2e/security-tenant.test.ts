@@ -7,10 +7,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
-import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { JWT_SECRET, tokenFor } from './helpers/direct.js';
-import { OCTET, TUS, controlledPatch, processUploadJobs, rawRequest, waitFor, within, type RawResult } from './helpers/tus.js';
+import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { JWT_SECRET, tokenFor } from '../helpers/direct.js';
+import { OCTET, TUS, controlledPatch, processUploadJobs, rawRequest, waitFor, within, type RawResult } from '../helpers/tus.js';
 
 const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
 /** Something in the body that looks like a stack trace (Node's "    at fn (file:line)"). */

@@ -2,9 +2,9 @@
 // rate limit counts. Black-box: real tusk processes (auth off, so only the per-IP limit applies),
 // the test Redis and S3. The test client always connects from 127.0.0.1, so 127.0.0.1 plays the
 // proxy in front of tusk; whatever it puts left of the last trusted hop is the client's own claim.
-import { createTestBucket, tuskEnvForTests } from './helpers/services.js';
-import { createUpload } from './helpers/tus.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
+import { createTestBucket, tuskEnvForTests } from '../helpers/services.js';
+import { createUpload } from '../helpers/tus.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
 
 const PER_IP = 3;
 

@@ -6,9 +6,9 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { OCTET, TUS, createUpload, offsetOf, patchUpload, storedSha256, type StoreKind, type StoreTarget } from './helpers/tus.js';
+import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { OCTET, TUS, createUpload, offsetOf, patchUpload, storedSha256, type StoreKind, type StoreTarget } from '../helpers/tus.js';
 
 const MiB = 1024 * 1024;
 

@@ -6,9 +6,9 @@ import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as tus from 'tus-js-client';
-import { planParts } from '../lib/stores/s3-concat.js';
-import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
+import { planParts } from '../../lib/stores/s3-concat.js';
+import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
 import {
   TUS,
   createUpload,
@@ -20,7 +20,7 @@ import {
   uploadIdOf,
   type StoreKind,
   type StoreTarget,
-} from './helpers/tus.js';
+} from '../helpers/tus.js';
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');

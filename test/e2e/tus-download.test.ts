@@ -5,9 +5,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
-import { TUS, createUpload, headUpload, patchRest, type StoreKind } from './helpers/tus.js';
+import { createTestBucket, s3ClientForTests, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { TUS, createUpload, headUpload, patchRest, type StoreKind } from '../helpers/tus.js';
 
 const MiB = 1024 * 1024;
 

@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestBucket, tuskEnvForTests, testRedisUrl, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
+import { createTestBucket, tuskEnvForTests, testRedisUrl, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
 import {
   TUS,
   OCTET,
@@ -31,7 +31,7 @@ import {
   within,
   type StoreKind,
   type StoreTarget,
-} from './helpers/tus.js';
+} from '../helpers/tus.js';
 
 const MiB = 1024 * 1024;
 const MAX_UPLOAD_SIZE = 100 * MiB;

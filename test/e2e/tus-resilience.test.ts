@@ -7,8 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createTestBucket, freePort, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from './helpers/services.js';
-import { startTusk, type TuskProcess } from './helpers/tusk-process.js';
+import { createTestBucket, freePort, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
+import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
 import {
   controlledPatch,
   createUpload,
@@ -28,7 +28,7 @@ import {
   type RawResult,
   type StoreKind,
   type StoreTarget,
-} from './helpers/tus.js';
+} from '../helpers/tus.js';
 
 const MiB = 1024 * 1024;
 

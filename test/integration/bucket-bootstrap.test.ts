@@ -11,8 +11,8 @@ import {
 } from '@aws-sdk/client-s3';
 import net from 'node:net';
 import { pino } from 'pino';
-import { BucketNotReadableError, bootstrapBucket, checkBucketReadable, CORS_EXPOSE_HEADERS, LIFECYCLE_RULE_IDS } from '../minio/bootstrap.js';
-import { createS3Client, type S3ConnectionConfig } from '../lib/s3-client.js';
+import { BucketNotReadableError, bootstrapBucket, checkBucketReadable, CORS_EXPOSE_HEADERS, LIFECYCLE_RULE_IDS } from '../../minio/bootstrap.js';
+import { createS3Client, type S3ConnectionConfig } from '../../lib/s3-client.js';
 
 function requiredEnv(name: string): string {
   const value = process.env[name];

@@ -13,7 +13,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';
-import { createTestBucket, makeRandomFile, s3ClientForTests, sha256OfFile, sha256OfObject, testRedisUrl } from './helpers/services.js';
+import { createTestBucket, makeRandomFile, s3ClientForTests, sha256OfFile, sha256OfObject, testRedisUrl } from '../helpers/services.js';
 
 const MiB = 1024 * 1024;
 

@@ -2,9 +2,9 @@
 // (reprocess, with and without force), and how a step watching its run learns that it was
 // superseded, that the upload's record was deleted, or that the run ended.
 import { Redis } from 'ioredis';
-import { baseFromMetadata, RecordStore, RunStopped, type RunWatch } from '../lib/record-store.js';
-import type { ProcessUploadJob } from '../lib/queues.js';
-import { testRedisUrl, uniqueRedisPrefix } from './helpers/services.js';
+import { baseFromMetadata, RecordStore, RunStopped, type RunWatch } from '../../lib/record-store.js';
+import type { ProcessUploadJob } from '../../lib/queues.js';
+import { testRedisUrl, uniqueRedisPrefix } from '../helpers/services.js';
 
 let redis: Redis;
 let records: RecordStore;

@@ -4,8 +4,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
 import { ERRORS } from '@tus/utils';
-import { connectRedis } from '../lib/redis.js';
-import { RedisLocker, type RedisLockerOptions } from '../server/tus/redis-locker.js';
+import { connectRedis } from '../../lib/redis.js';
+import { RedisLocker, type RedisLockerOptions } from '../../server/tus/redis-locker.js';
 
 const REDIS_URL = process.env.TEST_REDIS_URL;
 if (!REDIS_URL) {

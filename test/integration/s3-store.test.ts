@@ -10,8 +10,8 @@ import { Readable } from 'node:stream';
 import { S3, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { ERRORS, StreamLimiter, Upload } from '@tus/utils';
 import { Redis } from 'ioredis';
-import { TuskS3Store, type TuskS3StoreOptions } from '../lib/stores/s3-store.js';
-import { runWithUploadRequest } from '../lib/stores/s3-request-context.js';
+import { TuskS3Store, type TuskS3StoreOptions } from '../../lib/stores/s3-store.js';
+import { runWithUploadRequest } from '../../lib/stores/s3-request-context.js';
 
 const REQUIRED = ['TEST_S3_ENDPOINT', 'TEST_S3_ACCESS_KEY_ID', 'TEST_S3_SECRET_ACCESS_KEY', 'TEST_S3_REGION', 'TEST_S3_BUCKET', 'TEST_REDIS_URL'];
 const missing = REQUIRED.filter((k) => !process.env[k]);

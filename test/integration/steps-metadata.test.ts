@@ -1,15 +1,15 @@
 // metadata + validation steps: type detection from the bytes, allow-list, ffprobe/sharp metadata,
-// the limits on audio/video work. Media generated at test time (test/fixtures-media.ts).
+// the limits on audio/video work. Media generated at test time (test/helpers/fixtures-media.ts).
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from '../workers/steps/detect-type.js';
-import { encodeFrameRate, mediaWork } from '../workers/steps/limits.js';
-import { extractMetadata } from '../workers/steps/metadata.js';
-import { MediaError, MediaRefusedError, type MediaLimits } from '../workers/steps/types.js';
-import { ffprobe, FfmpegError, runFfmpeg } from '../workers/media/ffmpeg.js';
+import { DEFAULT_ALLOWED_TYPES, detectType, isAllowedType, parseAllowList } from '../../workers/steps/detect-type.js';
+import { encodeFrameRate, mediaWork } from '../../workers/steps/limits.js';
+import { extractMetadata } from '../../workers/steps/metadata.js';
+import { MediaError, MediaRefusedError, type MediaLimits } from '../../workers/steps/types.js';
+import { ffprobe, FfmpegError, runFfmpeg } from '../../workers/media/ffmpeg.js';
 import {
   makeAudio,
   makeAudioWithCover,
@@ -23,7 +23,7 @@ import {
   makeVideo,
   tempDir,
   truncateCopy,
-} from './fixtures-media.js';
+} from '../helpers/fixtures-media.js';
 
 const exec = promisify(execFile);
 

@@ -3,9 +3,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import sharp from 'sharp';
-import { makeThumbnails, plannedWidths } from '../workers/steps/thumbnail.js';
-import { MediaError, type Thumbnail } from '../workers/steps/types.js';
-import { makeJpeg, makePng, makePngBomb, makeRotatedJpegWithGps, makeVideo, tempDir, truncateCopy } from './fixtures-media.js';
+import { makeThumbnails, plannedWidths } from '../../workers/steps/thumbnail.js';
+import { MediaError, type Thumbnail } from '../../workers/steps/types.js';
+import { makeJpeg, makePng, makePngBomb, makeRotatedJpegWithGps, makeVideo, tempDir, truncateCopy } from '../helpers/fixtures-media.js';
 
 let dir: string;
 beforeAll(async () => {

@@ -2,10 +2,10 @@
 // Clips are short and the tests pass preset 'ultrafast' (production default: veryfast).
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { ffprobe } from '../workers/media/ffmpeg.js';
-import { parseMasterPlaylist, planLadder, transcode, transcodeTimeoutMs } from '../workers/steps/transcode.js';
-import { MediaError } from '../workers/steps/types.js';
-import { makeAudio, makeVideo, probeJson, tempDir, truncateCopy } from './fixtures-media.js';
+import { ffprobe } from '../../workers/media/ffmpeg.js';
+import { parseMasterPlaylist, planLadder, transcode, transcodeTimeoutMs } from '../../workers/steps/transcode.js';
+import { MediaError } from '../../workers/steps/types.js';
+import { makeAudio, makeVideo, probeJson, tempDir, truncateCopy } from '../helpers/fixtures-media.js';
 
 let dir: string;
 beforeAll(async () => {

@@ -3,9 +3,9 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { Readable } from 'node:stream';
-import { pingClamd, scanStream, ScannerUnavailableError, ScanTooLargeError } from '../workers/steps/virus-scan.js';
-import type { ScanOptions } from '../workers/steps/types.js';
-import { EICAR } from './fixtures-media.js';
+import { pingClamd, scanStream, ScannerUnavailableError, ScanTooLargeError } from '../../workers/steps/virus-scan.js';
+import type { ScanOptions } from '../../workers/steps/types.js';
+import { EICAR } from '../helpers/fixtures-media.js';
 
 const socket = process.env.TEST_CLAMD_SOCKET;
 const port = Number(process.env.TEST_CLAMD_PORT);

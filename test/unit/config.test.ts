@@ -5,11 +5,11 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, loadConfig, parseByteSize, parseDuration } from '../config/index.js';
-import { freePort, testRedisUrl } from './helpers/services.js';
+import { ConfigError, loadConfig, parseByteSize, parseDuration } from '../../config/index.js';
+import { freePort, testRedisUrl } from '../helpers/services.js';
 
 const MiB = 1024 * 1024;
-const repoRoot = process.env.TEST_REPO_ROOT ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const repoRoot = process.env.TEST_REPO_ROOT ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -196,7 +196,7 @@ describe('loadConfig', () => {
   describe('TRUST_PROXY', () => {
     // proxyTrust(address, hop) is what express asks for each hop from the right (0 = the socket
     // peer): the first hop it does not trust is the client. The whole chain runs against real
-    // tusk processes in test/trust-proxy.test.ts.
+    // tusk processes in test/e2e/trust-proxy.test.ts.
     test.each<[string, string | undefined, Array<[string, number, boolean]>]>([
       ['unset', undefined, [['127.0.0.1', 0, false]]],
       ['false', 'false', [['127.0.0.1', 0, false]]],

@@ -1,8 +1,8 @@
 // Pure checks of the pipeline's configuration, job ids and URL signing (no services).
-import { loadConfig, ConfigError } from '../config/index.js';
-import { stepJobId } from '../workers/pipeline/flow.js';
-import { signBody } from '../workers/pipeline/webhooks.js';
-import { derivedKey, presignGetUrl } from '../lib/object-storage.js';
+import { loadConfig, ConfigError } from '../../config/index.js';
+import { stepJobId } from '../../workers/pipeline/flow.js';
+import { signBody } from '../../workers/pipeline/webhooks.js';
+import { derivedKey, presignGetUrl } from '../../lib/object-storage.js';
 
 function problemsOf(env: Record<string, string>): string[] {
   try {

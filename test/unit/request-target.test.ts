@@ -2,8 +2,8 @@
 // whatever a client sends, an id comes out only for exactly /files/<id> (one decode, any query or
 // fragment ignored), and never for another spelling of the path.
 import fc from 'fast-check';
-import { derivedTarget, tusTarget, uploadIdOfUrl } from '../server/http/request-target.js';
-import { isUploadId } from '../lib/upload-id.js';
+import { derivedTarget, tusTarget, uploadIdOfUrl } from '../../server/http/request-target.js';
+import { isUploadId } from '../../lib/upload-id.js';
 
 const hexId = fc.stringMatching(/^[0-9a-f]{32}$/);
 /** Characters that make URL tricks: separators, dots, percent signs, case, controls, unicode. */
