@@ -1,15 +1,11 @@
-// Issue 5: authentication and ownership (tus endpoint and status API), per-user byte quota and
+// Authentication and ownership (tus endpoint and status API), per-user byte quota and
 // concurrent-upload limit, creation rate limits - against real tusk processes, the test Redis and
-// the test S3 (RGW). Test JWTs are signed here with jose.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+// the test S3 (RGW). Test JWTs are signed here with jose. The authenticator and the settings
+// alone: test/unit/auth.test.ts; the quota bookkeeping alone: test/integration/quota-service.test.ts.
+import { randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
 import { Redis } from 'ioredis';
-import { loadConfig } from '../../config/index.js';
-import { AuthError, createAuthenticator, warnIfUnauthenticated } from '../../hooks/auth.js';
 import { QuotaService } from '../../hooks/quota.js';
-import type { Logger } from '../../lib/logger.js';
 import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
 import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
 import { OCTET, TUS, bodyOf, processUploadJobs, s3Leftovers } from '../helpers/tus.js';
@@ -352,22 +348,6 @@ describe('token lifetime settings', () => {
       await tusk.kill();
     }
   });
-
-  test('AUTH_MAX_TOKEN_LIFETIME=0: no maximum (exp still required)', async () => {
-    const auth = createAuthenticator(loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_MAX_TOKEN_LIFETIME: '0' }));
-    const req = (token: string) => ({ headers: { authorization: `Bearer ${token}` }, url: '/files/' }) as never;
-    const now = nowSeconds();
-    await expect(auth.authenticate(req(await signed({ sub: 'kim', iat: now, exp: now + 365 * 24 * HOUR })))).resolves.toEqual({ userId: 'kim' });
-    await expect(auth.authenticate(req(await signed({ sub: 'kim', iat: now })))).rejects.toMatchObject({ status: 401, message: expect.stringMatching(/no exp claim/) });
-  });
-
-  test('the settings are validated', () => {
-    expect(() => loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_MAX_TOKEN_LIFETIME: 'forever' })).toThrow(/AUTH_MAX_TOKEN_LIFETIME/);
-    expect(() => loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_MAX_TOKEN_LIFETIME: '500ms' })).toThrow(/AUTH_MAX_TOKEN_LIFETIME: must be 0 .* or at least 1s/);
-    expect(() => loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_REQUIRE_EXP: 'sometimes' })).toThrow(/AUTH_REQUIRE_EXP/);
-    expect(() => loadConfig({ AUTH_REQUIRE_EXP: 'false' })).toThrow(/AUTH_REQUIRE_EXP: has no effect/);
-    expect(loadConfig({ AUTH_JWT_SECRET: SECRET }).access.auth).toMatchObject({ requireExp: true, maxTokenLifetimeMs: 24 * HOUR * 1000 });
-  });
 });
 
 describe('expiry releases reservations (worker cleanup)', () => {
@@ -441,105 +421,5 @@ describe('authentication off', () => {
     const jobs = await processUploadJobs(testRedisUrl(), prefix);
     expect(jobs.map((j) => j.data.owner)).toEqual([null]);
     await tusk.kill();
-  });
-
-  test('the warning names an explicitly set non-loopback HOST', () => {
-    const lines: string[] = [];
-    const logger = { warn: (_o: unknown, m: string) => lines.push(m), info: () => {} } as unknown as Logger;
-    const write = process.stderr.write;
-    process.stderr.write = (() => true) as typeof process.stderr.write;
-    try {
-      warnIfUnauthenticated(loadConfig({ HOST: '0.0.0.0' }), logger);
-      warnIfUnauthenticated(loadConfig({}), logger);
-    } finally {
-      process.stderr.write = write;
-    }
-    expect(lines[0]).toMatch(/AUTHENTICATION IS OFF and HOST=0\.0\.0\.0/);
-    expect(lines[1]).toMatch(/AUTHENTICATION IS OFF.*127\.0\.0\.1 only/);
-  });
-});
-
-describe('authenticator (unit): public keys, JWKS, algorithm pinning', () => {
-  const reqWith = (token?: string, url = '/files/') => ({ headers: token ? { authorization: `Bearer ${token}` } : {}, url }) as never;
-
-  test('RS256 public key PEM: a valid token passes; HS256 signed with the PEM (alg confusion) and alg none do not', async () => {
-    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
-    const auth = createAuthenticator(loadConfig({ AUTH_JWT_PUBLIC_KEY: pem.replace(/\n/g, '\\n') }));
-    expect(auth.enabled).toBe(true);
-    const good = await new SignJWT({}).setProtectedHeader({ alg: 'RS256' }).setSubject('rsa-user').setExpirationTime('1m').sign(privateKey);
-    await expect(auth.authenticate(reqWith(good))).resolves.toEqual({ userId: 'rsa-user' });
-    const confused = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('x').setExpirationTime('1m').sign(new TextEncoder().encode(pem));
-    await expect(auth.authenticate(reqWith(confused))).rejects.toBeInstanceOf(AuthError);
-    await expect(auth.authenticate(reqWith(unsignedToken('x')))).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
-    const noSub = await new SignJWT({}).setProtectedHeader({ alg: 'RS256' }).setExpirationTime('1m').sign(privateKey);
-    await expect(auth.authenticate(reqWith(noSub))).rejects.toMatchObject({ status: 401 });
-    await expect(auth.authenticate(reqWith(undefined))).rejects.toMatchObject({ status: 401 });
-    // query tokens only where allowed
-    await expect(auth.authenticate(reqWith(undefined, `/api/uploads/x/events?access_token=${good}`))).rejects.toMatchObject({ status: 401 });
-    await expect(auth.authenticate(reqWith(undefined, `/api/uploads/x/events?access_token=${good}`), { allowQueryToken: true })).resolves.toEqual({ userId: 'rsa-user' });
-  });
-
-  test('ES256 via a JWKS URL', async () => {
-    const { publicKey, privateKey } = await generateKeyPair('ES256');
-    const jwk: JWK = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' };
-    const server = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [jwk] })));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-    try {
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`;
-      const auth = createAuthenticator(loadConfig({ AUTH_JWKS_URL: url, AUTH_JWT_ISSUER: ISSUER }));
-      const sign = (iss: string) => new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setSubject('es-user').setIssuer(iss).setExpirationTime('1m').sign(privateKey);
-      await expect(auth.authenticate(reqWith(await sign(ISSUER)))).resolves.toEqual({ userId: 'es-user' });
-      await expect(auth.authenticate(reqWith(await sign('https://evil.test')))).rejects.toMatchObject({ status: 401 });
-    } finally {
-      server.close();
-    }
-  });
-
-  test('configuration is validated with clear messages', () => {
-    expect(() => loadConfig({ AUTH_JWT_SECRET: 'short' })).toThrow(/AUTH_JWT_SECRET: must be at least 32 bytes/);
-    expect(() => loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_JWKS_URL: 'https://x.test/jwks' })).toThrow(/set only one of/);
-    expect(() => loadConfig({ AUTH_JWT_PUBLIC_KEY: 'nope' })).toThrow(/AUTH_JWT_PUBLIC_KEY: must be a PEM public key/);
-    expect(() => loadConfig({ AUTH_JWT_SECRET: SECRET, AUTH_JWT_ALGORITHMS: 'none' })).toThrow(/AUTH_JWT_ALGORITHMS/);
-    expect(() => loadConfig({ AUTH_JWT_ISSUER: ISSUER })).toThrow(/AUTH_JWT_ISSUER: has no effect/);
-    expect(() => loadConfig({ QUOTA_BYTES: 'lots' })).toThrow(/QUOTA_BYTES/);
-    expect(() => loadConfig({ MAX_CONCURRENT_UPLOADS: '-1' })).toThrow(/MAX_CONCURRENT_UPLOADS/);
-    expect(loadConfig({ QUOTA_BYTES: '5GiB' }).access).toMatchObject({ auth: undefined, quotaBytes: 5 * 1024 ** 3, maxConcurrentUploads: 0 });
-  });
-});
-
-// Quota bookkeeping (unit, on the test Redis): idempotent reserve, complete, adjust, release.
-describe('QuotaService (Redis)', () => {
-  let redis: Redis;
-  beforeAll(() => {
-    redis = new Redis(testRedisUrl());
-  });
-  afterAll(() => redis.disconnect());
-
-  test('reserve is idempotent per upload; complete frees the slot, not the bytes; release frees both; expired reservations are found', async () => {
-    const q = new QuotaService(redis, uniqueRedisPrefix(), { quotaBytes: 100, maxConcurrentUploads: 2 });
-    expect(await q.reserve('u', 'a', 60, { expiresAt: Date.now() - 1 })).toEqual({ ok: true });
-    expect(await q.reserve('u', 'a', 60)).toEqual({ ok: true });
-    expect(await q.usage('u')).toMatchObject({ bytes: 60, activeUploads: 1 });
-    expect(await q.reserve('u', 'b', 50)).toMatchObject({ ok: false, code: 'quota_exceeded' });
-    expect(await q.reserve('u', 'b', 0, { expiresAt: Date.now() + 60_000 })).toEqual({ ok: true });
-    expect(await q.reserve('u', 'c', 0)).toMatchObject({ ok: false, code: 'too_many_uploads' });
-    expect(await q.adjust('b', 41)).toMatchObject({ ok: false, code: 'quota_exceeded' });
-    expect(await q.adjust('b', 40)).toEqual({ ok: true });
-    expect(await q.expiredReservations()).toEqual(['a']);
-    await q.complete('a');
-    await q.complete('a');
-    expect(await q.usage('u')).toMatchObject({ bytes: 100, activeUploads: 1 });
-    expect(await q.expiredReservations()).toEqual([]);
-    expect(await q.release('a')).toBe(60);
-    expect(await q.release('a')).toBe(0);
-    expect(await q.usage('u')).toMatchObject({ bytes: 40, activeUploads: 1 });
-    expect(await q.reserve('u', 'final', 40, { complete: true, replaces: ['b'] })).toEqual({ ok: true });
-    expect(await q.usage('u')).toMatchObject({ bytes: 40, activeUploads: 0 });
-    // zero-byte reservations (deferred lengths) and replacing complete ones (Lua must never pass "-0")
-    expect(await q.reserve('u', 'zero', 0)).toEqual({ ok: true });
-    expect(await q.release('zero')).toBe(0);
-    expect(await q.reserve('u', 'final2', 40, { complete: true, replaces: ['final'] })).toEqual({ ok: true });
-    expect(await q.usage('u')).toMatchObject({ bytes: 40, activeUploads: 0 });
   });
 });

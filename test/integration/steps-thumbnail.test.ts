@@ -1,9 +1,10 @@
-// thumbnail step with real sharp and ffmpeg; media generated at test time.
+// thumbnail step with real sharp and ffmpeg; media generated at test time. The planned widths
+// alone: test/unit/media-plans.test.ts.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import sharp from 'sharp';
-import { makeThumbnails, plannedWidths } from '../../workers/steps/thumbnail.js';
+import { makeThumbnails } from '../../workers/steps/thumbnail.js';
 import { MediaError, type Thumbnail } from '../../workers/steps/types.js';
 import { makeJpeg, makePng, makePngBomb, makeRotatedJpegWithGps, makeVideo, tempDir, truncateCopy } from '../helpers/fixtures-media.js';
 
@@ -23,13 +24,6 @@ async function rgbAt(file: string, x: number, y: number): Promise<[number, numbe
 
 const isRed = ([r, g, b]: [number, number, number]) => r > 180 && g < 80 && b < 80;
 const isBlue = ([r, , b]: [number, number, number]) => b > 150 && r < 100;
-
-test('plannedWidths: ascending, never wider than the source, clipped once to the source width', () => {
-  expect(plannedWidths([1280, 160, 640], 4000)).toEqual([160, 640, 1280]);
-  expect(plannedWidths([160, 640, 1280], 800)).toEqual([160, 640, 800]);
-  expect(plannedWidths([160, 640, 1280], 640)).toEqual([160, 640]);
-  expect(plannedWidths([160, 640, 1280], 100)).toEqual([100]);
-});
 
 describe('image thumbnails', () => {
   test('24 MP JPEG with EXIF orientation 6 + GPS -> upright, no EXIF/GPS, smallest first', async () => {

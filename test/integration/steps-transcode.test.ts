@@ -1,9 +1,10 @@
 // transcode step with real ffmpeg: HLS ladder + MP4 fallback, audio-only HLS, bad input.
-// Clips are short and the tests pass preset 'ultrafast' (production default: veryfast).
+// Clips are short and the tests pass preset 'ultrafast' (production default: veryfast). The ladder
+// and the time limit alone: test/unit/media-plans.test.ts.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ffprobe } from '../../workers/media/ffmpeg.js';
-import { parseMasterPlaylist, planLadder, transcode, transcodeTimeoutMs } from '../../workers/steps/transcode.js';
+import { parseMasterPlaylist, transcode } from '../../workers/steps/transcode.js';
 import { MediaError } from '../../workers/steps/types.js';
 import { makeAudio, makeVideo, probeJson, tempDir, truncateCopy } from '../helpers/fixtures-media.js';
 
@@ -27,24 +28,6 @@ async function mediaPlaylist(file: string): Promise<string[]> {
   expect(segments.length).toBeGreaterThan(0);
   return segments;
 }
-
-test('planLadder: never above the source; small sources get one rung at their own size', () => {
-  expect(planLadder(1080).map((r) => r.short)).toEqual([480, 720, 1080]);
-  expect(planLadder(2160).map((r) => r.short)).toEqual([480, 720, 1080]);
-  expect(planLadder(720).map((r) => r.short)).toEqual([480, 720]);
-  expect(planLadder(480).map((r) => r.short)).toEqual([480]);
-  expect(planLadder(241).map((r) => r.short)).toEqual([240]);
-  expect(transcodeTimeoutMs(30)).toBe(420_000);
-  expect(transcodeTimeoutMs(undefined)).toBeGreaterThan(transcodeTimeoutMs(300));
-});
-
-test('transcode time limit: TRANSCODE_MIN_TIMEOUT + factor x duration, the duration counted at most up to MAX_MEDIA_DURATION', () => {
-  const opts = { baseMs: 120_000, perSecondMs: 10_000, maxDurationSec: 4 * 3600 };
-  expect(transcodeTimeoutMs(3600, opts)).toBe(120_000 + 10_000 * 3600);
-  expect(transcodeTimeoutMs(100 * 3600, opts)).toBe(120_000 + 10_000 * 4 * 3600);
-  expect(transcodeTimeoutMs(undefined, opts)).toBe(120_000 + 10_000 * 600); // unknown: 10 minutes
-  expect(transcodeTimeoutMs(undefined, { ...opts, maxDurationSec: 60 })).toBe(120_000 + 10_000 * 60);
-});
 
 test('4 s 1080p video -> 3 renditions + master + MP4, progress increasing to 100', async () => {
   const src = await makeVideo(path.join(dir, 'src1080.mp4'), { width: 1920, height: 1080, seconds: 4 });
