@@ -2,7 +2,7 @@
 // (S3: multipart upload aborted, .info and .part removed; disk: file and record removed), keeps
 // finished ones, and the expired upload then answers 404 or 410. Real tusk in `all` mode.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
@@ -30,6 +30,7 @@ describe.each<StoreKind>(['s3', 'file'])('cleanup of expired uploads (%s store)'
   });
   afterAll(async () => {
     await tusk?.kill();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
   test('an expired unfinished upload and its leftovers are deleted; a finished one stays', async () => {

@@ -2,7 +2,7 @@
 // indexes it per user when it is ready; an initiate with the same sha256 + size by the same user
 // answers { deduplicated: true, upload_id } without URLs, and the new upload shares the object and
 // outputs. Another user, or another hash, uploads normally. Real tusk (`all`), RGW, Redis, clamd.
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createTestBucket, tuskEnvForTests } from '../helpers/services.js';
 import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
@@ -12,6 +12,7 @@ import { api, JWT_SECRET, putTo, tokenFor } from '../helpers/direct.js';
 
 describe('dedup of direct uploads', () => {
   let tusk: TuskProcess;
+  let dir = '';
 
   beforeAll(async () => {
     if (!process.env.TEST_CLAMD_SOCKET) throw new Error('TEST_CLAMD_SOCKET not set: clamd did not start in global setup');
@@ -23,10 +24,12 @@ describe('dedup of direct uploads', () => {
   });
   afterAll(async () => {
     await tusk?.kill();
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   test('same user, same sha256 and size: deduplicated, sharing the ready outputs; others upload normally', async () => {
-    const file = await makeJpeg(path.join(await tempDir('tusk-dedup-'), 'a.jpg'), 320, 240);
+    dir = await tempDir('tusk-dedup-');
+    const file = await makeJpeg(path.join(dir, 'a.jpg'), 320, 240);
     const data = await readFile(file);
     const hash = sha256(data);
     const alice = await tokenFor('alice');

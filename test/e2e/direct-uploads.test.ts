@@ -1,7 +1,7 @@
 // Direct-to-storage uploads against real S3 (Ceph RGW) and Redis: tusk signs, Node's fetch sends
 // the bytes straight to the presigned URLs, tusk verifies and queues processing.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
@@ -369,12 +369,14 @@ describe('direct uploads: a huge file', () => {
 
 describe('direct uploads with STORAGE=file', () => {
   let tusk: TuskProcess;
+  let dataDir = '';
   beforeAll(async () => {
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-direct-file-'));
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-direct-file-'));
     tusk = await startTusk({ env: { STORAGE: 'file', DATA_DIR: dataDir, REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), SCAN_REQUIRED: 'false' } });
   });
   afterAll(async () => {
     await tusk?.kill();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
   test('answers 501 with a JSON error', async () => {

@@ -1,7 +1,7 @@
 // tus checksum + checksum-trailer extensions against a real tusk process, both stores: a
 // mismatch answers 460 and leaves the offset where it was; the right bytes then succeed.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -45,7 +45,7 @@ async function storeFor(kind: StoreKind): Promise<{ env: Record<string, string>;
     const bucket = await createTestBucket('checksum');
     return { env: { ...tuskEnvForTests(bucket), LOG_LEVEL: 'warn' }, target: { kind, bucket } };
   }
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-checksum-'));
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-checksum-test-'));
   return {
     env: { STORAGE: 'file', DATA_DIR: dataDir, REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), LOG_LEVEL: 'warn' },
     target: { kind, dataDir },
@@ -63,6 +63,7 @@ describe.each<StoreKind>(['s3', 'file'])('checksum extension (%s store)', (kind)
   });
   afterAll(async () => {
     await tusk?.kill();
+    if (target?.dataDir) await rm(target.dataDir, { recursive: true, force: true });
   });
 
   test('OPTIONS advertises checksum, checksum-trailer and the algorithms', async () => {

@@ -3,7 +3,7 @@
 // deleted afterwards and never queued for processing; tus-js-client's parallelUploads works.
 // The S3 part plan alone: test/unit/s3-concat-plan.test.ts.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as tus from 'tus-js-client';
@@ -52,6 +52,7 @@ describe.each<StoreKind>(['s3', 'file'])('concatenation (%s store)', (kind) => {
   });
   afterAll(async () => {
     await tusk?.kill();
+    if (target?.dataDir) await rm(target.dataDir, { recursive: true, force: true });
   });
 
   async function partial(data: Buffer): Promise<string> {

@@ -40,6 +40,7 @@ describe.each<StoreKind>(['s3', 'file'])('GET /files/<id> (%s store)', (kind) =>
   });
   afterAll(async () => {
     await tusk?.kill();
+    if (kind === 'file') await rm(dataDir, { recursive: true, force: true });
   });
 
   test('the whole file, byte-identical, with validators and safe headers', async () => {
