@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm test` and the tier scripts (jest.config.js describes the tiers):
-#   bash test/run.sh                      every tier: unit first (no services, no build; stops here
-#                                         if it fails), then build, then integration + e2e in one
+#   bash test/run.sh                      every tier: unit first (no services; stops here if it
+#                                         fails) while dist/ is built, then integration + e2e in one
 #                                         jest run (Redis, RGW and clamd start once for both)
 #   bash test/run.sh unit|integration|e2e [jest args]   one tier (npm run test:unit etc.)
 #   bash test/run.sh [jest args]          jest with these arguments over every tier, after the build:
@@ -40,6 +40,15 @@ if [ $# -gt 0 ]; then
   jest "$@"
   exit
 fi
-jest --selectProjects unit
-build
+# The build (tsc, one core) runs while the unit tier runs: the unit tests do not use dist/.
+build &
+building=$!
+if ! jest --selectProjects unit; then
+  wait "$building" || true
+  exit 1
+fi
+if ! wait "$building"; then
+  echo "test/run.sh: npm run build failed (its errors are above)" >&2
+  exit 1
+fi
 jest --selectProjects integration e2e
