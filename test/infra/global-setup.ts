@@ -1,4 +1,5 @@
-// Jest globalSetup: one private Redis and one Ceph RADOS Gateway (S3) for the whole test run,
+// Jest globalSetup of the integration and e2e projects (jest.config.js; a unit-only run starts no
+// services): one private Redis and one Ceph RADOS Gateway (S3) for the whole test run,
 // on free ports, under <repo>/.tmp/test-services/slot-N/. Test files find them through
 // process.env (set here, inherited by the jest workers forked afterwards):
 //   TEST_REDIS_URL, TEST_S3_ENDPOINT, TEST_S3_ACCESS_KEY_ID, TEST_S3_SECRET_ACCESS_KEY,
@@ -9,8 +10,8 @@
 //   when clamd cannot start: only the tests that need it fail then)
 // A slot belongs to one jest process at a time (file `owner`), so two test runs in the same
 // checkout do not stop each other's services. Daemons left in a free slot by an earlier run that
-// died are stopped first, unless TEST_REUSE_SERVICES=1 and they still work: then they are reused
-// (and global-teardown leaves them running for the next run).
+// died are stopped (and their data deleted) first, unless TEST_REUSE_SERVICES=1 and they still
+// work: then they are reused (and global-teardown leaves them running for the next run).
 //
 // Jest loads this file outside its module system (require() through ts-jest, then Node's own ESM
 // loader), where `./other.js` is not mapped to other.ts: import node built-ins only.
@@ -45,7 +46,9 @@ interface ScriptResult {
 
 function runScript(script: string, args: string[], env: Record<string, string>, timeoutMs = 180_000): Promise<ScriptResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('bash', [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Daemons may outlive the run (TEST_REUSE_SERVICES=1): never give them the run's own TMPDIR.
+    const tmp = process.env.TEST_ORIGINAL_TMPDIR;
+    const child = spawn('bash', [script, ...args], { env: { ...process.env, ...(tmp ? { TMPDIR: tmp } : {}), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     const collect = (chunk: Buffer) => {
       output = (output + chunk.toString()).slice(-20_000);
@@ -154,9 +157,14 @@ async function sweepStaleSlots(servicesRoot: string, mine: string, redisScript: 
         const leftovers = ['state.json', 'rgw/ceph.conf', 'redis/redis.pid', 'clamd/clamd.pid'].some((f) => fs.existsSync(path.join(dir, f)));
         if (!leftovers || !tryClaim(dir)) return;
         try {
-          await Promise.all([runScript(rgwScript, ['stop'], { DIR: path.join(dir, 'rgw') }), runScript(redisScript, ['stop'], { DIR: path.join(dir, 'redis') })]);
-          await runScript(path.join(path.dirname(redisScript), 'clamd.sh'), ['stop'], { DIR: path.join(dir, 'clamd') });
+          const results = await Promise.all([
+            runScript(rgwScript, ['kill'], { DIR: path.join(dir, 'rgw') }),
+            runScript(redisScript, ['stop'], { DIR: path.join(dir, 'redis') }),
+            runScript(path.join(path.dirname(redisScript), 'clamd.sh'), ['stop'], { DIR: path.join(dir, 'clamd') }),
+          ]);
           fs.rmSync(path.join(dir, 'state.json'), { force: true });
+          // Their data goes too (as global-teardown.ts would have done), once nothing runs on it.
+          if (results.every((r) => r.code === 0)) for (const name of ['rgw', 'redis', 'clamd']) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
         } finally {
           release(dir);
         }
@@ -247,7 +255,7 @@ export default async function globalSetup(_globalConfig?: unknown, projectConfig
     // daemons of dead runs in other slots go too (in the background; not when reusing services).
     const sweeping = reuse ? Promise.resolve() : sweepStaleSlots(servicesRoot, slotDir, redisScript, rgwScript).catch(() => undefined);
     fs.rmSync(stateFile, { force: true });
-    await Promise.all([runScript(rgwScript, ['stop'], { DIR: rgwDir }), runScript(redisScript, ['stop'], { DIR: redisDir })]);
+    await Promise.all([runScript(rgwScript, ['kill'], { DIR: rgwDir }), runScript(redisScript, ['stop'], { DIR: redisDir })]);
 
     for (let attempt = 1; ; attempt++) {
       const [redisPort, rgwPort, monPort] = (await freePorts(3)) as [number, number, number];
@@ -281,7 +289,7 @@ export default async function globalSetup(_globalConfig?: unknown, projectConfig
         await sweeping;
         break;
       }
-      await Promise.all([runScript(rgwScript, ['stop'], { DIR: rgwDir }), runScript(redisScript, ['stop'], { DIR: redisDir })]);
+      await Promise.all([runScript(rgwScript, ['kill'], { DIR: rgwDir }), runScript(redisScript, ['stop'], { DIR: redisDir })]);
       // A port taken between choosing and binding it: choose again.
       const raced = (redis.code === PORT_IN_USE || redis.code === 0) && (rgw.code === PORT_IN_USE || rgw.code === 0);
       if (raced && attempt < 3) continue;

@@ -5,6 +5,8 @@
 #
 #   rgw.sh start        wipe $DIR, create a new cluster, an S3 user and $BUCKET, wait until S3 works
 #   rgw.sh stop         stop this cluster's daemons: radosgw, then the OSD, then the monitor
+#   rgw.sh kill         stop them at once with SIGKILL (memstore objects are lost, and not written
+#                       to disk first: for a cluster whose $DIR is deleted next)
 #   rgw.sh restart      stop and start all daemons on the existing $DIR
 #   rgw.sh restart-rgw  restart radosgw only (objects and open multipart uploads survive)
 #   rgw.sh status       exit 0 if all daemons run and an authenticated HEAD on $BUCKET succeeds
@@ -142,6 +144,7 @@ on_exit() {
 
 case $CMD in
   stop) stop_all; exit ;;
+  kill) stop_all KILL; exit ;;
   status) daemons_alive && bucket_ok; exit ;;
   restart | restart-rgw)
     [ -f "$CONF" ] || { say "no cluster in $DIR (run start first)"; exit 1; }
@@ -159,7 +162,7 @@ case $CMD in
     wait_for S3 60 bucket_ok
     ok=1; echo "S3 ready ($CMD): $ENDPOINT"; exit 0 ;;
   start) ;;
-  *) echo "usage: DIR=... $0 start|stop|restart|restart-rgw|status" >&2; exit 2 ;;
+  *) echo "usage: DIR=... $0 start|stop|kill|restart|restart-rgw|status" >&2; exit 2 ;;
 esac
 
 # ---- start: a brand-new cluster --------------------------------------------------------------------

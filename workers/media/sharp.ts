@@ -1,6 +1,6 @@
 // sharp (libvips) set-up shared by the image steps, and translation of its errors into MediaError.
 // sharp does its work on libvips threads, off the JavaScript thread: the worker's event loop stays
-// free while an image is decoded/encoded (see test/steps-thumbnail.test.ts for the measurement).
+// free while an image is decoded/encoded (see test/integration/steps-thumbnail.test.ts for the measurement).
 import os from 'node:os';
 import sharp from 'sharp';
 import { MediaError } from './errors.js';

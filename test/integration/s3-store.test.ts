@@ -1,0 +1,439 @@
+// TuskS3Store against a real S3 (Ceph RGW) and a real Redis, both started for the run by the
+// test infra (TEST_S3_*, TEST_REDIS_URL). The store is driven directly (create / write streams /
+// getUpload / remove); HTTP black-box tests live elsewhere. Part size is the S3 minimum (5 MiB)
+// so multi-part cases stay small. What the file store must do as well (create, write at offsets,
+// deferred lengths, remove, expiry, concatenation, finished vs unfinished) is in
+// store-conformance.test.ts, run against both; this file has what is particular to S3: parts,
+// the .part tail, spool files, the Redis state and its rebuild from S3, S3 outages, tags.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { S3, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { StreamLimiter, Upload } from '@tus/utils';
+import { Redis } from 'ioredis';
+import { TuskS3Store, type TuskS3StoreOptions } from '../../lib/stores/s3-store.js';
+import { runWithUploadRequest } from '../../lib/stores/s3-request-context.js';
+
+const REQUIRED = ['TEST_S3_ENDPOINT', 'TEST_S3_ACCESS_KEY_ID', 'TEST_S3_SECRET_ACCESS_KEY', 'TEST_S3_REGION', 'TEST_S3_BUCKET', 'TEST_REDIS_URL'];
+const missing = REQUIRED.filter((k) => !process.env[k]);
+if (missing.length > 0) {
+  throw new Error(
+    `${missing.join(', ')} not set. The jest global setup starts RGW + Redis and sets them; to run this file alone ` +
+      'against your own services set all of ' + REQUIRED.join(', ') + " and pass --globalSetup='' --globalTeardown=''.",
+  );
+}
+const env = (k: string) => process.env[k] as string;
+
+const MiB = 1024 * 1024;
+const PART = 5 * MiB;
+const bucket = env('TEST_S3_BUCKET');
+const s3Config: S3ClientConfig = {
+  endpoint: env('TEST_S3_ENDPOINT'),
+  region: env('TEST_S3_REGION'),
+  forcePathStyle: true,
+  credentials: { accessKeyId: env('TEST_S3_ACCESS_KEY_ID'), secretAccessKey: env('TEST_S3_SECRET_ACCESS_KEY') },
+  requestChecksumCalculation: 'WHEN_REQUIRED',
+  responseChecksumValidation: 'WHEN_REQUIRED',
+};
+
+let redis: Redis;
+let s3: S3;
+let spoolDir: string;
+let prefix: string;
+const stores: TuskS3Store[] = [];
+
+function newStore(over: Partial<TuskS3StoreOptions> = {}): TuskS3Store {
+  const store = new TuskS3Store({
+    s3ClientConfig: { ...s3Config, bucket },
+    partSize: PART,
+    redis,
+    redisPrefix: prefix,
+    spoolDirectory: spoolDir,
+    expirationPeriodInMilliseconds: 3_600_000,
+    ...over,
+  });
+  stores.push(store);
+  return store;
+}
+
+const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+
+async function objectSha(key: string): Promise<string> {
+  const res = await s3.getObject({ Bucket: bucket, Key: key });
+  return sha(Buffer.from(await res.Body!.transformToByteArray()));
+}
+
+async function exists(key: string): Promise<boolean> {
+  try {
+    await s3.headObject({ Bucket: bucket, Key: key });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function tailSize(id: string): Promise<number | undefined> {
+  try {
+    return (await s3.headObject({ Bucket: bucket, Key: `${id}.part` })).ContentLength;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The body as a stream of 64 KiB chunks; optionally ends (or errors) after `cutAt` bytes. */
+function body(data: Buffer, opts: { cutAt?: number; errorAt?: number } = {}): Readable {
+  const stop = opts.cutAt ?? opts.errorAt ?? data.length;
+  return Readable.from(
+    (async function* () {
+      for (let o = 0; o < stop; o += 64 * 1024) {
+        yield data.subarray(o, Math.min(stop, o + 64 * 1024));
+        if (o % (1024 * 1024) === 0) await new Promise((r) => setImmediate(r));
+      }
+      if (opts.errorAt !== undefined) throw new Error('client went away');
+    })(),
+    { objectMode: false },
+  );
+}
+
+type Length = 'content-length' | 'chunked' | 'limiter';
+
+/**
+ * write() as @tus/server calls it. 'content-length': the request context carries the declared
+ * length; 'chunked': no Content-Length; 'limiter': no context, the body comes through a
+ * StreamLimiter sized to `declared` (what @tus/server does).
+ */
+function write(store: TuskS3Store, id: string, offset: number, src: Readable, declared: number, how: Length = 'content-length') {
+  if (how === 'limiter') {
+    const limiter = new StreamLimiter(declared);
+    src.pipe(limiter);
+    src.on('error', (err) => limiter.destroy(err));
+    return store.write(limiter, id, offset);
+  }
+  const headers = how === 'content-length' ? { 'content-length': String(declared) } : {};
+  return runWithUploadRequest({ headers }, () => store.write(src, id, offset));
+}
+
+/** Counts the store's S3 calls by command and outcome ('ok' | 'AbortError' | other error name). */
+function countCalls(store: TuskS3Store): Record<string, number> {
+  const counts: Record<string, number> = {};
+  (store as unknown as { client: S3 }).client.middlewareStack.add(
+    (next, ctx) => async (args) => {
+      const name = String(ctx.commandName).replace(/Command$/, '');
+      try {
+        const out = await next(args);
+        counts[`${name} ok`] = (counts[`${name} ok`] ?? 0) + 1;
+        return out;
+      } catch (err) {
+        const k = `${name} ${(err as Error).name}`;
+        counts[k] = (counts[k] ?? 0) + 1;
+        throw err;
+      }
+    },
+    { step: 'initialize', name: 'countCalls' },
+  );
+  return counts;
+}
+
+async function create(store: TuskS3Store, size: number | undefined): Promise<string> {
+  const id = `${prefix.replace(/:$/, '')}-${crypto.randomBytes(6).toString('hex')}`;
+  await store.create(new Upload({ id, size, offset: 0, metadata: { filename: 'x.bin' } }));
+  return id;
+}
+
+async function stateKeys(id: string): Promise<string[]> {
+  return redis.keys(`${prefix}upload:{${id}}*`);
+}
+
+beforeAll(async () => {
+  redis = new Redis(env('TEST_REDIS_URL'));
+  s3 = new S3(s3Config);
+  await s3.headBucket({ Bucket: bucket });
+});
+
+beforeEach(() => {
+  prefix = `t${crypto.randomBytes(3).toString('hex')}:`;
+  spoolDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tusk-s3-test-'));
+});
+
+afterEach(async () => {
+  // Every spool file is removed, whatever happened.
+  const left = fs.readdirSync(spoolDir);
+  fs.rmSync(spoolDir, { recursive: true, force: true });
+  expect(left).toEqual([]);
+  // Free the test's objects (RGW memstore keeps data in RAM) and Redis keys.
+  const idPrefix = prefix.replace(/:$/, '-');
+  const listed = await s3.listObjectsV2({ Bucket: bucket, Prefix: idPrefix });
+  const keys = (listed.Contents ?? []).map((o) => ({ Key: o.Key! }));
+  if (keys.length > 0) await s3.deleteObjects({ Bucket: bucket, Delete: { Objects: keys } });
+  const mp = await s3.listMultipartUploads({ Bucket: bucket, Prefix: idPrefix });
+  for (const u of mp.Uploads ?? []) await s3.abortMultipartUpload({ Bucket: bucket, Key: u.Key!, UploadId: u.UploadId! });
+  const rkeys = await redis.keys(`${prefix}*`);
+  if (rkeys.length > 0) await redis.del(...rkeys);
+});
+
+afterAll(async () => {
+  for (const s of stores) (s as unknown as { client: S3 }).client.destroy();
+  s3.destroy();
+  await redis.quit();
+});
+
+describe('TuskS3Store', () => {
+  test.each<[Length]>([['content-length'], ['chunked'], ['limiter']])(
+    'multi-part writes end byte-identical (%s)',
+    async (how) => {
+      const store = newStore();
+      const data = crypto.randomBytes(23 * MiB + 12345);
+      const id = await create(store, data.length);
+      // 13 MiB: 2 parts (5 + 8) streamed, or (chunked) 5 + 5 + a 3 MiB .part
+      const first = 13 * MiB;
+      expect(await write(store, id, 0, body(data.subarray(0, first)), first, how)).toBe(first);
+      expect((await store.getUpload(id)).offset).toBe(first);
+      const rest = data.length - first;
+      expect(await write(store, id, first, body(data.subarray(first)), rest, how)).toBe(data.length);
+      const up = await store.getUpload(id);
+      expect(up.offset).toBe(data.length);
+      expect(await objectSha(id)).toBe(sha(data));
+      expect(await exists(`${id}.part`)).toBe(false);
+      // state: only a small "done" record
+      expect(await stateKeys(id)).toEqual([`${prefix}upload:{${id}}`]);
+    },
+  );
+
+  test('without a request context, a chunked body shorter than its limiter (rest of the upload) is stored exactly', async () => {
+    // @tus/server sizes the StreamLimiter to Upload-Length - offset when Content-Length is absent.
+    const store = newStore();
+    const data = crypto.randomBytes(17 * MiB);
+    const id = await create(store, data.length);
+    const steps = [7 * MiB + 5, 3 * MiB, data.length - 10 * MiB - 5];
+    let offset = 0;
+    for (const n of steps) {
+      offset = await write(store, id, offset, body(data.subarray(offset, offset + n)), data.length - offset, 'limiter');
+      expect((await store.getUpload(id)).offset).toBe(offset);
+    }
+    expect(offset).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('one big write uploads parts concurrently and stays byte-identical', async () => {
+    const store = newStore();
+    const data = crypto.randomBytes(31 * MiB);
+    const id = await create(store, data.length);
+    let started = 0;
+    const client = (store as unknown as { client: S3 }).client;
+    let inFlight = 0;
+    let maxInFlight = 0;
+    // Part 1 is answered only once part 2 has started (or after 10 s): whether part 2 streams while
+    // part 1 is still in flight is then up to the store, not to how fast this machine is right now.
+    let secondStarted = () => {};
+    const second = new Promise<void>((resolve) => (secondStarted = resolve));
+    client.middlewareStack.add(
+      (next, ctx) => async (args) => {
+        if (ctx.commandName !== 'UploadPartCommand') return next(args);
+        const n = ++started;
+        if (n === 2) secondStarted();
+        maxInFlight = Math.max(maxInFlight, ++inFlight);
+        try {
+          const out = await next(args);
+          if (n === 1) await Promise.race([second, new Promise((r) => setTimeout(r, 10_000))]);
+          return out;
+        } finally {
+          inFlight--;
+        }
+      },
+      { step: 'initialize', name: 'count' },
+    );
+    expect(await write(store, id, 0, body(data), data.length)).toBe(data.length);
+    expect(started).toBe(6); // floor(31/5) parts, the last one 6 MiB
+    expect(maxInFlight).toBeGreaterThanOrEqual(2); // part i+1 streams while part i completes
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('a body that ends early is saved exactly (part + .part), and the upload resumes byte-identical', async () => {
+    const store = newStore();
+    const data = crypto.randomBytes(20 * MiB);
+    const id = await create(store, data.length);
+    // Declared 16 MiB (3 parts planned), the client goes away after 7.25 MiB: part 1 (5 MiB)
+    // was streamed; part 2 is cut at 2.25 MiB -> stored as .part.
+    const cut = 7 * MiB + 256 * 1024;
+    const calls = countCalls(store);
+    expect(await write(store, id, 0, body(data.subarray(0, 16 * MiB), { cutAt: cut }), 16 * MiB)).toBe(cut);
+    // part 1 streamed; part 2's streamed UploadPart aborted, its 2.25 MiB put as .part from the spool
+    expect(calls).toEqual({ 'UploadPart ok': 1, 'UploadPart AbortError': 1, 'PutObject ok': 1 });
+    expect((await store.getUpload(id)).offset).toBe(cut);
+    expect(await tailSize(id)).toBe(cut - PART);
+    // Next PATCH declares 4.5 MiB: one piece of .part (2.25 MiB) + 4.5 MiB. Cut after 3 MiB:
+    // 5.25 MiB >= 5 MiB is stored as part 2 (the .part is consumed).
+    const cut2 = cut + 3 * MiB;
+    expect(await write(store, id, cut, body(data.subarray(cut, cut + 4.5 * MiB), { cutAt: 3 * MiB }), 4.5 * MiB)).toBe(cut2);
+    expect((await store.getUpload(id)).offset).toBe(cut2);
+    expect(await tailSize(id)).toBeUndefined();
+    expect(await write(store, id, cut2, body(data.subarray(cut2)), data.length - cut2)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('a body that ends early inside a big piece keeps it as a part (>= 5 MiB)', async () => {
+    const store = newStore();
+    const data = crypto.randomBytes(14 * MiB);
+    const id = await create(store, data.length);
+    // one planned 14 MiB part... (floor(14/5)=2 parts: 5 + 9); cut in the 9 MiB piece at 12 MiB
+    const cut = 12 * MiB;
+    expect(await write(store, id, 0, body(data, { cutAt: cut }), data.length)).toBe(cut);
+    expect(await tailSize(id)).toBeUndefined();
+    expect(await write(store, id, cut, body(data.subarray(cut)), data.length - cut)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('a body that errors keeps what arrived, rejects, and the upload resumes', async () => {
+    const store = newStore();
+    const data = crypto.randomBytes(12 * MiB);
+    const id = await create(store, data.length);
+    const cut = 6 * MiB + 100;
+    await expect(write(store, id, 0, body(data, { errorAt: cut }), data.length)).rejects.toThrow('client went away');
+    expect((await store.getUpload(id)).offset).toBe(cut);
+    expect(await write(store, id, cut, body(data.subarray(cut)), data.length - cut)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('small writes below 5 MiB accumulate in .part until a part is possible', async () => {
+    const store = newStore();
+    const data = crypto.randomBytes(9 * MiB);
+    const id = await create(store, data.length);
+    const steps = [2 * MiB, 2 * MiB, 2 * MiB, 2 * MiB, 1 * MiB];
+    const tails = [2 * MiB, 4 * MiB, undefined, 2 * MiB, undefined];
+    let offset = 0;
+    for (const [i, n] of steps.entries()) {
+      offset = await write(store, id, offset, body(data.subarray(offset, offset + n)), n);
+      expect(offset).toBe(steps.slice(0, i + 1).reduce((a, b) => a + b, 0));
+      expect((await store.getUpload(id)).offset).toBe(offset);
+      if (i < steps.length - 1) expect(await tailSize(id)).toBe(tails[i]);
+    }
+    expect(await objectSha(id)).toBe(sha(data));
+    expect(await exists(`${id}.part`)).toBe(false);
+  });
+
+  test('state rebuilt from S3 after the Redis state is lost gives the same offset', async () => {
+    const store = newStore();
+    const data = crypto.randomBytes(14 * MiB);
+    const id = await create(store, data.length);
+    const at = 8 * MiB; // part 1 (5 MiB) + .part (3 MiB)
+    await write(store, id, 0, body(data.subarray(0, 5 * MiB)), 5 * MiB);
+    await write(store, id, 5 * MiB, body(data.subarray(5 * MiB, at)), 3 * MiB);
+    expect(await tailSize(id)).toBe(3 * MiB);
+    await redis.del(...(await stateKeys(id)));
+
+    const other = newStore(); // another process, nothing cached
+    expect((await other.getUpload(id)).offset).toBe(at);
+    expect(await stateKeys(id)).toHaveLength(2);
+    // A stale .part (already copied into part 2, its delete lost) must not count on rebuild.
+    const at2 = await write(other, id, at, body(data.subarray(at, 11 * MiB)), 3 * MiB); // .part 3+3 -> part 2
+    expect(at2).toBe(11 * MiB);
+    await s3.putObject({ Bucket: bucket, Key: `${id}.part`, Body: Buffer.alloc(1234), Metadata: { 'tusk-next-part': '2' } });
+    await redis.del(...(await stateKeys(id)));
+    expect((await newStore().getUpload(id)).offset).toBe(at2);
+
+    expect(await write(other, id, at2, body(data.subarray(at2)), data.length - at2)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+    // finished upload after a "restart": Redis empty, multipart gone, .info still there
+    await redis.del(...(await stateKeys(id)));
+    const done = await newStore().getUpload(id);
+    expect(done.offset).toBe(data.length);
+    expect(done.size).toBe(data.length);
+  });
+
+  test('remove() deletes the objects, the multipart upload and the state', async () => {
+    // (That the upload is gone for getUpload() and remove() is in store-conformance.test.ts.)
+    const store = newStore();
+    const data = crypto.randomBytes(8 * MiB);
+    const id = await create(store, 20 * MiB);
+    await write(store, id, 0, body(data), data.length, 'chunked'); // part 1 + .part
+    expect(await tailSize(id)).toBe(3 * MiB);
+    await store.remove(id);
+    expect(await exists(`${id}.info`)).toBe(false);
+    expect(await exists(`${id}.part`)).toBe(false);
+    const mp = await s3.listMultipartUploads({ Bucket: bucket, Prefix: id });
+    expect(mp.Uploads ?? []).toHaveLength(0);
+    expect(await stateKeys(id)).toEqual([]);
+
+    // a finished upload too (final object included)
+    const id2 = await create(store, 1000);
+    await write(store, id2, 0, body(data.subarray(0, 1000)), 1000);
+    expect(await exists(id2)).toBe(true);
+    await store.remove(id2);
+    expect(await exists(id2)).toBe(false);
+    expect(await exists(`${id2}.info`)).toBe(false);
+  });
+
+  test('deferred length: size declared by the last PATCH, whose tail becomes the last part', async () => {
+    const store = newStore();
+    const data = crypto.randomBytes(9 * MiB + 7);
+    const id = await create(store, undefined);
+    expect((await store.getUpload(id)).size).toBeUndefined();
+    let offset = await write(store, id, 0, body(data.subarray(0, 6 * MiB)), 6 * MiB); // part 1
+    offset = await write(store, id, offset, body(data.subarray(offset)), data.length - offset); // .part (size unknown)
+    expect(offset).toBe(data.length);
+    expect(await tailSize(id)).toBe(data.length - 6 * MiB);
+    // last PATCH: Upload-Length declared, empty body
+    await store.declareUploadLength(id, data.length);
+    expect(await write(store, id, offset, body(Buffer.alloc(0)), 0)).toBe(data.length);
+    const up = await store.getUpload(id);
+    expect([up.offset, up.size]).toEqual([data.length, data.length]);
+    expect(await objectSha(id)).toBe(sha(data));
+
+    // chunked body, length declared together with the last bytes
+    const id2 = await create(store, undefined);
+    const o = await write(store, id2, 0, body(data.subarray(0, 4 * MiB)), 0, 'chunked');
+    expect(o).toBe(4 * MiB);
+    await store.declareUploadLength(id2, data.length);
+    expect(await write(store, id2, o, body(data.subarray(o)), 0, 'chunked')).toBe(data.length);
+    expect(await objectSha(id2)).toBe(sha(data));
+  });
+
+  test('an S3 outage makes write() reject, keeps the state consistent, and a retry works', async () => {
+    const store = newStore();
+    const data = crypto.randomBytes(14 * MiB);
+    const id = await create(store, data.length);
+    // Another process whose S3 is unreachable (same Redis).
+    const down = newStore({
+      s3ClientConfig: { ...s3Config, endpoint: 'http://127.0.0.1:9', maxAttempts: 1, bucket },
+      spoolRetries: 2,
+    });
+    let at = await write(store, id, 0, body(data.subarray(0, 5 * MiB)), 5 * MiB); // part 1
+    // streamed part fails, retries from spool fail -> reject, nothing recorded
+    await expect(write(down, id, at, body(data.subarray(at)), data.length - at)).rejects.toThrow();
+    await expect(write(down, id, at, body(data.subarray(at)), 0, 'chunked')).rejects.toThrow();
+    expect((await store.getUpload(id)).offset).toBe(at);
+    at = await write(store, id, at, body(data.subarray(at, at + 2 * MiB)), 2 * MiB); // .part
+    // reading the .part fails
+    await expect(write(down, id, at, body(data.subarray(at)), data.length - at)).rejects.toThrow();
+    expect((await store.getUpload(id)).offset).toBe(at);
+    expect(await tailSize(id)).toBe(2 * MiB);
+    expect(await write(store, id, at, body(data.subarray(at)), data.length - at)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('spool files left by a dead process are swept when a store starts', async () => {
+    const dead = path.join(spoolDir, 'tusk-s3-999999999-0123456789abcdef'); // no such pid
+    const live = path.join(spoolDir, `tusk-s3-${process.pid}-0123456789abcdef`);
+    const other = path.join(spoolDir, 'unrelated.bin');
+    for (const f of [dead, live, other]) fs.writeFileSync(f, 'x');
+    newStore();
+    for (let i = 0; i < 100 && fs.existsSync(dead); i++) await new Promise((r) => setTimeout(r, 10));
+    expect([fs.existsSync(dead), fs.existsSync(live), fs.existsSync(other)]).toEqual([false, true, true]);
+    fs.rmSync(live);
+    fs.rmSync(other);
+  });
+
+  test('Tus-Completed tags: false while in progress, true once completed', async () => {
+    const store = newStore();
+    const data = crypto.randomBytes(6 * MiB);
+    const id = await create(store, data.length);
+    await write(store, id, 0, body(data.subarray(0, MiB)), MiB);
+    const tag = async (key: string) => (await s3.getObjectTagging({ Bucket: bucket, Key: key })).TagSet?.find((t) => t.Key === 'Tus-Completed')?.Value;
+    expect(await tag(`${id}.info`)).toBe('false');
+    expect(await tag(`${id}.part`)).toBe('false');
+    await write(store, id, MiB, body(data.subarray(MiB)), data.length - MiB);
+    expect(await tag(`${id}.info`)).toBe('true');
+  });
+});
