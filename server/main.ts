@@ -16,7 +16,7 @@ import { SpoolBudget } from './tus/checksum.js';
 import { ConcatRegistry } from './tus/concatenation.js';
 import { createTusEndpoint } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
-import { createApiRouter } from './api/uploads.js';
+import { createApiRouter } from './status/routes.js';
 import { createDirectUploadsRouter } from './direct/routes.js';
 
 export interface RunningServer {
