@@ -1,8 +1,8 @@
 // Per-user byte quota and concurrent-upload limit, all state in Redis and every change
 // one Lua script, so several tusk processes (and the direct-to-storage API) share it correctly.
-//   ${prefix}quota:user:{<userId>}     hash  bytes (reserved + stored), active (unfinished uploads)
-//   ${prefix}quota:upload:{<uploadId>} hash  user, bytes, state (active|complete), expires_at (ms, 0 = never)
-//   ${prefix}quota:expiring            zset  active upload ids by expires_at (releaseExpiredReservations)
+//   <prefix>quota:user:{<userId>}     hash  bytes (reserved + stored), active (unfinished uploads)
+//   <prefix>quota:upload:{<uploadId>} hash  user, bytes, state (active|complete), expires_at (ms, 0 = never)
+//   <prefix>quota:expiring            zset  active upload ids by expires_at (releaseExpiredReservations)
 // Life of a reservation:
 //   reserve(user, id, bytes)  at creation, from the declared length (for a deferred length: the
 //                             creation body's length, 0 without one);

@@ -1,5 +1,5 @@
 // The status record of an upload: one Redis hash `${REDIS_PREFIX}record:<uploadId>` (never
-// `${prefix}upload:`, which the S3 store uses), one field per part so that steps running in
+// `<prefix>upload:`, which the S3 store uses), one field per part so that steps running in
 // parallel (thumbnail, transcode) never overwrite each other:
 //   run            pipeline run (generation); bumped by a reprocess. Writes carry the run they
 //                  belong to and are dropped by Redis (Lua) when it is not the current one, so a

@@ -3,12 +3,12 @@
 // every HEAD/PATCH and ListParts + GetObject .part again in every write).
 //
 // Keys (hash-tagged so both live in one Redis Cluster slot):
-//   ${prefix}upload:{<id>}        hash  info   JSON {upload: {id,size,metadata,creation_date,storage}, uploadId}
+//   <prefix>upload:{<id>}        hash  info   JSON {upload: {id,size,metadata,creation_date,storage}, uploadId}
 //                                       nparts number of committed parts (always 1..nparts, consecutive)
 //                                       bytes  sum of the committed parts' sizes
 //                                       tail   size of the `<id>.part` object (0 = none)
 //                                       done   "1" once CompleteMultipartUpload succeeded
-//   ${prefix}upload:{<id>}:parts  hash  <partNumber> -> "<size> <etag>"
+//   <prefix>upload:{<id>}:parts  hash  <partNumber> -> "<size> <etag>"
 //
 // Invariant: nothing is written here before S3 confirmed it; the state may lag behind S3 (crash
 // between the S3 call and the Redis update), never run ahead. When the keys are missing the

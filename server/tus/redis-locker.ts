@@ -2,15 +2,15 @@
 // can serve the same uploads without two requests writing one upload at the same time.
 //
 // Redis names (all under the configured prefix, e.g. 'tusk:'):
-//   ${prefix}lock:${id}       string key, value = random token of the holding lock, PX ttlMs.
+//   <prefix>lock:${id}       string key, value = random token of the holding lock, PX ttlMs.
 //                             The holder renews the TTL every ttlMs/3 (compare-and-set on the
 //                             token), so a crashed holder frees the lock after at most ttlMs.
-//   ${prefix}lock-release     pub/sub channel, message = upload id: "whoever holds <id>, let go".
+//   <prefix>lock-release     pub/sub channel, message = upload id: "whoever holds <id>, let go".
 //                             Every process calls requestRelease() of its local holder(s) of <id>
 //                             (in tus that is context.cancel(): the request is aborted after
 //                             lockDrainTimeout, the store keeps what it got, the handler unlocks).
 //                             Waiters republish it at most every RELEASE_REQUEST_INTERVAL_MS.
-//   ${prefix}lock-released    pub/sub channel, message = upload id, published (from the unlock
+//   <prefix>lock-released    pub/sub channel, message = upload id, published (from the unlock
 //                             Lua script) when a holder unlocks, so waiters retry at once. Waiters
 //                             also poll with a capped backoff, so a lost message only costs latency.
 //

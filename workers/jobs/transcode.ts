@@ -5,6 +5,7 @@
 // (TRANSCODE_LOCK_DURATION), and a stalled one is noticed within that or 30 s.
 import path from 'node:path';
 import { TRANSCODE_QUEUE, type StepJob } from '../../lib/queues.js';
+import { derivedKey } from '../../lib/s3-keys.js';
 import { ffprobe } from '../media/ffmpeg.js';
 import { probeFailure } from '../steps/metadata.js';
 import { transcode, transcodeTimeoutMs } from '../steps/transcode.js';
@@ -57,9 +58,9 @@ export const transcodeJob: PipelineJob<StepJob> = {
         await watch.check(); // the same keys as a newer run's outputs: store only for the current run
         await storage.putDerivedDir(uploadId, '', outDir, watch.signal);
         const extra: Record<string, string> = {
-          'out:hls': JSON.stringify({ master_key: `derived/${uploadId}/${result.hls.master}`, renditions: result.hls.renditions }),
+          'out:hls': JSON.stringify({ master_key: derivedKey(uploadId, result.hls.master), renditions: result.hls.renditions }),
         };
-        if (result.mp4) extra['out:mp4'] = `derived/${uploadId}/${result.mp4}`;
+        if (result.mp4) extra['out:mp4'] = derivedKey(uploadId, result.mp4);
         await records.patchTask(uploadId, run, 'transcode', { status: 'done', progress: 100, finished_at: now() }, extra);
         return { renditions: result.hls.renditions.length, mp4: !!result.mp4, elapsedMs: result.elapsedMs };
       });
