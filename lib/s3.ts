@@ -23,13 +23,6 @@ export function s3ClientConfig(s3: S3ConnectionConfig, logger?: Logger): S3Clien
     ...sdkClientSettings(logger),
     region: s3.region,
     forcePathStyle: s3.forcePathStyle,
-    // Since 3.729 the SDK adds CRC32 checksums to every upload and validates response checksums by
-    // default. Many S3-compatible servers (Ceph RGW 16 answers 411 on UploadPart with a streamed
-    // body; older MinIO) do not support that, and presigned URLs made with the default carry an
-    // x-amz-checksum-crc32 that the browser's bytes will not match. Only send/validate checksums
-    // where the S3 API itself requires them.
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
     // Without timeouts a stalled S3 would hang a PATCH (and its upload lock) forever. The socket
     // timeout is an idle timeout: a part streaming at the client's pace keeps it alive.
     requestHandler: { connectionTimeout: S3_CONNECT_TIMEOUT_MS, requestTimeout: S3_IDLE_TIMEOUT_MS },
@@ -43,11 +36,18 @@ export function s3ClientConfig(s3: S3ConnectionConfig, logger?: Logger): S3Clien
 }
 
 /**
- * Settings of every tusk S3 client beyond the connection: streamed bodies sent at once, and the
- * SDK's own log lines routed into tusk's log.
+ * Settings of every tusk S3 client beyond the connection: checksums only where S3 requires them,
+ * streamed bodies sent at once, and the SDK's own log lines routed into tusk's log.
  */
-export function sdkClientSettings(logger?: Logger): Pick<S3ClientConfig, 'expectContinueHeader' | 'logger'> {
+export function sdkClientSettings(logger?: Logger): Pick<S3ClientConfig, 'requestChecksumCalculation' | 'responseChecksumValidation' | 'expectContinueHeader' | 'logger'> {
   return {
+    // Since 3.729 the SDK adds CRC32 checksums to every upload and validates response checksums by
+    // default. Many S3-compatible servers (Ceph RGW 16 answers 411 on UploadPart with a streamed
+    // body; older MinIO) do not support that, and presigned URLs made with the default carry an
+    // x-amz-checksum-crc32 that the browser's bytes will not match. Only send/validate checksums
+    // where the S3 API itself requires them.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
     // Send bodies at once instead of waiting a round trip for "100 Continue": a PATCH's bytes are
     // arriving now, and a part that S3 refuses is retried from its spool file.
     expectContinueHeader: false,

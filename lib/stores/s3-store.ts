@@ -24,6 +24,7 @@ import type { S3 } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
 import { isNotFoundError } from '../errors.js';
 import { listAllParts, sdkClientSettings } from '../s3.js';
+import { isUploadId } from '../upload-id.js';
 import type { ConcatenatingStore } from './concatenating-store.js';
 import { finishedUploadsNeverExpire } from './finished-uploads-never-expire.js';
 import { PartWriter, type PartWriterHost } from './s3-part-writer.js';
@@ -434,6 +435,37 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
     });
     await this.states.delete(id);
     this.log?.debug({ uploadId: id }, 'upload removed');
+  }
+
+  /**
+   * Deletes the unfinished uploads past their expiry, like S3Store's, but through remove(): their
+   * Redis state goes too (otherwise getUpload would still answer for them until its TTL), and only
+   * tus uploads are touched (multipart uploads under direct/ belong to the direct-upload cleanup).
+   * Returns the number of uploads deleted.
+   */
+  override async deleteExpired(): Promise<number> {
+    if (this.getExpiration() === 0) return 0;
+    let deleted = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.client.listMultipartUploads({ Bucket: this.bucket, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker });
+      for (const u of page.Uploads ?? []) {
+        if (!u.Key || !isUploadId(u.Key) || !u.Initiated) continue;
+        if (Date.now() <= this.getExpirationDate(u.Initiated.toISOString()).getTime()) continue;
+        try {
+          await this.remove(u.Key);
+          deleted++;
+        } catch (err) {
+          if (err !== ERRORS.FILE_NOT_FOUND) this.log?.warn({ err, uploadId: u.Key }, 'could not delete an expired upload');
+        }
+      }
+      if (!page.IsTruncated) break;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+      if (!keyMarker && !uploadIdMarker) break;
+    }
+    return deleted;
   }
 
   /**

@@ -250,7 +250,11 @@ test('reprocess?force=1 during a transcode stops the replaced run\'s ffmpeg in t
   const tooSoon = await force();
   expect(tooSoon.status).toBe(429);
   expect(Number(tooSoon.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-  expect(((await tooSoon.json()) as { error: { code: string; message: string } }).error).toEqual({ code: 'rate_limited', message: expect.stringMatching(/force=1/) });
+  expect(((await tooSoon.json()) as { error: { code: string; message: string } }).error).toEqual({
+    code: 'rate_limited',
+    message: expect.stringMatching(/force=1/),
+    retry_after: Number(tooSoon.headers.get('retry-after')),
+  });
   // Run 1's ffmpeg is stopped by the worker running it, within seconds.
   expect(await eventually(async () => (await transcodeProcesses(id, 1)).length === 0, 15_000)).toBe(true);
   process.stderr.write(`\n[measure] forced reprocess -> the replaced run's ffmpeg gone: ${Date.now() - forcedAt} ms\n`);

@@ -325,10 +325,8 @@ describe.each<Backend>([s3Backend, fileBackend])('$name store', (backend) => {
     expect(finished(await store.getUpload(done.id))).toBe(true);
   });
 
-  // TuskS3Store.deleteExpired() (inherited from @tus/s3-store) removes the objects and the multipart
-  // upload but not the upload's Redis state, so getUpload() still answers for it until that state's
-  // TTL. Known: marked failing for S3 until the store removes the state; then make it a plain test.
-  (backend.name === 's3' ? test.failing : test)('after deleteExpired, getUpload of an expired upload rejects (404 or 410)', async () => {
+  // What deleteExpired removed is gone for getUpload too (for S3: the upload's Redis state as well).
+  test('after deleteExpired, getUpload of an expired upload rejects (404 or 410)', async () => {
     const { store, expired } = await expireSome();
     for (const { id } of expired) await expect(store.getUpload(id)).rejects.toMatchObject({ status_code: expect.any(Number) });
   });
