@@ -13,7 +13,7 @@ import path from 'node:path';
 const RUN_DIR_PREFIX = 'tusk-test-run-';
 
 /** What temp-guard-teardown.ts reads (same jest process: a global, as jest documents). */
-interface TempGuardState {
+export interface TempGuardState {
   /** os.tmpdir() before this run changed TMPDIR. */
   original: string;
   /** TMPDIR as it was (undefined: not set). */

@@ -8,12 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-interface TempGuardState {
-  original: string;
-  originalEnv: string | undefined;
-  runDir: string;
-  before: string[];
-}
+import type { TempGuardState } from './temp-guard-setup.js';
 
 const shared = globalThis as { __tuskTempGuard?: TempGuardState };
 
