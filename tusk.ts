@@ -7,9 +7,10 @@ import { Queue } from 'bullmq';
 import { ConfigError, loadConfig, type Config } from './config/index.js';
 import { createAccessControl } from './hooks/access.js';
 import type { Core } from './hooks/core.js';
-import { UploadLifecycle } from './hooks/lifecycle.js';
+import { countUploads, UploadLifecycle } from './hooks/lifecycle.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from './lib/embedded-redis.js';
 import { createLogger, type Logger } from './lib/logger.js';
+import { Metrics, serveMetrics } from './lib/metrics.js';
 import { createObjectStorage } from './lib/object-storage.js';
 import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob, type ReprocessFields } from './lib/queues.js';
 import { RecordStore } from './lib/record-store.js';
@@ -51,6 +52,10 @@ async function main(): Promise<void> {
   const stops: Array<() => Promise<void>> = [];
   if (mode === 'worker' || mode === 'all') stops.push((await startWorkers(core)).stop);
   if (mode === 'server' || mode === 'all') stops.push((await startServer(core)).stop);
+  // Metrics: the process's own listener (METRICS_PORT); otherwise the faces answer /metrics.
+  if (config.metrics.enabled && config.metrics.port !== undefined) {
+    stops.push((await serveMetrics(core.metrics, { host: config.host, port: config.metrics.port, token: config.metrics.token }, logger)).close);
+  }
 
   let stopping = false;
   const shutdown = (signal: string) => {
@@ -85,19 +90,21 @@ function compose(config: Config, redisUrl: string, logger: Logger): { core: Core
     conn.on('error', (err) => logger.warn({ err: err.message, connection: name }, 'Redis connection error'));
   }
   const keys = new RedisKeys(config.redisPrefix);
+  const metrics = new Metrics({ processMetrics: config.metrics.enabled });
   let s3: Core['s3'];
   if (config.storage === 's3' && config.s3) {
-    const client = createS3Client(config.s3, logger.child({ component: 's3' }));
+    const client = createS3Client(config.s3, logger.child({ component: 's3' }), metrics);
     s3 = { client, presigner: new Presigner(client, config.s3, config.pipeline.s3PublicEndpoint), bucket: config.s3.bucket };
   }
   const storage = createObjectStorage(config, s3);
   const datastore = createDatastore(config, redis, logger, s3?.client);
   const records = new RecordStore(redis, config.redisPrefix);
-  const access = createAccessControl(config, redis);
+  const access = createAccessControl(config, redis, keys, metrics);
   const processQueue = new Queue<ProcessUploadJob & ReprocessFields>(PROCESS_UPLOAD_QUEUE, { connection: redis, prefix: keys.bullPrefix });
   processQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue connection error'));
   const lifecycle = new UploadLifecycle({ access, records, processQueue, storage, redis, keys, logger: logger.child({ component: 'lifecycle' }) });
-  const core: Core = { config, logger, redis, subscriber, bullmq, keys, s3, datastore, storage, records, access, lifecycle };
+  countUploads(lifecycle, metrics);
+  const core: Core = { config, logger, redis, subscriber, bullmq, keys, s3, datastore, storage, records, access, lifecycle, metrics };
   const close = async () => {
     await processQueue.close().catch(() => {});
     storage.close();

@@ -11,10 +11,11 @@
 // the restarted one) takes the job as stalled and runs it again. Every step is idempotent:
 // outputs go to fixed keys (derived/<id>/...), record writes carry the run and terminal states
 // are written once (Lua in lib/record-store.ts), webhooks have one job id per event and run.
-import { FlowProducer, Worker } from 'bullmq';
+import { FlowProducer, Worker, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
+import type { Metrics, StepOutcome } from '../lib/metrics.js';
 import type { ObjectStorage } from '../lib/object-storage.js';
 import { RecordStore } from '../lib/record-store.js';
 import { RedisKeys } from '../lib/redis-keys.js';
@@ -41,9 +42,10 @@ export interface PipelineDeps {
   /** The process's status records and object storage (hooks/core.ts). */
   records: RecordStore;
   storage: ObjectStorage;
+  metrics: Metrics;
 }
 
-export async function startPipeline({ config, redis, logger, records, storage }: PipelineDeps): Promise<RunningPipeline> {
+export async function startPipeline({ config, redis, logger, records, storage, metrics }: PipelineDeps): Promise<RunningPipeline> {
   const log = logger.child({ component: 'pipeline' });
   const p = config.pipeline;
   const keys = new RedisKeys(config.redisPrefix);
@@ -60,6 +62,7 @@ export async function startPipeline({ config, redis, logger, records, storage }:
     flows,
     webhooks,
     log,
+    metrics,
   };
 
   const wanted = new Set<string>(p.workerQueues);
@@ -68,7 +71,18 @@ export async function startPipeline({ config, redis, logger, records, storage }:
     if (!wanted.has(job.queue)) return;
     const handler = job.handler(ctx);
     if (!handler) return;
-    const worker = new Worker<T>(job.queue, handler, { connection, prefix, ...job.worker(p) });
+    const timed: Processor<T> = async (j, token) => {
+      const started = process.hrtime.bigint();
+      let outcome: StepOutcome = 'failed';
+      try {
+        const result: unknown = await handler(j, token);
+        outcome = 'completed';
+        return result;
+      } finally {
+        metrics.stepDuration.observe({ queue: job.queue, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
+      }
+    };
+    const worker = new Worker<T>(job.queue, timed, { connection, prefix, ...job.worker(p) });
     worker.on('error', (err) => log.warn({ err: err.message, queue: job.queue }, 'pipeline worker error'));
     // Failures outside the handler (a job stalled too often, a parent failed by its child) show in
     // the record too. Not a webhook's: a receiver that is down does not make the upload's processing fail.

@@ -16,7 +16,7 @@ export const virusScanJob: PipelineJob<StepJob> = {
   task: 'virus_scan',
   worker: (p) => ({ concurrency: p.concurrency.scan }),
   handler: (ctx) => {
-    const { records, storage, log } = ctx;
+    const { records, storage, log, metrics } = ctx;
     const p = ctx.config.pipeline;
     if (!p.clamd) {
       if (p.scanRequired) log.error('SCAN_REQUIRED is on but no clamd is configured (CLAMD_SOCKET or CLAMD_HOST): every virus scan will fail');
@@ -26,6 +26,7 @@ export const virusScanJob: PipelineJob<StepJob> = {
       const { uploadId, run, location } = job.data;
       if (!p.clamd && !p.scanRequired) {
         await records.setTask(uploadId, run, 'virus_scan', { status: 'skipped', finished_at: now() });
+        metrics.scanVerdicts.inc({ verdict: 'skipped' });
         return { verdict: 'skipped' };
       }
       await records.update(uploadId, run, { status: 'scanning' });
@@ -35,6 +36,7 @@ export const virusScanJob: PipelineJob<StepJob> = {
         // clamd answers nothing usable for an empty stream; an empty file is not processed either.
         await records.setTask(uploadId, run, 'virus_scan', { status: 'skipped', error: 'empty upload', finished_at: now() });
         await endRun(ctx, uploadId, run, 'rejected', { code: 'empty', message: 'the upload is empty: nothing to scan or process' });
+        metrics.scanVerdicts.inc({ verdict: 'empty' });
         return { verdict: 'empty' };
       }
       let result: ScanResult;
@@ -71,8 +73,11 @@ export const virusScanJob: PipelineJob<StepJob> = {
         if (err instanceof ScanTooLargeError) {
           await records.setTask(uploadId, run, 'virus_scan', { status: 'failed', error: err.message, finished_at: now() });
           await endRun(ctx, uploadId, run, 'rejected', { code: 'too_large_to_scan', message: err.message });
+          metrics.scanVerdicts.inc({ verdict: 'too_large' });
           return { verdict: 'too_large' };
         }
+        // No usable answer (clamd unreachable, a timeout, a stopped stream): retried, never "clean".
+        if (!watch.signal.aborted) metrics.scanVerdicts.inc({ verdict: 'error' });
         throw err;
       }
       if (result.verdict === 'infected') {
@@ -82,9 +87,11 @@ export const virusScanJob: PipelineJob<StepJob> = {
         await storage.deleteDerived(uploadId);
         await records.setTask(uploadId, run, 'virus_scan', { status: 'done', finished_at: now() });
         await endRun(ctx, uploadId, run, 'rejected', { code: 'infected', message: `virus found: ${result.signature}`, signature: result.signature }, quarantined ? { 'out:quarantine': quarantined } : {});
+        metrics.scanVerdicts.inc({ verdict: 'infected' });
         return { verdict: 'infected', signature: result.signature };
       }
       await records.setTask(uploadId, run, 'virus_scan', { status: 'done', finished_at: now() }, hashed === size ? { sha256: hash.digest('hex') } : {});
+      metrics.scanVerdicts.inc({ verdict: 'clean' });
       return { verdict: 'clean' };
     });
   },
