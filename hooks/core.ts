@@ -10,6 +10,7 @@ import type { Logger } from '../lib/logger.js';
 import type { ObjectStorage } from '../lib/object-storage.js';
 import type { RecordStore } from '../lib/record-store.js';
 import type { RedisKeys } from '../lib/redis-keys.js';
+import type { WorkerRegistry } from '../lib/worker-registry.js';
 import type { Presigner } from '../lib/s3.js';
 import type { AccessControl } from './access.js';
 import type { UploadLifecycle } from './lifecycle.js';
@@ -33,4 +34,6 @@ export interface Core {
   records: RecordStore;
   access: AccessControl;
   lifecycle: UploadLifecycle;
+  /** Which worker processes are alive and what they consume. */
+  workers: WorkerRegistry;
 }

@@ -25,11 +25,14 @@ export async function startWorkers(core: Core): Promise<RunningWorkers> {
   cleanupWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'));
   log.info({ every: config.cleanupIntervalMs }, 'worker started: cleanup of expired uploads scheduled');
   const pipeline = await startPipeline({ config, redis, records: core.records, storage: core.storage, logger: core.logger });
+  // Servers tell their clients when nothing would process their uploads (lib/worker-registry.ts).
+  const withdraw = core.workers.start(config.pipeline.workerQueues);
   const health = config.pipeline.workerHealthPort === undefined ? undefined : await startHealthServer(config.host, config.pipeline.workerHealthPort, () => redis.status === 'ready');
   if (health) log.info({ port: config.pipeline.workerHealthPort }, 'worker health check: GET /healthz');
 
   return {
     stop: async () => {
+      await withdraw();
       health?.close();
       await pipeline.stop();
       await cleanupWorker.close();
