@@ -3,21 +3,25 @@
 //   worker  the background workers (BullMQ processors, cleanup of expired uploads)
 //   all     both in one process: the all-in-one mode of `npm start`
 // Everything a process shares (hooks/core.ts) is made here, once, and closed here on shutdown.
+import fs from 'node:fs';
 import { Queue } from 'bullmq';
 import { ConfigError, loadConfig, type Config } from './config/index.js';
 import { createAccessControl } from './hooks/access.js';
+import { authSummary } from './hooks/auth.js';
 import type { Core } from './hooks/core.js';
 import { countUploads, UploadLifecycle } from './hooks/lifecycle.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from './lib/embedded-redis.js';
-import { createLogger, type Logger } from './lib/logger.js';
-import { Metrics, serveMetrics } from './lib/metrics.js';
+import { renderBanner, type StartupFacts } from './lib/banner.js';
+import { createLogger, redactUrl, type Logger } from './lib/logger.js';
+import { Metrics, metricsSummary, serveMetrics } from './lib/metrics.js';
 import { createObjectStorage } from './lib/object-storage.js';
 import { PROCESS_UPLOAD_QUEUE, type ProcessUploadJob, type ReprocessFields } from './lib/queues.js';
 import { RecordStore } from './lib/record-store.js';
 import { bullmqConnectionOptions, connectRedis } from './lib/redis.js';
 import { RedisKeys } from './lib/redis-keys.js';
 import { createS3Client, Presigner } from './lib/s3.js';
-import { createDatastore } from './lib/stores/datastore.js';
+import { createDatastore, uploadsDirectory } from './lib/stores/datastore.js';
+import { processingGap, WorkerRegistry } from './lib/worker-registry.js';
 import { startServer } from './server/main.js';
 import { startWorkers } from './workers/main.js';
 
@@ -51,11 +55,17 @@ async function main(): Promise<void> {
   const { core, close } = compose(config, redisUrl, logger);
   const stops: Array<() => Promise<void>> = [];
   if (mode === 'worker' || mode === 'all') stops.push((await startWorkers(core)).stop);
-  if (mode === 'server' || mode === 'all') stops.push((await startServer(core)).stop);
+  let port: number | undefined;
+  if (mode === 'server' || mode === 'all') {
+    const server = await startServer(core);
+    port = server.port;
+    stops.push(server.stop);
+  }
   // Metrics: the process's own listener (METRICS_PORT); otherwise the faces answer /metrics.
   if (config.metrics.enabled && config.metrics.port !== undefined) {
     stops.push((await serveMetrics(core.metrics, { host: config.host, port: config.metrics.port, token: config.metrics.token }, logger)).close);
   }
+  await announce(core, mode, { port, redis: embedded ? `private, ${embedded.url}` : redactUrl(redisUrl) });
 
   let stopping = false;
   const shutdown = (signal: string) => {
@@ -104,7 +114,8 @@ function compose(config: Config, redisUrl: string, logger: Logger): { core: Core
   processQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue connection error'));
   const lifecycle = new UploadLifecycle({ access, records, processQueue, storage, redis, keys, logger: logger.child({ component: 'lifecycle' }) });
   countUploads(lifecycle, metrics);
-  const core: Core = { config, logger, redis, subscriber, bullmq, keys, s3, datastore, storage, records, access, lifecycle, metrics };
+  const workers = new WorkerRegistry(redis, keys);
+  const core: Core = { config, logger, redis, subscriber, bullmq, keys, s3, datastore, storage, records, access, lifecycle, workers, metrics };
   const close = async () => {
     await processQueue.close().catch(() => {});
     storage.close();
@@ -113,6 +124,58 @@ function compose(config: Config, redisUrl: string, logger: Logger): { core: Core
     for (const conn of [redis, subscriber, bullmq]) conn.disconnect();
   };
   return { core, close };
+}
+
+/**
+ * Says once that the process is ready and what it serves: a banner on a terminal, one JSON log line
+ * otherwise; plus what is not set up (authentication off, no worker for the server's uploads).
+ */
+async function announce(core: Core, mode: Mode, facts: { port: number | undefined; redis: string }): Promise<void> {
+  const { config, logger } = core;
+  const base = config.publicUrl ?? (facts.port === undefined ? undefined : `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${facts.port}`);
+  const lines: StartupFacts['lines'] = [];
+  const warnings: string[] = [];
+  if (base) {
+    lines.push(['tus', 'tus endpoint', `${base}/files/`], ['api', 'status API', `${base}/api/uploads/<id>`]);
+  }
+  lines.push(['storage', 'storage', core.s3 ? `S3 bucket ${core.s3.bucket}${config.s3?.endpoint ? ` at ${config.s3.endpoint}` : ' (AWS)'}` : `local disk, ${uploadsDirectory(config)}`]);
+  lines.push(['redis', 'Redis', facts.redis]);
+  const p = config.pipeline;
+  if (mode !== 'server') {
+    const clamd = p.clamd?.socket ?? (p.clamd ? `${p.clamd.host}:${p.clamd.port}` : undefined);
+    lines.push(['scan', 'virus scan', clamd ? `clamd at ${clamd}` : p.scanRequired ? 'required, but no clamd configured' : 'off (SCAN_REQUIRED=false)']);
+  }
+  if (mode !== 'worker') {
+    const auth = authSummary(config);
+    lines.push(['auth', 'authentication', auth.state]);
+    if (auth.warning) warnings.push(auth.warning);
+  }
+  const metrics = metricsSummary(config, base, mode !== 'server');
+  lines.push(['metrics', 'metrics', metrics.state]);
+  if (metrics.warning) warnings.push(metrics.warning);
+  if (mode === 'server') {
+    const gap = await processingGap(core.workers, config).catch(() => undefined);
+    const live = (await core.workers.live().catch(() => [])).length;
+    lines.push(['workers', 'workers', gap ? `${live} running elsewhere; none for ${gap.queues.join(', ')}` : `${live} running elsewhere`]);
+    if (gap) warnings.push(gap.message);
+  } else {
+    lines.push(['workers', 'workers', `in this process (${p.workerQueues.join(', ')})`]);
+  }
+  const version = packageVersion();
+  if (process.stdout.isTTY) {
+    process.stdout.write(renderBanner({ mode, version, lines, warnings }, true));
+  } else {
+    logger.info({ mode, version, ...Object.fromEntries(lines.map(([key, , value]) => [key, value])) }, 'tusk ready');
+    for (const warning of warnings) logger.warn(warning);
+  }
+}
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? '';
+  } catch {
+    return '';
+  }
 }
 
 /** Nothing a client sends may take the process down: log stray errors instead of exiting. */

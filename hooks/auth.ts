@@ -6,13 +6,12 @@
 // (AUTH_REQUIRE_EXP) and may lie at most AUTH_MAX_TOKEN_LIFETIME after `iat`: a leaked token
 // stops working on its own.
 // With no key source configured, authentication is off: every request is the one principal
-// `anonymous`, and tusk warns loudly at start-up (warnIfUnauthenticated).
+// `anonymous`, and tusk warns loudly at start-up (authSummary).
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { isLoopbackHost, type AuthConfig, type Config } from '../config/index.js';
 import { RETRY_AFTER_SECONDS, TuskError } from '../lib/errors.js';
-import type { Logger } from '../lib/logger.js';
 
 export interface Principal {
   userId: string;
@@ -157,26 +156,23 @@ export function tokenOf(req: IncomingMessage, allowQueryToken: boolean): string 
   return new URLSearchParams(query).get(QUERY_TOKEN_PARAM) ?? undefined;
 }
 
-/** Start-up log of the authentication settings; loud warnings when it is off (louder with an explicit HOST) or tokens need not expire. */
-export function warnIfUnauthenticated(config: Config, logger: Logger): void {
+/** What the start-up announcement says about authentication: its state, and a warning if any. */
+export function authSummary(config: Config): { state: string; warning?: string } {
   const auth = config.access.auth;
   if (auth) {
-    logger.info(
-      { mode: auth.mode, issuer: auth.issuer, audience: auth.audience, requireExp: auth.requireExp, maxTokenLifetimeMs: auth.maxTokenLifetimeMs },
-      'authentication: Bearer JWT required on /files/ and /api/',
-    );
+    const source = auth.mode === 'secret' ? 'HMAC secret' : auth.mode === 'public-key' ? 'public key' : `JWKS ${auth.jwksUrl}`;
+    const lifetime = auth.maxTokenLifetimeMs > 0 ? `, at most ${Math.round(auth.maxTokenLifetimeMs / 3_600_000)} h valid` : '';
+    const state = `Bearer JWT (${source}${auth.issuer ? `, iss ${auth.issuer}` : ''}${auth.audience ? `, aud ${auth.audience}` : ''}${lifetime})`;
     if (!auth.requireExp) {
-      logger.warn({ requireExp: false }, 'AUTH_REQUIRE_EXP=false: tokens without exp are accepted and never expire; a leaked one works until the signing key changes.');
+      return { state, warning: 'AUTH_REQUIRE_EXP=false: tokens without exp are accepted and never expire; a leaked one works until the signing key changes.' };
     }
-    return;
+    return { state };
   }
   const loopback = isLoopbackHost(config.host);
-  const message =
+  const warning =
     config.access.hostExplicit && !loopback
       ? `AUTHENTICATION IS OFF and HOST=${config.host}: anyone who can reach this address can upload, read and delete every upload. Set AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY or AUTH_JWKS_URL.`
       : 'AUTHENTICATION IS OFF: every request is the single user "anonymous". tusk listens on ' +
         `${config.host} only; set AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY or AUTH_JWKS_URL before exposing it.`;
-  logger.warn({ auth: 'off', host: config.host, hostExplicit: config.access.hostExplicit }, message);
-  // Also on stderr, outside the JSON log stream, so that nobody misses it.
-  process.stderr.write(`\n*** tusk WARNING: ${message} ***\n\n`);
+  return { state: 'off (every request is the user "anonymous")', warning };
 }

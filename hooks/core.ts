@@ -1,7 +1,7 @@
 // What one tusk process shares between its faces (the HTTP server, the workers): one set of
 // Redis connections, one S3 client, one object storage, one status-record store, one access
-// control (one JWKS cache), one upload lifecycle, one metrics registry. tusk.ts builds it and closes it; nothing else
-// creates these, so nothing else has to remember to close them.
+// control (one JWKS cache), one upload lifecycle, one metrics registry. tusk.ts builds it and
+// closes it; nothing else creates these, so nothing else has to remember to close them.
 import type { S3 } from '@aws-sdk/client-s3';
 import type { DataStore } from '@tus/utils';
 import type { Redis } from 'ioredis';
@@ -11,6 +11,7 @@ import type { Metrics } from '../lib/metrics.js';
 import type { ObjectStorage } from '../lib/object-storage.js';
 import type { RecordStore } from '../lib/record-store.js';
 import type { RedisKeys } from '../lib/redis-keys.js';
+import type { WorkerRegistry } from '../lib/worker-registry.js';
 import type { Presigner } from '../lib/s3.js';
 import type { AccessControl } from './access.js';
 import type { UploadLifecycle } from './lifecycle.js';
@@ -34,6 +35,8 @@ export interface Core {
   records: RecordStore;
   access: AccessControl;
   lifecycle: UploadLifecycle;
+  /** Which worker processes are alive and what they consume. */
+  workers: WorkerRegistry;
   /** The process's Prometheus registry and every metric (counted whether or not /metrics is served). */
   metrics: Metrics;
 }

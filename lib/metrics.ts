@@ -16,6 +16,7 @@
 import http from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Config } from '../config/index.js';
 import { errorHeaders, TuskError } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -271,7 +272,7 @@ export async function serveMetrics(metrics: Metrics, options: { host: string; po
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : options.port;
-  logger.info({ host: options.host, port, token: options.token !== undefined }, 'metrics listening: GET /metrics');
+  logger.debug({ host: options.host, port, token: options.token !== undefined }, 'metrics listening: GET /metrics');
   return {
     port,
     close: () =>
@@ -280,4 +281,31 @@ export async function serveMetrics(metrics: Metrics, options: { host: string; po
         server.closeAllConnections();
       }),
   };
+}
+
+/**
+ * Where this process answers GET /metrics, for the start-up announcement (`apiBase`: the API
+ * port's URL when this process has one; `withWorkers`: it runs workers, whose health port answers
+ * it), and a warning when the API port keeps it to itself.
+ */
+export function metricsSummary(config: Pick<Config, 'metrics' | 'host' | 'pipeline'>, apiBase: string | undefined, withWorkers: boolean): { state: string; warning?: string } {
+  const m = config.metrics;
+  if (!m.enabled) return { state: 'off (METRICS=false)' };
+  const guarded = m.token !== undefined ? ' (Bearer METRICS_TOKEN)' : '';
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const where: string[] = [];
+  if (m.port !== undefined) where.push(`http://${host}:${m.port}/metrics`);
+  else {
+    if (apiBase && m.onApiPort) where.push(`${apiBase}/metrics`);
+    if (withWorkers && config.pipeline.workerHealthPort !== undefined) where.push(`http://${host}:${config.pipeline.workerHealthPort}/metrics`);
+  }
+  if (where.length) return { state: `${where.join(', ')}${guarded}` };
+  if (apiBase) {
+    return {
+      state: 'not served',
+      warning:
+        'Metrics are not served: the API port is reachable beyond this machine (HOST is not loopback, or TRUST_PROXY names a proxy) and METRICS_TOKEN is not set. Set METRICS_PORT (a separate listener) or METRICS_TOKEN, or METRICS=false.',
+    };
+  }
+  return { state: 'not served (set METRICS_PORT or WORKER_HEALTH_PORT)' };
 }

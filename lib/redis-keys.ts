@@ -20,6 +20,7 @@
 //   <p>direct-pending-put              zset Companion single PUTs awaiting their object
 //   <p>direct-stale-put                zset completed PUTs whose PUT key is deleted once URLs expired
 //   <p>dedup:{<user>}:<sha256>:<size>  upload id of a ready upload with that content
+//   <p>workers                         hash worker process id -> { queues, seen } (lib/worker-registry.ts)
 export class RedisKeys {
   constructor(readonly prefix: string) {}
 
@@ -92,6 +93,10 @@ export class RedisKeys {
   }
   get directStalePut(): string {
     return `${this.prefix}direct-stale-put`;
+  }
+
+  get workers(): string {
+    return `${this.prefix}workers`;
   }
 
   dedup(userId: string, sha256: string, size: number): string {

@@ -1,10 +1,12 @@
 // /healthz: the process is alive. /readyz: its dependencies answer (Redis, and the bucket is
 // readable with the configured credentials, or the data directory is writable) — 503 naming
-// the failing dependency otherwise, and while shutting down.
+// the failing dependency otherwise, and while shutting down. A server without workers is ready (it
+// takes uploads) but says so: `processing` names the queues no live worker consumes.
 import fs from 'node:fs/promises';
 import type { Request, Response } from 'express';
 import type { Redis } from 'ioredis';
 import type { S3Client } from '@aws-sdk/client-s3';
+import type { ProcessingGap } from '../lib/worker-registry.js';
 import { checkBucketReadable } from '../minio/bootstrap.js';
 
 const CHECK_TIMEOUT_MS = 2000;
@@ -20,6 +22,8 @@ export interface ReadinessDeps {
   redis: Redis;
   storage: { kind: 's3'; client: S3Client; bucket: string } | { kind: 'file'; directory: string };
   isShuttingDown: () => boolean;
+  /** Queues no live worker consumes (lib/worker-registry.ts processingGap), if any. */
+  processingGap: () => Promise<ProcessingGap | undefined>;
 }
 
 export function healthz(_req: Request, res: Response): void {
@@ -49,6 +53,7 @@ export function readyz(deps: ReadinessDeps) {
       res.status(503).json({ status: 'unavailable', failing: Object.keys(failing), details: failing });
       return;
     }
-    res.json({ status: 'ready' });
+    const gap = await deps.processingGap().catch(() => undefined);
+    res.json({ status: 'ready', ...(gap ? { processing: gap } : { processing: { code: 'ok' } }) });
   };
 }

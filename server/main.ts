@@ -4,15 +4,15 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import express from 'express';
 import type { Core } from '../hooks/core.js';
-import { warnIfUnauthenticated } from '../hooks/auth.js';
 import { servingRefusal } from '../lib/record-store.js';
+import { processingGap } from '../lib/worker-registry.js';
 import { uploadsDirectory } from '../lib/stores/datastore.js';
 import { bootstrapBucket } from '../minio/bootstrap.js';
 import { healthz, readyz, type ReadinessDeps } from './health.js';
 import { handleUncaught } from './http/errors.js';
 import { metricsRoute, observeRequests } from './http/metrics.js';
 import { requireValidHost } from './http/public-url.js';
-import { isTusPath, TUS_PATH } from './http/request-target.js';
+import { isTusPath } from './http/request-target.js';
 import { requestId } from './http/request-id.js';
 import { SpoolBudget } from './tus/checksum.js';
 import { ConcatRegistry } from './tus/concatenation.js';
@@ -50,10 +50,9 @@ export async function startServer(core: Core): Promise<RunningServer> {
     prefix: config.redisPrefix,
     acquireTimeoutMs: config.lockAcquireTimeoutMs,
     ttlMs: config.lockTtlMs,
-    logger: logger.child({ component: 'locker' }),
+    logger,
     metrics: core.metrics,
   });
-  warnIfUnauthenticated(config, logger);
   const contentGate = async (id: string) => servingRefusal(await records.get(id), config.pipeline.scanRequired);
   const tusEndpoint = createTusEndpoint({
     config,
@@ -81,8 +80,9 @@ export async function startServer(core: Core): Promise<RunningServer> {
   app.use(observeRequests(core.metrics));
   app.use(requireValidHost);
   app.get('/healthz', healthz);
-  app.get('/readyz', readyz({ redis, storage, isShuttingDown: () => shuttingDown }));
-  const metrics = metricsRoute(core.metrics, config, logger);
+  const gap = () => processingGap(core.workers, config);
+  app.get('/readyz', readyz({ redis, storage, isShuttingDown: () => shuttingDown, processingGap: gap }));
+  const metrics = metricsRoute(core.metrics, config);
   if (metrics) app.get('/metrics', metrics);
   // The tus endpoint parses its own URLs (server/http/request-target.ts): one parser for the id
   // that is authorized and the id that is acted on.
@@ -126,11 +126,26 @@ export async function startServer(core: Core): Promise<RunningServer> {
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
-  logger.info({ host: config.host, port, storage: config.storage, tus: `${TUS_PATH}/` }, 'tusk server listening');
+
+  // A server whose uploads nothing would process says so in its log, once per change.
+  let lastGap: string | undefined = '';
+  const watchWorkers = async () => {
+    const g = await gap().catch(() => undefined);
+    const now = g?.queues.join(',');
+    if (now !== lastGap && lastGap !== '') {
+      if (g) logger.warn({ queues: g.queues }, g.message);
+      else logger.info('workers consume every pipeline queue again');
+    }
+    lastGap = now;
+  };
+  void watchWorkers();
+  const workersWatch = setInterval(() => void watchWorkers(), 30_000);
+  workersWatch.unref();
 
   async function stop(): Promise<void> {
     if (shuttingDown) return;
     shuttingDown = true;
+    clearInterval(workersWatch);
     const deadline = Date.now() + config.shutdownTimeoutMs;
     server.close();
     server.closeIdleConnections();

@@ -28,6 +28,8 @@ export async function startWorkers(core: Core): Promise<RunningWorkers> {
   cleanupWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'));
   log.info({ every: config.cleanupIntervalMs }, 'worker started: cleanup of expired uploads scheduled');
   const pipeline = await startPipeline({ config, redis, records: core.records, storage: core.storage, logger: core.logger, metrics: core.metrics });
+  // Servers tell their clients when nothing would process their uploads (lib/worker-registry.ts).
+  const withdraw = core.workers.start(config.pipeline.workerQueues);
   const queueMetrics = config.metrics.enabled ? watchQueues(core) : undefined;
   // The health port answers /metrics too, unless METRICS_PORT has its own listener (tusk.ts).
   const metricsHere = config.metrics.enabled && config.metrics.port === undefined ? { metrics: core.metrics, token: config.metrics.token } : undefined;
@@ -36,6 +38,7 @@ export async function startWorkers(core: Core): Promise<RunningWorkers> {
 
   return {
     stop: async () => {
+      await withdraw();
       health?.close();
       await queueMetrics?.close();
       await pipeline.stop();

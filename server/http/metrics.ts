@@ -4,7 +4,6 @@
 // and GET /metrics on the API port where the configuration allows it (MetricsConfig.onApiPort).
 import type { Request, RequestHandler } from 'express';
 import type { Config } from '../../config/index.js';
-import type { Logger } from '../../lib/logger.js';
 import { Metrics, metricsAuthorized, metricsUnauthorized } from '../../lib/metrics.js';
 import { ERROR_CODE_HEADER, sendJsonError } from './errors.js';
 import { isTusPath, TUS_PATH, tusTarget } from './request-target.js';
@@ -51,21 +50,13 @@ export function observeRequests(metrics: Metrics): RequestHandler {
 }
 
 /**
- * GET /metrics on the API port, when allowed: with METRICS_TOKEN (Bearer), or without one only
- * while the port is private. Otherwise /metrics is no route here, and the start-up log says why.
+ * GET /metrics on the API port, when allowed (MetricsConfig.onApiPort): with METRICS_TOKEN
+ * (Bearer), or without one only while the port is private. Otherwise /metrics is no route here;
+ * the start-up announcement says why (lib/metrics.ts metricsSummary).
  */
-export function metricsRoute(metrics: Metrics, config: Config, logger: Logger): RequestHandler | undefined {
+export function metricsRoute(metrics: Metrics, config: Config): RequestHandler | undefined {
   const m = config.metrics;
-  if (!m.onApiPort) {
-    if (m.enabled && m.port === undefined) {
-      logger.warn(
-        { host: config.host },
-        'metrics are not served: the API port is reachable beyond this machine (HOST is not loopback, or TRUST_PROXY names a proxy) and METRICS_TOKEN is not set. Set METRICS_PORT (a separate listener) or METRICS_TOKEN, or METRICS=false.',
-      );
-    }
-    return undefined;
-  }
-  logger.info({ token: m.token !== undefined }, 'metrics: GET /metrics on the API port');
+  if (!m.onApiPort) return undefined;
   return (req, res, next) => {
     if (!metricsAuthorized(req.headers.authorization, m.token)) {
       sendJsonError(res, metricsUnauthorized());

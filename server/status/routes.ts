@@ -13,7 +13,8 @@
 import express, { type Request, type Response, type Router } from 'express';
 import type { Core } from '../../hooks/core.js';
 import { principalOf, requireAuth } from '../http/auth.js';
-import { publicDocument, servingRefusal } from '../../lib/record-store.js';
+import { publicDocument, servingRefusal, TERMINAL } from '../../lib/record-store.js';
+import { processingGap } from '../../lib/worker-registry.js';
 import { DERIVED_PREFIX, derivedKey } from '../../lib/s3-keys.js';
 import { RETRY_AFTER_SECONDS, TuskError } from '../../lib/errors.js';
 import { sendJsonError, unavailable } from '../http/errors.js';
@@ -49,7 +50,11 @@ export function createApiRouter(core: Core): { router: Router; close(): void } {
   const baseUrl = (req: Request) => publicBaseUrl(req, config);
   const documentOf = async (id: string, req: Request) => {
     const rec = await records.get(id);
-    return rec ? publicDocument(rec, (key) => storage.urlFor(key, baseUrl(req))) : undefined;
+    if (!rec) return undefined;
+    const doc = await publicDocument(rec, (key) => storage.urlFor(key, baseUrl(req)));
+    // A finished upload nothing will process (no worker runs): say so, and what to do.
+    const waiting = !TERMINAL.includes(rec.status) && rec.status !== 'uploading' ? await processingGap(core.workers, config).catch(() => undefined) : undefined;
+    return waiting ? { ...doc, waiting_for: waiting } : doc;
   };
 
   // The process's subscriber connection for all streams: channel -> listeners.

@@ -9,7 +9,7 @@ import { QuotaService } from '../../hooks/quota.js';
 import { RedisKeys } from '../../lib/redis-keys.js';
 import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
 import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
-import { OCTET, TUS, bodyOf, processUploadJobs, s3Leftovers } from '../helpers/tus.js';
+import { OCTET, TUS, bodyOf, processUploadJobs, s3Leftovers, waitFor } from '../helpers/tus.js';
 
 const SECRET = 'test-secret-of-at-least-32-bytes-0123456789';
 const ISSUER = 'https://issuer.test';
@@ -337,7 +337,7 @@ describe('token lifetime settings', () => {
       env: { ...tuskEnvForTests(bucket), AUTH_JWT_SECRET: SECRET, AUTH_JWT_ISSUER: ISSUER, AUTH_JWT_AUDIENCE: AUDIENCE, AUTH_REQUIRE_EXP: 'false', AUTH_MAX_TOKEN_LIFETIME: '2h' },
     });
     try {
-      expect(tusk.output()).toMatch(/AUTH_REQUIRE_EXP=false: tokens without exp are accepted/);
+      await waitFor('the start-up warning', () => /AUTH_REQUIRE_EXP=false: tokens without exp are accepted/.test(tusk.output()), 10_000);
       const now = nowSeconds();
       const noExp = await signed({ sub: 'jack', iat: now });
       expect((await create(tusk.url, noExp, 10)).status).toBe(201);
@@ -413,7 +413,7 @@ describe('authentication off', () => {
     const bucket = await createTestBucket('noauth');
     const prefix = uniqueRedisPrefix();
     const tusk = await startTusk({ env: { ...tuskEnvForTests(bucket), REDIS_PREFIX: prefix } });
-    expect(tusk.output()).toMatch(/AUTHENTICATION IS OFF/);
+    await waitFor('the start-up warning', () => /AUTHENTICATION IS OFF/.test(tusk.output()), 10_000);
     const created = await create(tusk.url, undefined, 5);
     const url = urlOf(tusk.url, created);
     expect((await patch(url, undefined, 0, Buffer.from('hello'))).status).toBe(204);

@@ -252,7 +252,7 @@ describe('access to /metrics', () => {
     const off = await startTusk({ env: fileEnv({ METRICS: 'false' }) });
     try {
       expect((await fetch(`${proxied.url}/metrics`)).status).toBe(404);
-      expect(logLines(proxied).some((l) => l.level === 40 && /metrics are not served/.test(String(l.msg)) && /METRICS_TOKEN/.test(String(l.msg)))).toBe(true);
+      expect(logLines(proxied).some((l) => l.level === 40 && /Metrics are not served/.test(String(l.msg)) && /METRICS_TOKEN/.test(String(l.msg)))).toBe(true);
       expect((await fetch(`${off.url}/metrics`)).status).toBe(404);
     } finally {
       await Promise.all([proxied.kill(), off.kill()]);

@@ -7,9 +7,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import { loadConfig } from '../../config/index.js';
-import { createAuthenticator, warnIfUnauthenticated } from '../../hooks/auth.js';
+import { authSummary, createAuthenticator } from '../../hooks/auth.js';
 import { TuskError } from '../../lib/errors.js';
-import type { Logger } from '../../lib/logger.js';
 
 const SECRET = 'test-secret-of-at-least-32-bytes-0123456789';
 const ISSUER = 'https://issuer.test';
@@ -97,17 +96,7 @@ describe('token lifetime settings', () => {
 
 describe('authentication off', () => {
   test('the warning names an explicitly set non-loopback HOST', () => {
-    const lines: string[] = [];
-    const logger = { warn: (_o: unknown, m: string) => lines.push(m), info: () => {} } as unknown as Logger;
-    const write = process.stderr.write;
-    process.stderr.write = (() => true) as typeof process.stderr.write;
-    try {
-      warnIfUnauthenticated(loadConfig({ HOST: '0.0.0.0' }), logger);
-      warnIfUnauthenticated(loadConfig({}), logger);
-    } finally {
-      process.stderr.write = write;
-    }
-    expect(lines[0]).toMatch(/AUTHENTICATION IS OFF and HOST=0\.0\.0\.0/);
-    expect(lines[1]).toMatch(/AUTHENTICATION IS OFF.*127\.0\.0\.1 only/);
+    expect(authSummary(loadConfig({ HOST: '0.0.0.0' })).warning).toMatch(/AUTHENTICATION IS OFF and HOST=0\.0\.0\.0/);
+    expect(authSummary(loadConfig({})).warning).toMatch(/AUTHENTICATION IS OFF.*127\.0\.0\.1 only/);
   });
 });
