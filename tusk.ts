@@ -1,7 +1,9 @@
+#!/usr/bin/env node
 // tusk's entry point and its only composition root: `node dist/tusk.js <server|worker|all>`.
 //   server  the API server (tus endpoint, JSON API, health checks)
 //   worker  the background workers (BullMQ processors, cleanup of expired uploads)
 //   all     both in one process: the all-in-one mode of `npm start`
+//   upload, status   the command-line client (cli/), a client only: nothing below is made for it
 // Everything a process shares (hooks/core.ts) is made here, once, and closed here on shutdown.
 import { Queue } from 'bullmq';
 import { ConfigError, loadConfig, type Config } from './config/index.js';
@@ -23,9 +25,12 @@ import { startWorkers } from './workers/main.js';
 type Mode = 'server' | 'worker' | 'all';
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'upload' || process.argv[2] === 'status') {
+    process.exit(await (await import('./cli/main.js')).main(process.argv.slice(2)));
+  }
   const mode = (process.argv[2] ?? 'all') as Mode;
   if (!['server', 'worker', 'all'].includes(mode)) {
-    console.error(`usage: tusk <server|worker|all>   (got "${mode}")`);
+    console.error(`usage: tusk <server|worker|all>  or  tusk <upload|status> --help   (got "${mode}")`);
     process.exit(2);
   }
   let config: Config;
