@@ -42,7 +42,7 @@ const err = (line: string) => process.stderr.write(`${line}\n`);
 
 function interruptedText(file: FileTask | undefined, url: string | undefined, offset: number | undefined, resumable: boolean): string {
   if (!file) return 'Interrupted; processing goes on on the server (tusk status <id> shows it).';
-  const where = offset !== undefined ? `${formatBytes(offset)} of ${formatBytes(file.size)} of ${file.name} reached the server` : `${file.name} was not finished`;
+  const where = offset !== undefined ? `at least ${formatBytes(offset)} of ${formatBytes(file.size)} of ${file.name} reached the server` : `${file.name} was not finished`;
   const how = resumable ? 'run the same command again to resume from there' : `resume it with the upload URL ${url ?? '(none yet)'}`;
   return `Interrupted: ${where}; ${how}.`;
 }
