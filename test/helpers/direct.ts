@@ -84,6 +84,8 @@ export interface CountingProxy {
   bytes(): { up: number; down: number };
   /** Limits client -> tusk to `bytesPerSecond` on every connection (undefined: no limit). */
   setUpRate(bytesPerSecond: number | undefined): void;
+  /** Closes both sides of every connection open now, with whatever they still buffer (later ones pass). */
+  dropConnections(): void;
   close(): Promise<void>;
 }
 
@@ -176,6 +178,12 @@ export async function countingProxy(targetPort: number, options: ProxyOptions = 
     bytes: () => ({ up, down }),
     setUpRate: (bytesPerSecond) => {
       upRate = bytesPerSecond;
+    },
+    dropConnections: () => {
+      for (const p of pairs) {
+        p.client.destroy();
+        p.upstream.destroy();
+      }
     },
     close: () =>
       new Promise<void>((resolve) => {
