@@ -92,9 +92,13 @@ function settingsOf(values: ReturnType<typeof parseCommandLine<typeof OPTIONS>>[
   return { ...clientOptions(values, env), chunkSize, metadata, wait: values.wait ?? false, idleTimeoutMs, resumeFile: values['resume-file'] ?? defaultResumeFile(env) };
 }
 
+/** tus answers carry a short text at most; tus-js-client would read any body whole. */
+const MAX_TUS_RESPONSE_BYTES = 1024 * 1024;
+
 /**
- * tus-js-client's Node HTTP stack, with an idle limit on each request's socket: no byte either
- * way for `idleMs` and the request fails like any dropped connection, which tus-js-client retries.
+ * tus-js-client's Node HTTP stack, with an idle limit on each request's socket (no byte either
+ * way for `idleMs` and the request fails like any dropped connection, which tus-js-client
+ * retries) and a bound on each response body.
  */
 class IdleLimitedHttpStack implements tus.HttpStack {
   private readonly inner = new tus.DefaultHttpStack({});
@@ -111,6 +115,14 @@ class IdleLimitedHttpStack implements tus.HttpStack {
       // send() made the node:http request synchronously; limit its socket's silence.
       const req = request.getUnderlyingObject() as ClientRequest | null;
       req?.setTimeout(idleMs, () => req.destroy(new Error(`nothing moved for ${Math.round(idleMs / 1000)} s`)));
+      req?.on('response', (res) => {
+        let size = 0;
+        res.on('error', () => undefined); // the request's own 'error' carries it to tus-js-client
+        res.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_TUS_RESPONSE_BYTES) req.destroy(new Error(`an answer larger than ${MAX_TUS_RESPONSE_BYTES} bytes; is this a tus server?`));
+        });
+      });
       return sent;
     };
     return request;
