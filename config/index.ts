@@ -139,11 +139,8 @@ const env = z.object({
   CLAMD_TIMEOUT: duration('CLAMD_TIMEOUT').default(120_000),
   SCAN_MAX_BYTES: bytes('SCAN_MAX_BYTES').default(100 * MiB),
   QUARANTINE_MODE: z.enum(['move', 'delete'], { message: 'QUARANTINE_MODE must be "move" or "delete"' }).default('move'),
-  ALLOWED_TYPES: z
-    .string()
-    .default(
-      'image/jpeg,image/png,image/webp,image/gif,image/heic,image/heif,image/avif,image/tiff,video/mp4,video/quicktime,video/webm,video/matroska,video/x-matroska,audio/mpeg,audio/mp4,audio/x-m4a,audio/aac,audio/wav,audio/ogg,audio/flac,application/pdf',
-    ),
+  // A generic upload server takes any file; refusing types is opt-in.
+  ALLOWED_TYPES: z.string().default('*/*'),
   THUMBNAIL_WIDTHS: z.string().default('160,640,1280'),
   THUMBNAIL_FORMATS: z.string().default('webp,jpeg'),
   MAX_IMAGE_PIXELS: integer('MAX_IMAGE_PIXELS', 1, 2_000_000_000).default(100_000_000),
@@ -290,7 +287,7 @@ export interface PipelineConfig {
   /** Larger objects are not streamed to clamd: the scan fails (never "clean"). Keep <= clamd's StreamMaxLength. */
   scanMaxBytes: number;
   quarantineMode: 'move' | 'delete';
-  /** MIME types (from the bytes) accepted; `type/*` wildcards allowed. */
+  /** MIME types (from the bytes) accepted; `type/*` wildcards, or every type (the default, "*\/*"). */
   allowedTypes: string[];
   thumbnailWidths: number[];
   thumbnailFormats: Array<'webp' | 'jpeg'>;
@@ -383,8 +380,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     problems.push(`THUMBNAIL_FORMATS: must be webp, jpeg or both, comma-separated (got "${e.THUMBNAIL_FORMATS}")`);
   }
   const allowedTypes = e.ALLOWED_TYPES.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
-  if (allowedTypes.some((t) => !/^[a-z0-9.+-]+\/([a-z0-9.+-]+|\*)$/.test(t))) {
-    problems.push(`ALLOWED_TYPES: must be a comma-separated list of MIME types such as image/jpeg,video/* (got "${e.ALLOWED_TYPES}")`);
+  if (!allowedTypes.length || allowedTypes.some((t) => t !== '*' && t !== '*/*' && !/^[a-z0-9.+-]+\/([a-z0-9.+-]+|\*)$/.test(t))) {
+    problems.push(`ALLOWED_TYPES: must be */* (every type) or a comma-separated list of MIME types such as image/jpeg,video/* (got "${e.ALLOWED_TYPES}")`);
   }
   const workerQueues = e.WORKER_QUEUES ? e.WORKER_QUEUES.split(',').map((q) => q.trim()).filter(Boolean) : [...PIPELINE_QUEUES];
   const unknownQueues = workerQueues.filter((q) => !(PIPELINE_QUEUES as readonly string[]).includes(q));

@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import { exifHasGps, xmpHasGps } from '../media/exif.js';
 import { FfmpegError, ffprobe, firstStream, parseRate, probeDuration, streamRotation, type FfmpegPaths, type ProbeResult } from '../media/ffmpeg.js';
-import { configureSharp, DEFAULT_LIMIT_INPUT_PIXELS, toMediaError } from '../media/sharp.js';
+import { configureSharp, DECODABLE_IMAGE_TYPES, DEFAULT_LIMIT_INPUT_PIXELS, toMediaError } from '../media/sharp.js';
 import { checkMediaLimits, mediaWork } from './limits.js';
 import { MediaError } from '../media/errors.js';
 import type { DetectedType, MediaLimits, MediaMetadata } from './types.js';
@@ -111,10 +111,10 @@ async function imageMetadata(path: string, detected: DetectedType, opts: Metadat
 /**
  * Metadata for the status record. Rejects with MediaError when the file cannot be read as what
  * `detected` says (truncated, corrupt, pixel bomb), with MediaRefusedError when audio/video is over
- * `opts.limits`; "other" kinds get only mime/kind.
+ * `opts.limits`; "other" kinds, and images sharp does not decode, get only mime/kind.
  */
 export async function extractMetadata(path: string, detected: DetectedType, opts: MetadataOptions = {}): Promise<MediaMetadata> {
-  if (detected.kind === 'image') return imageMetadata(path, detected, opts);
+  if (detected.kind === 'image') return DECODABLE_IMAGE_TYPES.has(detected.mime) ? imageMetadata(path, detected, opts) : { kind: 'image', mime: detected.mime };
   if (detected.kind === 'video' || detected.kind === 'audio') {
     let probe: ProbeResult;
     try {
