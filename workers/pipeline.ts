@@ -51,6 +51,9 @@ export async function startPipeline({ config, redis, logger, records, storage }:
   const prefix = keys.bullPrefix;
   const flows = new FlowProducer({ connection, prefix });
   const webhooks = new Webhooks(p, connection, prefix);
+  // Shutdown: steps in flight stop their work (ffmpeg, downloads, scans) and put their job back,
+  // to run again after a restart (workers/jobs/step.ts), rather than being waited for or failed.
+  const stopping = new AbortController();
   const ctx: JobContext = {
     config,
     redis,
@@ -59,6 +62,7 @@ export async function startPipeline({ config, redis, logger, records, storage }:
     storage,
     flows,
     webhooks,
+    stopping: stopping.signal,
     log,
   };
 
@@ -93,6 +97,7 @@ export async function startPipeline({ config, redis, logger, records, storage }:
 
   return {
     stop: async () => {
+      stopping.abort(new Error('the worker is shutting down'));
       await Promise.allSettled(workers.map((w) => w.close()));
       await flows.close();
       await webhooks.close();

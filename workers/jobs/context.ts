@@ -26,6 +26,8 @@ export interface JobContext {
   /** Adds the flows of a run (workers/jobs/flow.ts). */
   flows: FlowProducer;
   webhooks: WebhookEvents;
+  /** Aborted when the worker shuts down: steps stop their work and are left to run again after a restart. */
+  stopping: AbortSignal;
   log: Logger;
 }
 

@@ -29,6 +29,7 @@ export function probeFailure(err: unknown, what: string): Error {
   if (!(err instanceof FfmpegError)) return err as Error;
   if (err.details.spawnFailed) return err; // our installation, not the file: let the job retry/fail loudly
   if (err.details.aborted) return err; // stopped on purpose: says nothing about the file
+  if (err.details.interrupted) return err; // killed from outside (Ctrl-C, a service stop): not the file either
   if (err.details.timedOut) return new MediaError('timeout', `${what} timed out: ${err.message}`, { cause: err });
   const tail = err.details.stderrTail;
   if (/moov atom not found|Invalid data found|End of file|truncat|partial file|corrupt/i.test(tail)) {
