@@ -16,6 +16,7 @@ import { RecordStore } from './lib/record-store.js';
 import { bullmqConnectionOptions, connectRedis } from './lib/redis.js';
 import { RedisKeys } from './lib/redis-keys.js';
 import { createS3Client, Presigner } from './lib/s3.js';
+import { startScanner, type Scanner } from './lib/scanner.js';
 import { createDatastore } from './lib/stores/datastore.js';
 import { startServer } from './server/main.js';
 import { startWorkers } from './workers/main.js';
@@ -48,6 +49,7 @@ async function main(): Promise<void> {
     redisUrl = embedded.url;
   }
   const { core, close } = compose(config, redisUrl, logger);
+  const scanner = await startScanning(core, mode);
   const stops: Array<() => Promise<void>> = [];
   if (mode === 'worker' || mode === 'all') stops.push((await startWorkers(core)).stop);
   if (mode === 'server' || mode === 'all') stops.push((await startServer(core)).stop);
@@ -64,6 +66,7 @@ async function main(): Promise<void> {
     }, config.shutdownTimeoutMs + 2000).unref();
     void Promise.allSettled(stops.map((stop) => stop()))
       .then(() => close())
+      .then(() => scanner?.stop())
       .then(() => embedded?.stop())
       .then(() => {
         logger.info('stopped');
@@ -106,6 +109,20 @@ function compose(config: Config, redisUrl: string, logger: Logger): { core: Core
     for (const conn of [redis, subscriber, bullmq]) conn.disconnect();
   };
   return { core, close };
+}
+
+/**
+ * Virus scanning, where workers run: a configured clamd, or a private one under DATA_DIR (stopped
+ * after the workers, in shutdown), or none yet (uploads wait in `scanning`), or off. Says which in
+ * one line.
+ */
+async function startScanning(core: Core, mode: Mode): Promise<Scanner | undefined> {
+  if (mode === 'server') return undefined;
+  const scanner = await startScanner(core.config, core.logger);
+  core.scanner = scanner;
+  const state = scanner.state().kind;
+  core.logger[state === 'clamd' ? 'info' : 'warn']({ scanning: state }, `virus scanning: ${scanner.summary()}`);
+  return scanner;
 }
 
 /** Nothing a client sends may take the process down: log stray errors instead of exiting. */

@@ -137,6 +137,7 @@ const env = z.object({
   CLAMD_HOST: z.string().min(1).optional(),
   CLAMD_PORT: integer('CLAMD_PORT', 1, 65535).default(3310),
   CLAMD_TIMEOUT: duration('CLAMD_TIMEOUT').default(120_000),
+  CLAMD_DATABASE_DIR: z.string().min(1).optional(),
   SCAN_MAX_BYTES: bytes('SCAN_MAX_BYTES').default(100 * MiB),
   QUARANTINE_MODE: z.enum(['move', 'delete'], { message: 'QUARANTINE_MODE must be "move" or "delete"' }).default('move'),
   // A generic upload server takes any file; refusing types is opt-in.
@@ -282,8 +283,15 @@ export interface AccessConfig {
 export interface PipelineConfig {
   /** Off only on purpose: without a clamd the scan task is then `skipped` (warning at start-up). */
   scanRequired: boolean;
-  /** clamd address: unix socket, or host + port. None set: no scanner configured. */
-  clamd: { socket?: string; host?: string; port: number; timeoutMs: number } | undefined;
+  /**
+   * clamd address: unix socket, or host + port. None set: a worker process starts a private clamd
+   * under DATA_DIR when clamd is installed (lib/scanner.ts), unless scanning is off.
+   */
+  clamd: { socket?: string; host?: string; port: number } | undefined;
+  /** Time limit of one scan (connect, stream, verdict). */
+  scanTimeoutMs: number;
+  /** Signature database of the private clamd; undefined: the system's (/var/lib/clamav, kept by freshclam). */
+  clamdDatabaseDir?: string;
   /** Larger objects are not streamed to clamd: the scan fails (never "clean"). Keep <= clamd's StreamMaxLength. */
   scanMaxBytes: number;
   quarantineMode: 'move' | 'delete';
@@ -388,6 +396,9 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (unknownQueues.length) problems.push(`WORKER_QUEUES: unknown queue(s) ${unknownQueues.join(', ')}; choose from ${PIPELINE_QUEUES.join(', ')}`);
   if (e.WEBHOOK_URL && !e.WEBHOOK_SECRET) problems.push('WEBHOOK_SECRET: required when WEBHOOK_URL is set (webhooks are always signed)');
   if (e.CLAMD_SOCKET && e.CLAMD_HOST) problems.push('CLAMD_SOCKET and CLAMD_HOST: set one of them, not both');
+  if (e.CLAMD_DATABASE_DIR && (e.CLAMD_SOCKET || e.CLAMD_HOST)) {
+    problems.push('CLAMD_DATABASE_DIR: only for the private clamd; a clamd at CLAMD_SOCKET / CLAMD_HOST reads its own DatabaseDirectory');
+  }
   if (e.SIGNED_GET_URL_TTL < 1000 || e.SIGNED_GET_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_GET_URL_TTL: must be between 1s and 7d (the S3 limit)');
   if (e.MAX_MEDIA_DURATION < 1000) problems.push('MAX_MEDIA_DURATION: must be at least 1s');
   if (e.SINGLE_PUT_MAX < 1 || e.SINGLE_PUT_MAX > 5 * 1024 * MiB) problems.push('SINGLE_PUT_MAX: must be between 1 byte and 5GiB (the S3 limit of one PUT)');
@@ -425,7 +436,9 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   };
   const pipeline: PipelineConfig = {
     scanRequired: e.SCAN_REQUIRED,
-    clamd: e.CLAMD_SOCKET || e.CLAMD_HOST ? { socket: e.CLAMD_SOCKET, host: e.CLAMD_HOST, port: e.CLAMD_PORT, timeoutMs: e.CLAMD_TIMEOUT } : undefined,
+    clamd: e.CLAMD_SOCKET || e.CLAMD_HOST ? { socket: e.CLAMD_SOCKET, host: e.CLAMD_HOST, port: e.CLAMD_PORT } : undefined,
+    scanTimeoutMs: e.CLAMD_TIMEOUT,
+    clamdDatabaseDir: e.CLAMD_DATABASE_DIR ? path.resolve(e.CLAMD_DATABASE_DIR) : undefined,
     scanMaxBytes: e.SCAN_MAX_BYTES,
     quarantineMode: e.QUARANTINE_MODE,
     allowedTypes,

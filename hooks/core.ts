@@ -11,6 +11,7 @@ import type { ObjectStorage } from '../lib/object-storage.js';
 import type { RecordStore } from '../lib/record-store.js';
 import type { RedisKeys } from '../lib/redis-keys.js';
 import type { Presigner } from '../lib/s3.js';
+import type { Scanner } from '../lib/scanner.js';
 import type { AccessControl } from './access.js';
 import type { UploadLifecycle } from './lifecycle.js';
 
@@ -33,4 +34,6 @@ export interface Core {
   records: RecordStore;
   access: AccessControl;
   lifecycle: UploadLifecycle;
+  /** Virus scanning of the workers (a clamd, or why there is none yet); set where workers run. */
+  scanner?: Scanner;
 }

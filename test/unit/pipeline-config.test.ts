@@ -30,6 +30,7 @@ test('pipeline defaults: scanning required, no clamd, move to quarantine, 160/64
     concurrency: { scan: 2, metadata: 2, thumbnail: 2, transcode: 1 },
   });
   expect(p.allowedTypes).toEqual(['*/*']);
+  expect(p.clamdDatabaseDir).toBeUndefined();
   expect(p.workerQueues).toContain('transcode');
 });
 
@@ -53,6 +54,7 @@ test('pipeline variables are parsed and validated', () => {
   expect(problemsOf({ ALLOWED_TYPES: 'image/jpeg,jpeg' }).join('\n')).toMatch(/ALLOWED_TYPES/);
   expect(problemsOf({ ALLOWED_TYPES: ' , ' }).join('\n')).toMatch(/ALLOWED_TYPES/);
   expect(loadConfig({ ALLOWED_TYPES: 'image/*, application/zip' }).pipeline.allowedTypes).toEqual(['image/*', 'application/zip']);
+  expect(problemsOf({ CLAMD_DATABASE_DIR: '/srv/clamav', CLAMD_HOST: 'clamav' }).join('\n')).toMatch(/CLAMD_DATABASE_DIR/);
 });
 
 test('deterministic keys and ids; no path tricks', () => {

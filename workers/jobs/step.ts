@@ -10,7 +10,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { UnrecoverableError, WaitingError, type Job, type Processor } from 'bullmq';
+import { DelayedError, UnrecoverableError, WaitingError, type Job, type Processor } from 'bullmq';
 import type { PipelineConfig } from '../../config/index.js';
 import type { StepJob } from '../../lib/queues.js';
 import { TERMINAL, type Reason, type RunStopped, type RunWatch, type TaskName } from '../../lib/record-store.js';
@@ -25,7 +25,7 @@ export const ffmpegPaths = (p: PipelineConfig): FfmpegPaths => ({ ffmpegPath: p.
 
 export function reasonOf(err: unknown): Reason {
   if (err instanceof MediaError) return { code: err.code, message: err.reason };
-  if (err instanceof ScannerUnavailableError) return { code: 'scanner_unavailable', message: err.message };
+  if (err instanceof ScannerUnavailableError) return { code: 'scan_failed', message: err.message };
   if (err instanceof Error) return { code: 'error', message: err.message };
   return { code: 'error', message: String(err) };
 }
@@ -57,6 +57,21 @@ export async function withTempDir<T>(p: PipelineConfig, label: string, job: Step
     return await fn(dir);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Thrown by a step's body that cannot do its work yet (no virus scanner): the task is `waiting`
+ * and the job comes back after `delayMs`, without using an attempt and without holding a worker
+ * slot meanwhile.
+ */
+export class StepWaiting extends Error {
+  override readonly name = 'StepWaiting';
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
   }
 }
 
@@ -99,6 +114,13 @@ export function step(ctx: JobContext, task: TaskName, body: (job: Job<StepJob>, 
     try {
       return await body(job, { ...watch, signal: AbortSignal.any([watch.signal, ctx.stopping]) });
     } catch (err) {
+      if (err instanceof StepWaiting) {
+        await records.patchTask(uploadId, run, task, { status: 'waiting', error: undefined, progress: undefined, started_at: undefined });
+        log.debug({ uploadId, run, task, retryInMs: err.delayMs, why: err.message }, 'step waiting');
+        // Should the move fail, the job's lock expires and BullMQ hands it out again as stalled.
+        await job.moveToDelayed(Date.now() + err.delayMs, token).catch((e: unknown) => log.warn({ err: e, uploadId, task }, 'could not put the waiting step back'));
+        throw new DelayedError();
+      }
       if (!watch.signal.aborted && (await shuttingDown(ctx.stopping, interruptedFromOutside(err) ? 1000 : 0))) {
         await records.patchTask(uploadId, run, task, { status: 'pending', error: undefined, progress: undefined, started_at: undefined });
         log.info({ uploadId, run, task }, 'step interrupted by shutdown: it runs again after a restart');
