@@ -12,6 +12,7 @@ import type { EmbeddedRedis } from './lib/embedded-redis.js';
 import type { StartupFacts } from './lib/banner.js';
 import type { Logger } from './lib/logger.js';
 import type { ProcessUploadJob, ReprocessFields } from './lib/queues.js';
+import type { Scanner } from './lib/scanner.js';
 
 /**
  * The modules of the server and worker processes, loaded only when one is started: the
@@ -19,7 +20,7 @@ import type { ProcessUploadJob, ReprocessFields } from './lib/queues.js';
  * BullMQ or sharp in its memory).
  */
 async function loadModules() {
-  const [bullmq, config, access, auth, lifecycle, embeddedRedis, banner, logger, objectStorage, queues, recordStore, redis, redisKeys, s3, datastore, workerRegistry, server, workers] =
+  const [bullmq, config, access, auth, lifecycle, embeddedRedis, banner, logger, objectStorage, queues, recordStore, redis, redisKeys, s3, datastore, workerRegistry, scanner, server, workers] =
     await Promise.all([
       import('bullmq'),
       import('./config/index.js'),
@@ -37,6 +38,7 @@ async function loadModules() {
       import('./lib/s3.js'),
       import('./lib/stores/datastore.js'),
       import('./lib/worker-registry.js'),
+      import('./lib/scanner.js'),
       import('./server/main.js'),
       import('./workers/main.js'),
     ]);
@@ -57,6 +59,7 @@ async function loadModules() {
     ...s3,
     ...datastore,
     ...workerRegistry,
+    ...scanner,
     ...server,
     ...workers,
   };
@@ -95,6 +98,7 @@ async function main(): Promise<void> {
     redisUrl = embedded.url;
   }
   const { core, close } = compose(m, config, redisUrl, logger);
+  const scanner = await startScanning(m, core, mode);
   const stops: Array<() => Promise<void>> = [];
   if (mode === 'worker' || mode === 'all') stops.push((await m.startWorkers(core)).stop);
   let port: number | undefined;
@@ -117,6 +121,7 @@ async function main(): Promise<void> {
     }, config.shutdownTimeoutMs + 2000).unref();
     void Promise.allSettled(stops.map((stop) => stop()))
       .then(() => close())
+      .then(() => scanner?.stop())
       .then(() => embedded?.stop())
       .then(() => {
         logger.info('stopped');
@@ -177,9 +182,9 @@ async function announce(m: Modules, core: Core, mode: Mode, facts: { port: numbe
   lines.push(['storage', 'storage', core.s3 ? `S3 bucket ${core.s3.bucket}${config.s3?.endpoint ? ` at ${config.s3.endpoint}` : ' (AWS)'}` : `local disk, ${m.uploadsDirectory(config)}`]);
   lines.push(['redis', 'Redis', facts.redis]);
   const p = config.pipeline;
-  if (mode !== 'server') {
-    const clamd = p.clamd?.socket ?? (p.clamd ? `${p.clamd.host}:${p.clamd.port}` : undefined);
-    lines.push(['scan', 'virus scan', clamd ? `clamd at ${clamd}` : p.scanRequired ? 'required, but no clamd configured' : 'off (SCAN_REQUIRED=false)']);
+  if (core.scanner) {
+    lines.push(['scan', 'virus scan', core.scanner.summary()]);
+    if (core.scanner.state().kind === 'waiting' && process.stdout.isTTY) warnings.push(`virus scanning: ${core.scanner.summary()}`);
   }
   if (mode !== 'worker') {
     const auth = m.authSummary(config);
@@ -209,6 +214,21 @@ function packageVersion(): string {
   } catch {
     return '';
   }
+}
+
+/**
+ * Virus scanning, where workers run: a configured clamd, or a private one under DATA_DIR (stopped
+ * after the workers, in shutdown), or none yet (uploads wait in `scanning`), or off. Says which in
+ * one line.
+ */
+async function startScanning(m: Modules, core: Core, mode: Mode): Promise<Scanner | undefined> {
+  if (mode === 'server') return undefined;
+  const scanner = await m.startScanner(core.config, core.logger);
+  core.scanner = scanner;
+  const state = scanner.state().kind;
+  // On a terminal the banner says it (announce).
+  if (!process.stdout.isTTY) core.logger[state === 'clamd' ? 'info' : 'warn']({ scanning: state }, `virus scanning: ${scanner.summary()}`);
+  return scanner;
 }
 
 /** Nothing a client sends may take the process down: log stray errors instead of exiting. */

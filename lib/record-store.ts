@@ -11,7 +11,8 @@
 //   task:<name>    JSON { status, progress?, error?, started_at?, finished_at? }
 //   thumb:<w>.<f>  JSON { width, format, key }       (each thumbnail, published as soon as it exists)
 //   out:hls        JSON { master_key, renditions }    out:mp4  key    out:metadata JSON
-//   reason         JSON { code, message, signature? } for rejected/failed
+//   reason         JSON { code, message, signature? } for rejected/failed; while the scan waits
+//                  for a scanner, why (status `scanning`); '' once it no longer applies
 //   run_started_ms when the current run started (Redis clock, ms): the upload finished, or a
 //                  reprocess started it; a forced reprocess needs the run to be this old
 //   sha256         hex sha256 of the stored object, computed by the virus scan on its way to clamd

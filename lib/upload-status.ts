@@ -8,7 +8,8 @@ export type TaskName = 'virus_scan' | 'metadata' | 'thumbnail' | 'transcode';
 export const TASKS: readonly TaskName[] = ['virus_scan', 'metadata', 'thumbnail', 'transcode'];
 
 export interface TaskState {
-  status: 'pending' | 'running' | 'done' | 'skipped' | 'failed' | 'retrying';
+  /** waiting: cannot run yet (no virus scanner), comes back by itself; the record's reason says why. */
+  status: 'pending' | 'running' | 'waiting' | 'done' | 'skipped' | 'failed' | 'retrying';
   progress?: number;
   error?: string;
   started_at?: string;

@@ -37,7 +37,8 @@ beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'tusk-cli-'));
   resumeFile = path.join(dir, 'state', 'uploads.json');
   bucket = await createTestBucket('cli');
-  tusk = await startTusk({ mode: 'all', env: { ...tuskEnvForTests(bucket), SCAN_REQUIRED: 'false' } });
+  // Only images and videos: a random file is then rejected (type_not_allowed), for --wait's exit code.
+  tusk = await startTusk({ mode: 'all', env: { ...tuskEnvForTests(bucket), SCAN_REQUIRED: 'false', ALLOWED_TYPES: 'image/*,video/*' } });
 });
 
 afterAll(async () => {

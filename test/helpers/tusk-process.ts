@@ -11,6 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './services.js';
@@ -119,6 +120,10 @@ export async function startTusk(options: StartTuskOptions = {}): Promise<TuskPro
     else env[name] = value;
   }
   if (!env.PORT) env.PORT = String(await freePort());
+  // A worker without a clamd of its own would start a private one on the system's signatures (and
+  // run freshclam to get some): tests never touch those. Unless a test gives it one, its signature
+  // directory is one that does not exist (no signatures: scans wait).
+  if (!env.CLAMD_SOCKET && !env.CLAMD_HOST && env.CLAMD_DATABASE_DIR === undefined) env.CLAMD_DATABASE_DIR = path.join(os.tmpdir(), 'tusk-test-no-clamav-database');
   const port = Number(env.PORT);
   const url = `http://127.0.0.1:${port}`;
 
