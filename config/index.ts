@@ -4,28 +4,11 @@ import { isIP } from 'node:net';
 import path from 'node:path';
 import proxyAddr from 'proxy-addr';
 import { z } from 'zod';
+import { parseByteSize, parseDuration } from './units.js';
+
+export { parseByteSize, parseDuration };
 
 const MiB = 1024 * 1024;
-
-/** Parses sizes such as `52428800`, `50MiB`, `5GiB`, `1.5GB` into bytes. */
-export function parseByteSize(raw: string): number | undefined {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$/i.exec(raw);
-  if (!match) return undefined;
-  const unit = (match[2] ?? '').toLowerCase().replace(/b$/, '');
-  const powers: Record<string, number> = { '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12, ki: 1024, mi: MiB, gi: 1024 * MiB, ti: 1024 * 1024 * MiB };
-  const factor = powers[unit];
-  if (factor === undefined) return undefined;
-  const bytes = Number(match[1]) * factor;
-  return Number.isSafeInteger(Math.round(bytes)) ? Math.round(bytes) : undefined;
-}
-
-/** Parses durations such as `86400` (seconds), `90s`, `15m`, `24h`, `7d` into milliseconds. */
-export function parseDuration(raw: string): number | undefined {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(raw);
-  if (!match) return undefined;
-  const factors: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-  return Math.round(Number(match[1]) * (factors[(match[2] ?? 's').toLowerCase()] ?? 1000));
-}
 
 const bool = (name: string) =>
   z.string().transform((v, ctx) => {
@@ -141,13 +124,11 @@ const env = z.object({
   CLAMD_HOST: z.string().min(1).optional(),
   CLAMD_PORT: integer('CLAMD_PORT', 1, 65535).default(3310),
   CLAMD_TIMEOUT: duration('CLAMD_TIMEOUT').default(120_000),
+  CLAMD_DATABASE_DIR: z.string().min(1).optional(),
   SCAN_MAX_BYTES: bytes('SCAN_MAX_BYTES').default(100 * MiB),
   QUARANTINE_MODE: z.enum(['move', 'delete'], { message: 'QUARANTINE_MODE must be "move" or "delete"' }).default('move'),
-  ALLOWED_TYPES: z
-    .string()
-    .default(
-      'image/jpeg,image/png,image/webp,image/gif,image/heic,image/heif,image/avif,image/tiff,video/mp4,video/quicktime,video/webm,video/matroska,video/x-matroska,audio/mpeg,audio/mp4,audio/x-m4a,audio/aac,audio/wav,audio/ogg,audio/flac,application/pdf',
-    ),
+  // A generic upload server takes any file; refusing types is opt-in.
+  ALLOWED_TYPES: z.string().default('*/*'),
   THUMBNAIL_WIDTHS: z.string().default('160,640,1280'),
   THUMBNAIL_FORMATS: z.string().default('webp,jpeg'),
   MAX_IMAGE_PIXELS: integer('MAX_IMAGE_PIXELS', 1, 2_000_000_000).default(100_000_000),
@@ -309,12 +290,19 @@ export interface AccessConfig {
 export interface PipelineConfig {
   /** Off only on purpose: without a clamd the scan task is then `skipped` (warning at start-up). */
   scanRequired: boolean;
-  /** clamd address: unix socket, or host + port. None set: no scanner configured. */
-  clamd: { socket?: string; host?: string; port: number; timeoutMs: number } | undefined;
+  /**
+   * clamd address: unix socket, or host + port. None set: a worker process starts a private clamd
+   * under DATA_DIR when clamd is installed (lib/scanner.ts), unless scanning is off.
+   */
+  clamd: { socket?: string; host?: string; port: number } | undefined;
+  /** Time limit of one scan (connect, stream, verdict). */
+  scanTimeoutMs: number;
+  /** Signature database of the private clamd; undefined: the system's (/var/lib/clamav, kept by freshclam). */
+  clamdDatabaseDir?: string;
   /** Larger objects are not streamed to clamd: the scan fails (never "clean"). Keep <= clamd's StreamMaxLength. */
   scanMaxBytes: number;
   quarantineMode: 'move' | 'delete';
-  /** MIME types (from the bytes) accepted; `type/*` wildcards allowed. */
+  /** MIME types (from the bytes) accepted; `type/*` wildcards, or every type (the default, "*\/*"). */
   allowedTypes: string[];
   thumbnailWidths: number[];
   thumbnailFormats: Array<'webp' | 'jpeg'>;
@@ -407,14 +395,17 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     problems.push(`THUMBNAIL_FORMATS: must be webp, jpeg or both, comma-separated (got "${e.THUMBNAIL_FORMATS}")`);
   }
   const allowedTypes = e.ALLOWED_TYPES.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
-  if (allowedTypes.some((t) => !/^[a-z0-9.+-]+\/([a-z0-9.+-]+|\*)$/.test(t))) {
-    problems.push(`ALLOWED_TYPES: must be a comma-separated list of MIME types such as image/jpeg,video/* (got "${e.ALLOWED_TYPES}")`);
+  if (!allowedTypes.length || allowedTypes.some((t) => t !== '*' && t !== '*/*' && !/^[a-z0-9.+-]+\/([a-z0-9.+-]+|\*)$/.test(t))) {
+    problems.push(`ALLOWED_TYPES: must be */* (every type) or a comma-separated list of MIME types such as image/jpeg,video/* (got "${e.ALLOWED_TYPES}")`);
   }
   const workerQueues = e.WORKER_QUEUES ? e.WORKER_QUEUES.split(',').map((q) => q.trim()).filter(Boolean) : [...PIPELINE_QUEUES];
   const unknownQueues = workerQueues.filter((q) => !(PIPELINE_QUEUES as readonly string[]).includes(q));
   if (unknownQueues.length) problems.push(`WORKER_QUEUES: unknown queue(s) ${unknownQueues.join(', ')}; choose from ${PIPELINE_QUEUES.join(', ')}`);
   if (e.WEBHOOK_URL && !e.WEBHOOK_SECRET) problems.push('WEBHOOK_SECRET: required when WEBHOOK_URL is set (webhooks are always signed)');
   if (e.CLAMD_SOCKET && e.CLAMD_HOST) problems.push('CLAMD_SOCKET and CLAMD_HOST: set one of them, not both');
+  if (e.CLAMD_DATABASE_DIR && (e.CLAMD_SOCKET || e.CLAMD_HOST)) {
+    problems.push('CLAMD_DATABASE_DIR: only for the private clamd; a clamd at CLAMD_SOCKET / CLAMD_HOST reads its own DatabaseDirectory');
+  }
   if (e.SIGNED_GET_URL_TTL < 1000 || e.SIGNED_GET_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_GET_URL_TTL: must be between 1s and 7d (the S3 limit)');
   if (e.MAX_MEDIA_DURATION < 1000) problems.push('MAX_MEDIA_DURATION: must be at least 1s');
   if (e.SINGLE_PUT_MAX < 1 || e.SINGLE_PUT_MAX > 5 * 1024 * MiB) problems.push('SINGLE_PUT_MAX: must be between 1 byte and 5GiB (the S3 limit of one PUT)');
@@ -452,7 +443,9 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   };
   const pipeline: PipelineConfig = {
     scanRequired: e.SCAN_REQUIRED,
-    clamd: e.CLAMD_SOCKET || e.CLAMD_HOST ? { socket: e.CLAMD_SOCKET, host: e.CLAMD_HOST, port: e.CLAMD_PORT, timeoutMs: e.CLAMD_TIMEOUT } : undefined,
+    clamd: e.CLAMD_SOCKET || e.CLAMD_HOST ? { socket: e.CLAMD_SOCKET, host: e.CLAMD_HOST, port: e.CLAMD_PORT } : undefined,
+    scanTimeoutMs: e.CLAMD_TIMEOUT,
+    clamdDatabaseDir: e.CLAMD_DATABASE_DIR ? path.resolve(e.CLAMD_DATABASE_DIR) : undefined,
     scanMaxBytes: e.SCAN_MAX_BYTES,
     quarantineMode: e.QUARANTINE_MODE,
     allowedTypes,

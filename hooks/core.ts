@@ -13,6 +13,7 @@ import type { RecordStore } from '../lib/record-store.js';
 import type { RedisKeys } from '../lib/redis-keys.js';
 import type { WorkerRegistry } from '../lib/worker-registry.js';
 import type { Presigner } from '../lib/s3.js';
+import type { Scanner } from '../lib/scanner.js';
 import type { AccessControl } from './access.js';
 import type { UploadLifecycle } from './lifecycle.js';
 
@@ -37,6 +38,8 @@ export interface Core {
   lifecycle: UploadLifecycle;
   /** Which worker processes are alive and what they consume. */
   workers: WorkerRegistry;
+  /** Virus scanning of the workers (a clamd, or why there is none yet); set where workers run. */
+  scanner?: Scanner;
   /** The process's Prometheus registry and every metric (counted whether or not /metrics is served). */
   metrics: Metrics;
 }

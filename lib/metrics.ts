@@ -26,10 +26,10 @@ const HTTP_METHODS = new Set<string>([...TUS_METHODS, 'PUT']);
 
 export type RefusalReason = 'quota_exceeded' | 'too_many_uploads' | 'rate_limit_user' | 'rate_limit_ip';
 export type LockWaitOutcome = 'acquired' | 'timeout' | 'aborted' | 'error';
-export type ScanVerdict = 'clean' | 'infected' | 'skipped' | 'empty' | 'too_large' | 'error';
+export type ScanVerdict = 'clean' | 'infected' | 'skipped' | 'empty' | 'too_large' | 'unavailable' | 'error';
 export type DirectSessionEvent = 'initiated' | 'deduplicated' | 'completed' | 'aborted' | 'expired';
 export type WebhookOutcome = 'delivered' | 'failed';
-export type StepOutcome = 'completed' | 'failed';
+export type StepOutcome = 'completed' | 'failed' | 'delayed';
 
 /** One queue's state, read from Redis when /metrics is scraped (workers/metrics.ts). */
 export interface QueueStats {
@@ -117,14 +117,14 @@ export class Metrics {
   });
   readonly stepDuration = new Histogram({
     name: 'tusk_step_duration_seconds',
-    help: 'Pipeline jobs run by this worker process, by queue and outcome (completed, failed: an attempt threw).',
+    help: 'Pipeline jobs run by this worker process, by queue and outcome (completed; failed: an attempt threw; delayed: put back to run later, waiting for a scanner or interrupted by shutdown).',
     labelNames: ['queue', 'outcome'] as const,
     buckets: STEP_BUCKETS,
     registers: [this.registry],
   });
   readonly scanVerdicts = new Counter({
     name: 'tusk_scan_verdicts_total',
-    help: 'Virus scans by verdict: clean, infected, skipped (no scanner, SCAN_REQUIRED=false), empty, too_large (over SCAN_MAX_BYTES), error (no usable answer; retried).',
+    help: 'Virus scans by verdict: clean, infected, skipped (scanning off), empty, too_large (over SCAN_MAX_BYTES), unavailable (no scanner answered: the upload waits), error (no usable answer; retried).',
     labelNames: ['verdict'] as const,
     registers: [this.registry],
   });
@@ -136,7 +136,7 @@ export class Metrics {
   });
 
   #queueStats: (() => Promise<QueueStats[]>) | undefined;
-  #scannerProbe: (() => Promise<boolean>) | undefined;
+  #scannerProbe: (() => Promise<boolean | undefined>) | undefined;
 
   readonly queueJobs = new Gauge({
     name: 'tusk_queue_jobs',
@@ -162,11 +162,12 @@ export class Metrics {
   });
   readonly scannerUp = new Gauge({
     name: 'tusk_scanner_up',
-    help: 'Whether clamd answered PING at scrape time (1) or not (0); absent where no scanner is configured.',
+    help: 'Whether the worker has a scanner that answered PING at scrape time (1) or not (0: none yet, or not answering); absent with scanning off.',
     registers: [this.registry],
     collect: async () => {
       this.scannerUp.reset();
-      if (this.#scannerProbe) this.scannerUp.set((await this.#scannerProbe()) ? 1 : 0);
+      const up = await this.#scannerProbe?.();
+      if (up !== undefined) this.scannerUp.set(up ? 1 : 0);
     },
   });
 
@@ -180,8 +181,8 @@ export class Metrics {
     this.#queueStats = source;
   }
 
-  /** Where tusk_scanner_up comes from (a worker process with a clamd configured). */
-  setScannerProbe(probe: () => Promise<boolean>): void {
+  /** Where tusk_scanner_up comes from (a worker process; undefined: scanning is off). */
+  setScannerProbe(probe: () => Promise<boolean | undefined>): void {
     this.#scannerProbe = probe;
   }
 

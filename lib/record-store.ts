@@ -11,7 +11,8 @@
 //   task:<name>    JSON { status, progress?, error?, started_at?, finished_at? }
 //   thumb:<w>.<f>  JSON { width, format, key }       (each thumbnail, published as soon as it exists)
 //   out:hls        JSON { master_key, renditions }    out:mp4  key    out:metadata JSON
-//   reason         JSON { code, message, signature? } for rejected/failed
+//   reason         JSON { code, message, signature? } for rejected/failed; while the scan waits
+//                  for a scanner, why (status `scanning`); '' once it no longer applies
 //   run_started_ms when the current run started (Redis clock, ms): the upload finished, or a
 //                  reprocess started it; a forced reprocess needs the run to be this old
 //   sha256         hex sha256 of the stored object, computed by the virus scan on its way to clamd
@@ -23,21 +24,12 @@ import { TuskError } from './errors.js';
 import { RedisKeys } from './redis-keys.js';
 import type { ProcessUploadJob } from './queues.js';
 import { luaScript } from './lua.js';
+import { TASKS, TERMINAL, type Reason, type TaskName, type TaskState, type UploadStatus } from './upload-status.js';
 
-export type UploadStatus = 'uploading' | 'uploaded' | 'scanning' | 'processing' | 'ready' | 'rejected' | 'failed';
-export const TERMINAL: readonly UploadStatus[] = ['ready', 'rejected', 'failed'];
-export type TaskName = 'virus_scan' | 'metadata' | 'thumbnail' | 'transcode';
-export const TASKS: readonly TaskName[] = ['virus_scan', 'metadata', 'thumbnail', 'transcode'];
+export { TASKS, TERMINAL, type Reason, type TaskName, type TaskState, type UploadStatus };
+
 /** Lifetime of the record of an upload that never finishes (longer than any sensible UPLOAD_EXPIRY). */
 export const UNFINISHED_RECORD_TTL_MS = 30 * 86_400_000;
-
-export interface TaskState {
-  status: 'pending' | 'running' | 'done' | 'skipped' | 'failed' | 'retrying';
-  progress?: number;
-  error?: string;
-  started_at?: string;
-  finished_at?: string;
-}
 
 export interface RecordBase {
   upload_id: string;
@@ -47,12 +39,6 @@ export interface RecordBase {
   created_at: string;
   /** Where the upload is stored and what the hook saw (to re-run the pipeline). */
   source?: ProcessUploadJob;
-}
-
-export interface Reason {
-  code: string;
-  message: string;
-  signature?: string;
 }
 
 export interface StoredThumb {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the system programs tusk needs are installed (Debian/Ubuntu, apt-get).
 #   scripts/ensure-system-deps.sh start   all-in-one mode: redis-server, unless REDIS_URL is set;
-#                                         ffmpeg/ffprobe and clamd (processing workers)
+#                                         ffmpeg/ffprobe, and clamd + freshclam (with the CA
+#                                         certificates its HTTPS download needs) for the private
+#                                         clamd, unless CLAMD_SOCKET / CLAMD_HOST is set
 #   scripts/ensure-system-deps.sh test    the test suite: redis-server, Ceph RGW (mon, osd, radosgw), curl,
 #                                         clamd (own test signatures), ffmpeg/ffprobe, promtool (the
 #                                         alert rules are checked and unit-tested with it)
@@ -15,8 +17,13 @@ usage() { echo "usage: $0 start|test" >&2; exit 2; }
 # Each entry: "<program to look for>:<Debian package that provides it>".
 case "$1" in
   start)
-    # processing workers: ffmpeg/ffprobe (thumbnails, transcodes), clamd (virus scan)
-    wanted=(ffmpeg:ffmpeg ffprobe:ffmpeg clamd:clamav-daemon clamscan:clamav)
+    # processing workers: ffmpeg/ffprobe (thumbnails, transcodes)
+    wanted=(ffmpeg:ffmpeg ffprobe:ffmpeg)
+    # the private clamd (virus scan) and freshclam, which downloads its signatures over HTTPS;
+    # an external clamd needs none of them
+    if [ -z "${CLAMD_SOCKET:-}${CLAMD_HOST:-}" ]; then
+      wanted+=(clamd:clamav-daemon clamscan:clamav freshclam:clamav-freshclam update-ca-certificates:ca-certificates)
+    fi
     # an external Redis (REDIS_URL) needs no local redis-server
     if [ -z "${REDIS_URL:-}" ]; then wanted+=(redis-server:redis-server); fi
     ;;

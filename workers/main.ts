@@ -27,7 +27,8 @@ export async function startWorkers(core: Core): Promise<RunningWorkers> {
   cleanupWorker.on('failed', (job, err) => log.error({ err, job: job?.name }, 'maintenance job failed'));
   cleanupWorker.on('error', (err) => log.warn({ err: err.message }, 'maintenance worker error'));
   log.info({ every: config.cleanupIntervalMs }, 'worker started: cleanup of expired uploads scheduled');
-  const pipeline = await startPipeline({ config, redis, records: core.records, storage: core.storage, logger: core.logger, metrics: core.metrics });
+  if (!core.scanner) throw new Error('startWorkers: core.scanner is not set (tusk.ts starts the scanner where workers run)');
+  const pipeline = await startPipeline({ config, redis, records: core.records, storage: core.storage, scanner: core.scanner, logger: core.logger, metrics: core.metrics });
   // Servers tell their clients when nothing would process their uploads (lib/worker-registry.ts).
   const withdraw = core.workers.start(config.pipeline.workerQueues);
   const queueMetrics = config.metrics.enabled ? watchQueues(core) : undefined;

@@ -1,5 +1,6 @@
 // The worker process's side of the metrics (definitions: lib/metrics.ts): each pipeline queue's
-// jobs by state and the age of its oldest waiting job, and whether clamd answers PING. Read when
+// jobs by state and the age of its oldest waiting job, and whether the scanner (lib/scanner.ts)
+// has a clamd that answers PING. Read when
 // /metrics is scraped, not on a timer: at most once every STATS_TTL_MS whatever the scrape rate
 // (a few Redis commands per queue, one PING), each read bounded in time, on the request-path Redis
 // connection (which fails fast rather than queueing while Redis is down).
@@ -14,7 +15,7 @@ const READ_TIMEOUT_MS = 2_000;
 const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'failed'] as const;
 
 export function watchQueues(core: Core): { close(): Promise<void> } {
-  const { metrics, redis, keys, config } = core;
+  const { metrics, redis, keys } = core;
   const log = core.logger.child({ component: 'metrics' });
   const queues = PIPELINE_QUEUES.map((name) => new Queue(name, { connection: redis, prefix: keys.bullPrefix }));
   for (const q of queues) q.on('error', (err) => log.debug({ err: err.message, queue: q.name }, 'queue stats connection error'));
@@ -36,10 +37,16 @@ export function watchQueues(core: Core): { close(): Promise<void> } {
       }),
     ),
   );
-  const clamd = config.pipeline.clamd;
-  if (clamd) {
-    const target = { socket: clamd.socket, host: clamd.host, port: clamd.socket ? undefined : clamd.port, timeoutMs: READ_TIMEOUT_MS };
-    metrics.setScannerProbe(cachedFor(STATS_TTL_MS, () => pingClamd(target).then(() => true, () => false)));
+  const scanner = core.scanner;
+  if (scanner) {
+    metrics.setScannerProbe(
+      cachedFor(STATS_TTL_MS, async () => {
+        const state = scanner.state();
+        if (state.kind === 'off') return undefined;
+        if (state.kind === 'waiting') return false;
+        return pingClamd({ ...state.target, timeoutMs: READ_TIMEOUT_MS }).then(() => true, () => false);
+      }),
+    );
   }
   return {
     close: async () => {

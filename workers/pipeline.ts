@@ -11,7 +11,7 @@
 // the restarted one) takes the job as stalled and runs it again. Every step is idempotent:
 // outputs go to fixed keys (derived/<id>/...), record writes carry the run and terminal states
 // are written once (Lua in lib/record-store.ts), webhooks have one job id per event and run.
-import { FlowProducer, Worker, type Processor } from 'bullmq';
+import { DelayedError, FlowProducer, Queue, WaitingError, Worker, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
@@ -19,12 +19,13 @@ import type { Metrics, StepOutcome } from '../lib/metrics.js';
 import type { ObjectStorage } from '../lib/object-storage.js';
 import { RecordStore } from '../lib/record-store.js';
 import { RedisKeys } from '../lib/redis-keys.js';
+import type { Scanner } from '../lib/scanner.js';
 import type { JobContext, PipelineJob } from './jobs/context.js';
 import { extractMetadataJob } from './jobs/extract-metadata.js';
 import { finalizeJob } from './jobs/finalize.js';
 import { processUploadJob } from './jobs/process-upload.js';
 import { recordFailedJob } from './jobs/step.js';
-import { WEBHOOK_QUEUE } from '../lib/queues.js';
+import { VIRUS_SCAN_QUEUE, WEBHOOK_QUEUE } from '../lib/queues.js';
 import { thumbnailJob } from './jobs/thumbnail.js';
 import { transcodeJob } from './jobs/transcode.js';
 import { virusScanJob } from './jobs/virus-scan.js';
@@ -42,10 +43,12 @@ export interface PipelineDeps {
   /** The process's status records and object storage (hooks/core.ts). */
   records: RecordStore;
   storage: ObjectStorage;
+  /** Virus scanning (tusk.ts starts it: lib/scanner.ts). */
+  scanner: Scanner;
   metrics: Metrics;
 }
 
-export async function startPipeline({ config, redis, logger, records, storage, metrics }: PipelineDeps): Promise<RunningPipeline> {
+export async function startPipeline({ config, redis, logger, records, storage, scanner, metrics }: PipelineDeps): Promise<RunningPipeline> {
   const log = logger.child({ component: 'pipeline' });
   const p = config.pipeline;
   const keys = new RedisKeys(config.redisPrefix);
@@ -53,6 +56,9 @@ export async function startPipeline({ config, redis, logger, records, storage, m
   const prefix = keys.bullPrefix;
   const flows = new FlowProducer({ connection, prefix });
   const webhooks = new Webhooks(p, connection, prefix);
+  // Shutdown: steps in flight stop their work (ffmpeg, downloads, scans) and put their job back,
+  // to run again after a restart (workers/jobs/step.ts), rather than being waited for or failed.
+  const stopping = new AbortController();
   const ctx: JobContext = {
     config,
     redis,
@@ -61,6 +67,8 @@ export async function startPipeline({ config, redis, logger, records, storage, m
     storage,
     flows,
     webhooks,
+    scanner,
+    stopping: stopping.signal,
     log,
     metrics,
   };
@@ -78,6 +86,10 @@ export async function startPipeline({ config, redis, logger, records, storage, m
         const result: unknown = await handler(j, token);
         outcome = 'completed';
         return result;
+      } catch (err) {
+        // Put back to run later (waiting for a scanner, interrupted by shutdown): not a failure.
+        if (err instanceof DelayedError || err instanceof WaitingError) outcome = 'delayed';
+        throw err;
       } finally {
         metrics.stepDuration.observe({ queue: job.queue, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
       }
@@ -100,14 +112,19 @@ export async function startPipeline({ config, redis, logger, records, storage, m
   consume(transcodeJob);
   consume(finalizeJob);
   consume(webhookJob);
-  log.info(
-    { queues: [...wanted], concurrency: p.concurrency, scan: p.clamd ? 'clamd' : p.scanRequired ? 'required, no clamd configured' : 'skipped', webhooks: !!p.webhook },
-    'processing pipeline started',
-  );
+  // Scans waiting for a scanner back off up to a minute; once one answers they go at once.
+  const scanQueue = wanted.has(VIRUS_SCAN_QUEUE) ? new Queue(VIRUS_SCAN_QUEUE, { connection, prefix }) : undefined;
+  const releaseWaitingScans = () => void scanQueue?.promoteJobs().catch((err: unknown) => log.warn({ err }, 'could not release the waiting scans'));
+  scanner.onAvailable(releaseWaitingScans);
+  // Scans that waited while no worker ran, or for a scanner that this start has (or does without: SCAN_REQUIRED=false).
+  if (scanner.state().kind !== 'waiting') releaseWaitingScans();
+  log.info({ queues: [...wanted], concurrency: p.concurrency, scan: scanner.state().kind, webhooks: !!p.webhook }, 'processing pipeline started');
 
   return {
     stop: async () => {
+      stopping.abort(new Error('the worker is shutting down'));
       await Promise.allSettled(workers.map((w) => w.close()));
+      await scanQueue?.close();
       await flows.close();
       await webhooks.close();
     },

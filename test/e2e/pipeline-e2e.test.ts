@@ -145,16 +145,6 @@ test('an empty upload is rejected as empty (clamd gives no verdict on 0 bytes; n
   expect(doc.outputs.thumbnails).toEqual([]);
 });
 
-test('a .jpg that is really an executable is rejected by its bytes', async () => {
-  const exe = await fs.readFile('/bin/true');
-  const id = await upload(exe, 'holiday.jpg', 'image/jpeg');
-  const doc = await waitFor(id, terminal);
-  expect(doc.status).toBe('rejected');
-  expect(doc.reason?.code).toBe('type_not_allowed');
-  expect(doc.reason?.message).toMatch(/not allowed/);
-  expect(doc.outputs.thumbnails).toEqual([]);
-});
-
 test('a JPEG: ready with thumbnails that download through their presigned URLs; reprocess runs again', async () => {
   const file = path.join(dir, 'photo.jpg');
   await ffmpeg(['-f', 'lavfi', '-i', 'testsrc2=size=1600x1200', '-frames:v', '1', file]);

@@ -1,6 +1,7 @@
 // Helpers for the direct-to-storage tests: HS256 tokens, JSON calls to tusk's API, and a small
 // TCP proxy in front of tusk that counts every byte in both directions (to prove that the file's
-// bytes go to storage, never through tusk).
+// bytes go to storage, never through tusk; slowed or frozen, it is also the bad network of the
+// command-line client's tests).
 import http from 'node:http';
 import net from 'node:net';
 import { SignJWT } from 'jose';
@@ -81,31 +82,91 @@ export interface CountingProxy {
   url: string;
   /** Bytes client -> tusk and tusk -> client since start (or the last reset). */
   bytes(): { up: number; down: number };
+  /** Limits client -> tusk to `bytesPerSecond` on every connection (undefined: no limit). */
+  setUpRate(bytesPerSecond: number | undefined): void;
+  /** Closes both sides of every connection open now, with whatever they still buffer (later ones pass). */
+  dropConnections(): void;
   close(): Promise<void>;
 }
 
-/** A TCP proxy on 127.0.0.1 in front of `targetPort`, counting bytes both ways. */
-export async function countingProxy(targetPort: number): Promise<CountingProxy> {
+export interface ProxyOptions {
+  /** client -> tusk bytes per second on each connection; default unlimited. */
+  upBytesPerSecond?: number;
+  /**
+   * Once this many bytes went up, the connections of that moment stop forwarding in both
+   * directions and stay open, as on a network that went away without a word (no FIN, no RST);
+   * later connections pass normally.
+   */
+  freezeAfterUpBytes?: number;
+}
+
+/** A TCP proxy on 127.0.0.1 in front of `targetPort`, counting bytes both ways (optionally slow or freezing). */
+export async function countingProxy(targetPort: number, options: ProxyOptions = {}): Promise<CountingProxy> {
   let up = 0;
   let down = 0;
+  let upRate = options.upBytesPerSecond;
+  let frozen = false;
   const sockets = new Set<net.Socket>();
+  const pairs = new Set<{ client: net.Socket; upstream: net.Socket; frozen: boolean }>();
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair = { client, upstream, frozen: false };
     sockets.add(client);
     sockets.add(upstream);
+    pairs.add(pair);
+    // The client side pauses for the rate limit and for upstream backpressure; it goes on when neither holds it.
+    let waitingDrain = false;
+    let waitingRate = false;
+    const maybeResume = () => {
+      if (!pair.frozen && !waitingDrain && !waitingRate) client.resume();
+    };
     client.on('data', (d: Buffer) => {
+      if (pair.frozen) return;
       up += d.length;
+      if (!upstream.write(d)) {
+        waitingDrain = true;
+        client.pause();
+        upstream.once('drain', () => {
+          waitingDrain = false;
+          maybeResume();
+        });
+      }
+      if (options.freezeAfterUpBytes !== undefined && !frozen && up >= options.freezeAfterUpBytes) {
+        frozen = true;
+        for (const p of pairs) {
+          p.frozen = true;
+          p.client.pause();
+          p.upstream.pause();
+        }
+        return;
+      }
+      if (upRate) {
+        waitingRate = true;
+        client.pause();
+        setTimeout(() => {
+          waitingRate = false;
+          maybeResume();
+        }, (d.length / upRate) * 1000);
+      }
     });
+    client.on('end', () => upstream.end());
     upstream.on('data', (d: Buffer) => {
+      if (pair.frozen) return;
       down += d.length;
+      if (!client.write(d)) {
+        upstream.pause();
+        client.once('drain', () => {
+          if (!pair.frozen) upstream.resume();
+        });
+      }
     });
-    client.pipe(upstream);
-    upstream.pipe(client);
+    upstream.on('end', () => client.end());
     const end = () => {
       client.destroy();
       upstream.destroy();
       sockets.delete(client);
       sockets.delete(upstream);
+      pairs.delete(pair);
     };
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);
@@ -115,6 +176,15 @@ export async function countingProxy(targetPort: number): Promise<CountingProxy> 
   return {
     url: `http://127.0.0.1:${port}`,
     bytes: () => ({ up, down }),
+    setUpRate: (bytesPerSecond) => {
+      upRate = bytesPerSecond;
+    },
+    dropConnections: () => {
+      for (const p of pairs) {
+        p.client.destroy();
+        p.upstream.destroy();
+      }
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

@@ -1,4 +1,5 @@
-// Runs the built tusk (`node dist/tusk.js <mode>`) as a separate process for black-box tests.
+// Runs the built tusk (`node dist/tusk.js <mode>`) as a separate process for black-box tests, and
+// its command-line client (`node dist/tusk.js upload|status ...`, runTuskCli).
 // dist/ is built by `npm test` (test/run.sh) before jest starts.
 //
 //   const tusk = await startTusk({ env: tuskEnvForTests(bucket) });
@@ -10,6 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './services.js';
@@ -118,6 +120,10 @@ export async function startTusk(options: StartTuskOptions = {}): Promise<TuskPro
     else env[name] = value;
   }
   if (!env.PORT) env.PORT = String(await freePort());
+  // A worker without a clamd of its own would start a private one on the system's signatures (and
+  // run freshclam to get some): tests never touch those. Unless a test gives it one, its signature
+  // directory is one that does not exist (no signatures: scans wait).
+  if (!env.CLAMD_SOCKET && !env.CLAMD_HOST && env.CLAMD_DATABASE_DIR === undefined) env.CLAMD_DATABASE_DIR = path.join(os.tmpdir(), 'tusk-test-no-clamav-database');
   const port = Number(env.PORT);
   const url = `http://127.0.0.1:${port}`;
 
@@ -174,6 +180,73 @@ export async function startTusk(options: StartTuskOptions = {}): Promise<TuskPro
     pid: child.pid as number,
     exited: tracked.exited,
     output: () => out.toString(),
+    kill: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (!tracked.done) child.kill(signal);
+      return tracked.exited;
+    },
+  };
+}
+
+export interface TuskCliRun {
+  pid: number;
+  /** What it printed on stdout / stderr so far (each bounded like output()). */
+  stdout(): string;
+  stderr(): string;
+  /** The JSON objects among stdout's lines (what --json prints). */
+  events(): Array<Record<string, unknown>>;
+  exited: Promise<TuskExit>;
+  /** Sends `signal` (default SIGTERM) and resolves when the process has exited. */
+  kill(signal?: NodeJS.Signals): Promise<TuskExit>;
+}
+
+/**
+ * Runs the command-line client, `node dist/tusk.js <args>` (e.g. ['upload', file, '--json']), with
+ * `env` over the same clean base environment; stopped with the others when the test file ends.
+ */
+export function runTuskCli(args: string[], options: { env?: Record<string, string | undefined> } = {}): TuskCliRun {
+  const entry = path.resolve(repoRoot, 'dist', 'tusk.js');
+  if (!fs.existsSync(entry)) throw new Error(`${entry} does not exist: run \`npm run build\` first (npm test does)`);
+  const env: Record<string, string> = baseEnv();
+  for (const [name, value] of Object.entries(options.env ?? {})) {
+    if (value === undefined) delete env[name];
+    else env[name] = value;
+  }
+  const stdout = new OutputBuffer();
+  const stderr = new OutputBuffer();
+  const child = spawn(process.execPath, [entry, ...args], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+  const tracked: Tracked = {
+    child,
+    done: false,
+    exited: new Promise<TuskExit>((resolve) => {
+      const settle = (exit: TuskExit) => {
+        tracked.done = true;
+        running.delete(tracked);
+        watchExit();
+        resolve(exit);
+      };
+      child.on('error', (err) => {
+        stderr.push(Buffer.from(`\n[spawn error: ${err.message}]\n`));
+        settle({ code: null, signal: null });
+      });
+      // 'close', not 'exit': everything it printed has been read by then.
+      child.on('close', (code, signal) => settle({ code, signal }));
+    }),
+  };
+  running.add(tracked);
+  watchExit();
+  return {
+    pid: child.pid as number,
+    stdout: () => stdout.toString(),
+    stderr: () => stderr.toString(),
+    events: () =>
+      stdout
+        .toString()
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    exited: tracked.exited,
     kill: async (signal: NodeJS.Signals = 'SIGTERM') => {
       if (!tracked.done) child.kill(signal);
       return tracked.exited;

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { isAllowedType } from '../../lib/allowed-types.js';
-import { DEFAULT_ALLOWED_TYPES, detectType } from '../../workers/steps/detect-type.js';
+import { detectType, UNKNOWN_TYPE } from '../../workers/steps/detect-type.js';
 import { mediaWork } from '../../workers/steps/limits.js';
 import { extractMetadata } from '../../workers/steps/metadata.js';
 import { MediaRefusedError, type MediaLimits } from '../../workers/steps/types.js';
@@ -32,6 +32,7 @@ const exec = promisify(execFile);
 
 let dir: string;
 let video1080: string;
+const MEDIA_ONLY = ['image/*', 'video/*', 'audio/*', 'application/pdf'];
 
 beforeAll(async () => {
   dir = await tempDir('tusk-steps-meta-');
@@ -46,29 +47,33 @@ describe('detectType / isAllowedType', () => {
     const fake = path.join(dir, 'holiday.jpg');
     await fs.copyFile('/bin/true', fake);
     const detected = await detectType(fake);
-    expect(detected?.kind).not.toBe('image');
-    expect(detected?.mime).toBe('application/x-elf');
-    expect(isAllowedType(detected?.mime, DEFAULT_ALLOWED_TYPES)).toBe(false);
-    expect(isAllowedType(detected?.mime, ['image/*'])).toBe(false);
+    expect(detected.kind).not.toBe('image');
+    expect(detected.mime).toBe('application/x-elf');
+    expect(isAllowedType(detected.mime, MEDIA_ONLY)).toBe(false);
+    expect(isAllowedType(detected.mime, ['image/*'])).toBe(false);
+    expect(isAllowedType(detected.mime, ['*/*'])).toBe(true);
   });
 
-  test('plain text has no signature: undefined, and undefined is never allowed', async () => {
+  test('without a signature: text is text/plain, anything else application/octet-stream (no magic either way)', async () => {
     const txt = path.join(dir, 'a.png');
-    await fs.writeFile(txt, 'hello, I am not a PNG\n');
-    expect(await detectType(txt)).toBeUndefined();
-    expect(isAllowedType(undefined, ['*/*'])).toBe(false);
+    await fs.writeFile(txt, 'hello, I am not a PNG\nnaïve,ünïcödé\n');
+    expect(await detectType(txt)).toEqual({ mime: 'text/plain', ext: 'txt', kind: 'other', magic: false });
+    const bin = path.join(dir, 'random.bin');
+    await fs.writeFile(bin, Buffer.concat([Buffer.alloc(64, 0x01), Buffer.alloc(1), Buffer.alloc(4000, 0x9c)])); // no signature, not UTF-8
+    expect(await detectType(bin)).toEqual(UNKNOWN_TYPE);
+    expect(isAllowedType(UNKNOWN_TYPE.mime, MEDIA_ONLY)).toBe(false);
   });
 
   test('PNG, JPEG, MP4, M4A are detected from their bytes whatever the name', async () => {
     const png = await makePng(path.join(dir, 'png.bin'));
     const jpg = await makeJpeg(path.join(dir, 'jpeg.txt'));
     const m4a = await makeAudio(path.join(dir, 'tone.m4a'), 1);
-    expect(await detectType(png)).toEqual({ mime: 'image/png', ext: 'png', kind: 'image' });
-    expect(await detectType(jpg)).toEqual({ mime: 'image/jpeg', ext: 'jpg', kind: 'image' });
-    expect(await detectType(video1080)).toEqual({ mime: 'video/mp4', ext: 'mp4', kind: 'video' });
+    expect(await detectType(png)).toEqual({ mime: 'image/png', ext: 'png', kind: 'image', magic: true });
+    expect(await detectType(jpg)).toEqual({ mime: 'image/jpeg', ext: 'jpg', kind: 'image', magic: true });
+    expect(await detectType(video1080)).toEqual({ mime: 'video/mp4', ext: 'mp4', kind: 'video', magic: true });
     const audio = await detectType(m4a);
-    expect(audio?.kind).toBe('audio');
-    for (const d of [png, jpg, video1080, m4a]) expect(isAllowedType((await detectType(d))?.mime, DEFAULT_ALLOWED_TYPES)).toBe(true);
+    expect(audio.kind).toBe('audio');
+    for (const d of [png, jpg, video1080, m4a]) expect(isAllowedType((await detectType(d)).mime, MEDIA_ONLY)).toBe(true);
   });
 
 });

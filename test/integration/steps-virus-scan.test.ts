@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { Readable } from 'node:stream';
-import { pingClamd, scanStream, ScannerUnavailableError, ScanTooLargeError, type ScanOptions } from '../../workers/scan/clamd.js';
+import { pingClamd, scanStream, ScannerUnavailableError, ScannerUnreachableError, ScanTooLargeError, type ScanOptions } from '../../workers/scan/clamd.js';
 import { EICAR } from '../helpers/fixtures-media.js';
 
 const socket = process.env.TEST_CLAMD_SOCKET;
@@ -69,13 +69,13 @@ describe('virus scan (clamd INSTREAM)', () => {
     await expect(scanStream(Readable.from([]), 100, viaSocket)).rejects.toBeInstanceOf(ScannerUnavailableError);
   });
 
-  test('clamd unreachable (socket missing, TCP port closed) -> ScannerUnavailableError', async () => {
-    await expect(scanStream(Readable.from([EICAR]), EICAR.length, { ...viaSocket, socket: `${socket}.missing` })).rejects.toBeInstanceOf(ScannerUnavailableError);
-    await expect(scanStream(Readable.from([EICAR]), EICAR.length, { ...viaTcp, port: await closedPort() })).rejects.toBeInstanceOf(ScannerUnavailableError);
+  test('clamd unreachable (socket missing, TCP port closed) -> ScannerUnreachableError (no scanner: the job waits for one)', async () => {
+    await expect(scanStream(Readable.from([EICAR]), EICAR.length, { ...viaSocket, socket: `${socket}.missing` })).rejects.toBeInstanceOf(ScannerUnreachableError);
+    await expect(scanStream(Readable.from([EICAR]), EICAR.length, { ...viaTcp, port: await closedPort() })).rejects.toBeInstanceOf(ScannerUnreachableError);
     await expect(scanStream(Readable.from([EICAR]), EICAR.length, { timeoutMs: 1000, maxStreamBytes: 1000 })).rejects.toBeInstanceOf(ScannerUnavailableError);
   });
 
-  test('a server that accepts but never answers -> ScannerUnavailableError after timeoutMs', async () => {
+  test('a server that accepts but never answers -> ScannerUnavailableError after timeoutMs (a scanner failing: retried, then failed)', async () => {
     const sockets: net.Socket[] = [];
     const silent = net.createServer((s) => {
       sockets.push(s);
@@ -86,6 +86,7 @@ describe('virus scan (clamd INSTREAM)', () => {
       const started = Date.now();
       const err = await scanStream(Readable.from([EICAR]), EICAR.length, { port: (silent.address() as net.AddressInfo).port, timeoutMs: 500, maxStreamBytes: MB }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ScannerUnavailableError);
+      expect(err).not.toBeInstanceOf(ScannerUnreachableError);
       expect(String(err)).toMatch(/within 500 ms/);
       expect(Date.now() - started).toBeLessThan(3000);
     } finally {

@@ -1,22 +1,43 @@
 // The pure rules of the processing steps, without ffmpeg, sharp or clamd: which types the allow-list
-// lets through, which thumbnail widths and HLS renditions are planned for a source, how long a
+// lets through, when a declared type contradicts the detected one, which thumbnail widths and HLS renditions are planned for a source, how long a
 // transcode may run, and which frame rate ffmpeg will encode at. The steps on real media:
 // test/integration/steps-*.test.ts.
 import { isAllowedType } from '../../lib/allowed-types.js';
-import { DEFAULT_ALLOWED_TYPES, parseAllowList } from '../../workers/steps/detect-type.js';
+import { typeMismatch, UNKNOWN_TYPE } from '../../workers/steps/detect-type.js';
 import { encodeFrameRate } from '../../workers/steps/limits.js';
 import { plannedWidths } from '../../workers/steps/thumbnail.js';
 import { planLadder, transcodeTimeoutMs } from '../../workers/steps/transcode.js';
 
-test('allow-list: wildcards, parameters, case; ALLOWED_TYPES parsed', () => {
+test('allow-list: wildcards, parameters, case', () => {
   expect(isAllowedType('image/heic', ['image/*'])).toBe(true);
   expect(isAllowedType('video/mp4', ['image/*', 'audio/*'])).toBe(false);
   expect(isAllowedType('AUDIO/OGG; codecs=opus', ['audio/ogg'])).toBe(true);
   expect(isAllowedType('application/pdf', ['*/*'])).toBe(true);
-  expect(isAllowedType('application/x-msdownload', DEFAULT_ALLOWED_TYPES)).toBe(false);
+  expect(isAllowedType('application/x-msdownload', ['image/*', 'video/*', 'audio/*', 'application/pdf'])).toBe(false);
   expect(isAllowedType('garbage', ['*'])).toBe(false);
-  expect(parseAllowList('image/*, video/mp4  application/pdf')).toEqual(['image/*', 'video/mp4', 'application/pdf']);
-  expect(parseAllowList('')).toEqual([...DEFAULT_ALLOWED_TYPES]);
+});
+
+test('typeMismatch: a declaration that the bytes contradict; aliases, generic and uncheckable ones are not', () => {
+  const zip = { mime: 'application/zip', ext: 'zip', kind: 'other' as const, magic: true };
+  const jpeg = { mime: 'image/jpeg', ext: 'jpg', kind: 'image' as const, magic: true };
+  const text = { mime: 'text/plain', ext: 'txt', kind: 'other' as const, magic: false };
+  expect(typeMismatch('image/png', zip)).toEqual({ declared: 'image/png', detected: 'application/zip' });
+  expect(typeMismatch('image/png', jpeg)).toEqual({ declared: 'image/png', detected: 'image/jpeg' });
+  expect(typeMismatch('text/plain', zip)).toEqual({ declared: 'text/plain', detected: 'application/zip' });
+  // A type file-type knows by its signature, on bytes without one.
+  expect(typeMismatch('image/png', text)).toEqual({ declared: 'image/png', detected: 'text/plain' });
+  expect(typeMismatch('application/pdf', UNKNOWN_TYPE)).toEqual({ declared: 'application/pdf', detected: 'application/octet-stream' });
+  // Agreement, other names of the same type, parameters, case.
+  expect(typeMismatch('application/zip', zip)).toBeUndefined();
+  expect(typeMismatch('application/x-zip-compressed', zip)).toBeUndefined();
+  expect(typeMismatch('IMAGE/JPG', jpeg)).toBeUndefined();
+  expect(typeMismatch('audio/webm', { mime: 'video/webm', ext: 'webm', kind: 'video', magic: true })).toBeUndefined();
+  expect(typeMismatch('audio/mp4', { mime: 'audio/x-m4a', ext: 'm4a', kind: 'audio', magic: true })).toBeUndefined();
+  // Nothing checkable claimed.
+  for (const declared of [undefined, null, '', 'application/octet-stream', 'nonsense', 'text/csv; charset=utf-8', 'application/json']) {
+    expect(typeMismatch(declared, declared === 'application/octet-stream' ? zip : text)).toBeUndefined();
+  }
+  expect(typeMismatch('text/csv', UNKNOWN_TYPE)).toBeUndefined();
 });
 
 test('plannedWidths: ascending, never wider than the source, clipped once to the source width', () => {

@@ -29,7 +29,8 @@ test('pipeline defaults: scanning required, no clamd, move to quarantine, 160/64
     ffprobePath: 'ffprobe',
     concurrency: { scan: 2, metadata: 2, thumbnail: 2, transcode: 1 },
   });
-  expect(p.allowedTypes).toEqual(expect.arrayContaining(['image/jpeg', 'video/mp4', 'audio/mpeg']));
+  expect(p.allowedTypes).toEqual(['*/*']);
+  expect(p.clamdDatabaseDir).toBeUndefined();
   expect(p.workerQueues).toContain('transcode');
 });
 
@@ -51,6 +52,9 @@ test('pipeline variables are parsed and validated', () => {
   expect(problemsOf({ WORKER_QUEUES: 'transcode,nope' }).join('\n')).toMatch(/WORKER_QUEUES.*nope/);
   expect(problemsOf({ CLAMD_SOCKET: '/run/clamd.sock', CLAMD_HOST: 'x' }).join('\n')).toMatch(/CLAMD_SOCKET and CLAMD_HOST/);
   expect(problemsOf({ ALLOWED_TYPES: 'image/jpeg,jpeg' }).join('\n')).toMatch(/ALLOWED_TYPES/);
+  expect(problemsOf({ ALLOWED_TYPES: ' , ' }).join('\n')).toMatch(/ALLOWED_TYPES/);
+  expect(loadConfig({ ALLOWED_TYPES: 'image/*, application/zip' }).pipeline.allowedTypes).toEqual(['image/*', 'application/zip']);
+  expect(problemsOf({ CLAMD_DATABASE_DIR: '/srv/clamav', CLAMD_HOST: 'clamav' }).join('\n')).toMatch(/CLAMD_DATABASE_DIR/);
 });
 
 test('deterministic keys and ids; no path tricks', () => {

@@ -11,6 +11,7 @@ import type { ObjectStorage } from '../../lib/object-storage.js';
 import type { WebhookJob } from '../../lib/queues.js';
 import type { RecordStore, TaskName } from '../../lib/record-store.js';
 import type { RedisKeys } from '../../lib/redis-keys.js';
+import type { Scanner } from '../../lib/scanner.js';
 
 /** Queues webhook events of a run (workers/jobs/webhook.ts). */
 export interface WebhookEvents {
@@ -27,6 +28,10 @@ export interface JobContext {
   /** Adds the flows of a run (workers/jobs/flow.ts). */
   flows: FlowProducer;
   webhooks: WebhookEvents;
+  /** Which clamd the virus scan talks to, or why there is none yet (lib/scanner.ts). */
+  scanner: Scanner;
+  /** Aborted when the worker shuts down: steps stop their work and are left to run again after a restart. */
+  stopping: AbortSignal;
   log: Logger;
   /** Scan verdicts, webhook deliveries (lib/metrics.ts). */
   metrics: Metrics;

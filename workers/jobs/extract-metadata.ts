@@ -1,12 +1,15 @@
 // extract-metadata: runs after a clean scan. Detects the type from the file's bytes (never from
-// what the client said) against ALLOWED_TYPES, reads the metadata (ffprobe / sharp header) and
-// refuses audio/video over the work limits before anything is decoded; then adds the run's second
-// flow with the steps the kind needs (thumbnail, transcode, then finalize; workers/jobs/flow.ts).
+// what the client said) against ALLOWED_TYPES (every type by default), notes a declared type that
+// contradicts it, reads the metadata (ffprobe / sharp header) and refuses audio/video over the work
+// limits before anything is decoded; then adds the run's second flow with the steps the kind
+// needs (thumbnail, transcode, then finalize; workers/jobs/flow.ts). Any other file (a zip, a
+// CSV, unknown bytes) gets its type and size, and is ready.
 import path from 'node:path';
 import type { PipelineConfig } from '../../config/index.js';
 import { METADATA_QUEUE, type StepJob } from '../../lib/queues.js';
 import { isAllowedType } from '../../lib/allowed-types.js';
-import { detectType } from '../steps/detect-type.js';
+import { DECODABLE_IMAGE_TYPES } from '../media/sharp.js';
+import { detectType, typeMismatch } from '../steps/detect-type.js';
 import { extractMetadata } from '../steps/metadata.js';
 import { MediaRefusedError, type MediaLimits, type MediaMetadata } from '../steps/types.js';
 import type { PipelineJob } from './context.js';
@@ -35,10 +38,9 @@ export const extractMetadataJob: PipelineJob<StepJob> = {
         const file = path.join(dir, 'source');
         await storage.download(location, file, watch.signal);
         const detected = await detectType(file);
-        if (!detected || !isAllowedType(detected.mime, p.allowedTypes)) {
-          const rec = await records.get(uploadId);
-          const claimed = rec?.base.content_type ?? rec?.base.filename ?? 'unknown';
-          const message = `type ${detected?.mime ?? 'unknown'} (from the file's bytes; the client said ${claimed}) is not allowed`;
+        const declared = (await records.get(uploadId))?.base.content_type;
+        if (!isAllowedType(detected.mime, p.allowedTypes)) {
+          const message = `type ${detected.mime} (from the file's bytes; the client said ${declared ?? 'nothing'}) is not allowed`;
           await records.setTask(uploadId, run, 'metadata', { status: 'failed', error: message, finished_at: now() });
           await endRun(ctx, uploadId, run, 'rejected', { code: 'type_not_allowed', message });
           return { rejected: true };
@@ -55,8 +57,11 @@ export const extractMetadataJob: PipelineJob<StepJob> = {
           await endRun(ctx, uploadId, run, 'rejected', { code: err.code, message: err.reason });
           return { rejected: err.code };
         }
+        const mismatch = typeMismatch(declared, detected);
+        if (mismatch) log.info({ uploadId, run, ...mismatch }, 'declared type contradicts the bytes');
+        meta = { ...meta, size: job.data.size, ...(mismatch ? { typeMismatch: mismatch } : {}) };
         const steps = {
-          thumbnail: detected.kind === 'image' || (detected.kind === 'video' && meta.hasVideo !== false),
+          thumbnail: (detected.kind === 'image' && DECODABLE_IMAGE_TYPES.has(detected.mime)) || (detected.kind === 'video' && meta.hasVideo !== false),
           transcode: detected.kind === 'video' || detected.kind === 'audio',
         };
         const skipped = { status: 'skipped' as const, finished_at: now() };

@@ -10,12 +10,12 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { UnrecoverableError, type Job, type Processor } from 'bullmq';
+import { DelayedError, UnrecoverableError, WaitingError, type Job, type Processor } from 'bullmq';
 import type { PipelineConfig } from '../../config/index.js';
 import type { StepJob } from '../../lib/queues.js';
 import { TERMINAL, type Reason, type RunStopped, type RunWatch, type TaskName } from '../../lib/record-store.js';
 import { MediaError } from '../media/errors.js';
-import type { FfmpegPaths } from '../media/ffmpeg.js';
+import { FfmpegError, type FfmpegPaths } from '../media/ffmpeg.js';
 import { ScannerUnavailableError } from '../scan/clamd.js';
 import type { JobContext } from './context.js';
 
@@ -25,7 +25,7 @@ export const ffmpegPaths = (p: PipelineConfig): FfmpegPaths => ({ ffmpegPath: p.
 
 export function reasonOf(err: unknown): Reason {
   if (err instanceof MediaError) return { code: err.code, message: err.reason };
-  if (err instanceof ScannerUnavailableError) return { code: 'scanner_unavailable', message: err.message };
+  if (err instanceof ScannerUnavailableError) return { code: 'scan_failed', message: err.message };
   if (err instanceof Error) return { code: 'error', message: err.message };
   return { code: 'error', message: String(err) };
 }
@@ -61,23 +61,74 @@ export async function withTempDir<T>(p: PipelineConfig, label: string, job: Step
 }
 
 /**
+ * Thrown by a step's body that cannot do its work yet (no virus scanner): the task is `waiting`
+ * and the job comes back after `delayMs`, without using an attempt and without holding a worker
+ * slot meanwhile.
+ */
+export class StepWaiting extends Error {
+  override readonly name = 'StepWaiting';
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
+  }
+}
+
+/** A tool of the step was stopped from outside (the Ctrl-C that also reached the worker, a service manager stopping everything). */
+const interruptedFromOutside = (err: unknown) => err instanceof FfmpegError && err.details.interrupted === true;
+
+/** Whether the worker is shutting down, or starts to within `graceMs` (a signal that killed our ffmpeg is on its way to us too). */
+function shuttingDown(stopping: AbortSignal, graceMs: number): Promise<boolean> {
+  if (stopping.aborted || graceMs <= 0) return Promise.resolve(stopping.aborted);
+  return new Promise((resolve) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      stopping.removeEventListener('abort', onAbort);
+      resolve(stopping.aborted);
+    }, graceMs);
+    stopping.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
  * A step's handler with the task bookkeeping around `body`: running -> done (written by the body),
  * or retrying / failed with a reason. The body gets the run's watch: its signal stops the step's
- * work once the run is no longer current (pass it to ffmpeg, ffprobe, downloads and output
- * uploads), and check() is called right before outputs are stored. A MediaError fails the run at
- * once (the file is bad: another attempt would not help); anything else is retried while attempts
- * are left.
+ * work once the run is no longer current or the worker shuts down (pass it to ffmpeg, ffprobe,
+ * downloads and output uploads), and check() is called right before outputs are stored. A
+ * MediaError fails the run at once (the file is bad: another attempt would not help); anything
+ * else is retried while attempts are left. A step interrupted by the worker's shutdown is none of
+ * these: its task goes back to `pending` and its job back to the queue, to run again after a
+ * restart, whatever attempt it was.
  */
 export function step(ctx: JobContext, task: TaskName, body: (job: Job<StepJob>, watch: RunWatch) => Promise<unknown>): Processor<StepJob> {
   const { records, log } = ctx;
-  return async (job) => {
+  return async (job, token) => {
     const { uploadId, run } = job.data;
     if (!(await stillWanted(ctx, uploadId, run))) return { skipped: 'not the current run, or already finished' };
     await records.patchTask(uploadId, run, task, { status: 'running', started_at: now(), error: undefined, finished_at: undefined });
     const watch = records.watchRun(uploadId, run);
     try {
-      return await body(job, watch);
+      return await body(job, { ...watch, signal: AbortSignal.any([watch.signal, ctx.stopping]) });
     } catch (err) {
+      if (err instanceof StepWaiting) {
+        await records.patchTask(uploadId, run, task, { status: 'waiting', error: undefined, progress: undefined, started_at: undefined });
+        log.debug({ uploadId, run, task, retryInMs: err.delayMs, why: err.message }, 'step waiting');
+        // Should the move fail, the job's lock expires and BullMQ hands it out again as stalled.
+        await job.moveToDelayed(Date.now() + err.delayMs, token).catch((e: unknown) => log.warn({ err: e, uploadId, task }, 'could not put the waiting step back'));
+        throw new DelayedError();
+      }
+      if (!watch.signal.aborted && (await shuttingDown(ctx.stopping, interruptedFromOutside(err) ? 1000 : 0))) {
+        await records.patchTask(uploadId, run, task, { status: 'pending', error: undefined, progress: undefined, started_at: undefined });
+        log.info({ uploadId, run, task }, 'step interrupted by shutdown: it runs again after a restart');
+        // Back to the head of its queue (no attempt used); should the move fail, the job's lock
+        // expires and BullMQ hands it out again as stalled.
+        await job.moveToWait(token).catch((e: unknown) => log.warn({ err: e, uploadId, task }, 'could not requeue the interrupted step'));
+        throw new WaitingError();
+      }
       if (watch.signal.aborted) {
         // Not a failure of this step: its run no longer wants the work, which was stopped.
         const stopped = watch.signal.reason as RunStopped;

@@ -1,35 +1,48 @@
 // virus-scan: the first step of a run. Streams the stored object to clamd (workers/scan/clamd.ts)
 // and hashes it on the way (the record's sha256, for the dedup index: no second read). Infected:
 // the object is quarantined (or deleted, QUARANTINE_MODE) and the upload rejected; too large to
-// scan or empty: rejected; clamd unreachable or no usable answer: retried, then failed - never
-// "clean". Without a clamd and with SCAN_REQUIRED=false the task is `skipped`.
+// scan or empty: rejected; clamd answering nothing usable: retried, then failed - never "clean".
+// No scanner at all (no signatures yet, clamd not installed or not reachable; lib/scanner.ts): the
+// upload waits in `scanning` with the reason, and the job comes back by itself, with a delay
+// doubling up to SCAN_WAIT_MAX_MS, for as long as the upload exists - never failed for that, never
+// holding a worker slot meanwhile. Scanning off (SCAN_REQUIRED=false, no clamd): `skipped`.
 import { createHash } from 'node:crypto';
 import { Transform } from 'node:stream';
-import { UnrecoverableError } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { PipelineConfig } from '../../config/index.js';
 import { VIRUS_SCAN_QUEUE, type StepJob } from '../../lib/queues.js';
-import { scanStream, ScanTooLargeError, type ScanResult } from '../scan/clamd.js';
+import { scanStream, ScannerUnreachableError, ScanTooLargeError, type ScanResult } from '../scan/clamd.js';
 import type { PipelineJob } from './context.js';
-import { endRun, now, step } from './step.js';
+import { endRun, now, step, StepWaiting } from './step.js';
+
+/** Longest wait between two looks for a scanner. */
+export const SCAN_WAIT_MAX_MS = 60_000;
+
+/** STEP_BACKOFF doubling with each start of the job, up to SCAN_WAIT_MAX_MS. */
+const waitDelay = (p: PipelineConfig, job: Job<StepJob>) => Math.min(SCAN_WAIT_MAX_MS, p.backoffMs * 2 ** Math.min(20, Math.max(0, job.attemptsStarted - 1)));
 
 export const virusScanJob: PipelineJob<StepJob> = {
   queue: VIRUS_SCAN_QUEUE,
   task: 'virus_scan',
   worker: (p) => ({ concurrency: p.concurrency.scan }),
   handler: (ctx) => {
-    const { records, storage, log, metrics } = ctx;
+    const { records, storage, scanner, metrics } = ctx;
     const p = ctx.config.pipeline;
-    if (!p.clamd) {
-      if (p.scanRequired) log.error('SCAN_REQUIRED is on but no clamd is configured (CLAMD_SOCKET or CLAMD_HOST): every virus scan will fail');
-      else log.warn('virus scanning is OFF (SCAN_REQUIRED=false and no clamd configured): scan tasks are marked "skipped"');
-    }
     return step(ctx, 'virus_scan', async (job, watch) => {
       const { uploadId, run, location } = job.data;
-      if (!p.clamd && !p.scanRequired) {
+      const scanning = scanner.state();
+      if (scanning.kind === 'off') {
         await records.setTask(uploadId, run, 'virus_scan', { status: 'skipped', finished_at: now() });
         metrics.scanVerdicts.inc({ verdict: 'skipped' });
         return { verdict: 'skipped' };
       }
-      await records.update(uploadId, run, { status: 'scanning' });
+      const wait = async (message: string): Promise<never> => {
+        metrics.scanVerdicts.inc({ verdict: 'unavailable' });
+        await records.update(uploadId, run, { status: 'scanning', reason: JSON.stringify({ code: 'scanner_unavailable', message }) });
+        throw new StepWaiting(message, waitDelay(p, job));
+      };
+      // A reason left by an earlier wait no longer applies (the write is dropped once the run ended).
+      await records.update(uploadId, run, { status: 'scanning', reason: '' });
       const size = await storage.sizeOf(location);
       if (size === undefined) throw new UnrecoverableError('the uploaded object no longer exists');
       if (size === 0) {
@@ -39,6 +52,7 @@ export const virusScanJob: PipelineJob<StepJob> = {
         metrics.scanVerdicts.inc({ verdict: 'empty' });
         return { verdict: 'empty' };
       }
+      if (scanning.kind === 'waiting') return wait(scanning.message);
       let result: ScanResult;
       const hash = createHash('sha256');
       let hashed = 0;
@@ -57,13 +71,7 @@ export const virusScanJob: PipelineJob<StepJob> = {
         const stream = source.pipe(tap);
         source.once('error', (err) => stream.destroy(err));
         try {
-          result = await scanStream(stream, size, {
-            socket: p.clamd?.socket,
-            host: p.clamd?.host,
-            port: p.clamd?.socket ? undefined : p.clamd?.port,
-            timeoutMs: p.clamd?.timeoutMs ?? 60_000,
-            maxStreamBytes: p.scanMaxBytes,
-          });
+          result = await scanStream(stream, size, { ...scanning.target, timeoutMs: p.scanTimeoutMs, maxStreamBytes: p.scanMaxBytes });
         } finally {
           watch.signal.removeEventListener('abort', stopStreaming);
           stream.destroy();
@@ -76,8 +84,9 @@ export const virusScanJob: PipelineJob<StepJob> = {
           metrics.scanVerdicts.inc({ verdict: 'too_large' });
           return { verdict: 'too_large' };
         }
-        // No usable answer (clamd unreachable, a timeout, a stopped stream): retried, never "clean".
-        if (!watch.signal.aborted) metrics.scanVerdicts.inc({ verdict: 'error' });
+        // No usable answer (clamd broke off, timed out, a stopped stream): retried, never "clean".
+        if (!(err instanceof ScannerUnreachableError) && !watch.signal.aborted) metrics.scanVerdicts.inc({ verdict: 'error' });
+        if (err instanceof ScannerUnreachableError) return wait(scanner.unreachable(err.message));
         throw err;
       }
       if (result.verdict === 'infected') {

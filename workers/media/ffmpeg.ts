@@ -23,6 +23,8 @@ export interface FfmpegPaths {
 }
 
 const STDERR_TAIL = 4000;
+/** Signals that stop a process from outside; a crash (SIGSEGV, SIGABRT...) is not among them. */
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGKILL', 'SIGHUP', 'SIGQUIT'];
 const KILL_GRACE_MS = 2000;
 
 export function ffmpegBinaries(paths?: FfmpegPaths): { ffmpeg: string; ffprobe: string } {
@@ -44,6 +46,12 @@ export class FfmpegError extends Error {
       stderrTail: string;
       timedOut: boolean;
       aborted: boolean;
+      /**
+       * Stopped from outside (not by us): killed by a stop signal, or ffmpeg's own exit on
+       * SIGINT/SIGTERM (code 255 without a word on stderr). Says nothing about the file: a Ctrl-C,
+       * a service manager stopping everything, the OOM killer.
+       */
+      interrupted?: boolean;
       /** The binary could not be started (ENOENT...). */
       spawnFailed?: boolean;
     },
@@ -196,13 +204,16 @@ function runProcess(program: string, args: string[], opts: RunOptions): Promise<
       if (timedOut || aborted) signalGroup(child, 'SIGKILL');
       opts.signal?.removeEventListener('abort', onAbort);
       const tail = stderrTail.trim();
-      const details = { program, exitCode: code, signal: sig, stderrTail: tail, timedOut, aborted };
+      const interrupted = !timedOut && !aborted && ((sig !== null && STOP_SIGNALS.includes(sig)) || (code === 255 && !tail));
+      const details = { program, exitCode: code, signal: sig, stderrTail: tail, timedOut, aborted, interrupted };
       if (spawnError) {
         reject(new FfmpegError(`${program} could not be started: ${spawnError.message}`, { ...details, spawnFailed: true }, { cause: spawnError }));
       } else if (timedOut) {
         reject(new FfmpegError(`${program} exceeded its time limit of ${opts.timeoutMs} ms and was killed`, details));
       } else if (aborted) {
         reject(new FfmpegError(`${program} was aborted`, details));
+      } else if (interrupted) {
+        reject(new FfmpegError(`${program} was interrupted from outside (${sig ? `signal ${sig}` : `exit ${code}, no error output`})`, details));
       } else if (code !== 0) {
         const last = tail.split('\n').filter(Boolean).slice(-3).join(' | ');
         reject(new FfmpegError(`${program} failed (${sig ? `signal ${sig}` : `exit ${code}`}): ${last || 'no error output'}`, details));

@@ -8,6 +8,13 @@ import { MediaError } from './errors.js';
 /** 100 megapixels: larger inputs are refused as decompression bombs. */
 export const DEFAULT_LIMIT_INPUT_PIXELS = 100_000_000;
 
+/**
+ * Image types this sharp decodes (prebuilt libvips: JPEG, PNG, WebP, GIF, TIFF, AVIF; no HEIC,
+ * BMP, ICO, PSD or camera RAW; SVG and PDF blocked below). Other images are stored and described
+ * but get no thumbnail.
+ */
+export const DECODABLE_IMAGE_TYPES: ReadonlySet<string> = new Set(['image/jpeg', 'image/png', 'image/apng', 'image/webp', 'image/gif', 'image/tiff', 'image/avif']);
+
 let configured = false;
 
 /**

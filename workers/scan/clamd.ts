@@ -11,8 +11,10 @@
 //   <- "stream: OK\0" | "stream: <Signature> FOUND\0" | "<message> ERROR\0"
 //
 // Fail-closed rules: anything but a well-formed OK/FOUND answer is ScannerUnavailableError (never
-// "clean"), including a 0-byte object (nothing was scanned). Objects larger than maxStreamBytes are
-// refused before a byte is sent (ScanTooLargeError); the pipeline rejects them as unscannable.
+// "clean"), including a 0-byte object (nothing was scanned); its subclass ScannerUnreachableError
+// when no connection could be made at all (no scanner, as opposed to a scanner failing on this
+// file). Objects larger than maxStreamBytes are refused before a byte is sent (ScanTooLargeError);
+// the pipeline rejects them as unscannable.
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 
@@ -34,12 +36,20 @@ export interface ScanOptions {
 
 export type ScanResult = { verdict: 'clean' } | { verdict: 'infected'; signature: string };
 
-/** clamd unreachable, timed out, or answered nothing usable. Never means "clean": retry, then fail. */
+/** clamd timed out or answered nothing usable (or could not be reached: ScannerUnreachableError). Never means "clean". */
 export class ScannerUnavailableError extends Error {
-  override readonly name = 'ScannerUnavailableError';
+  override readonly name: string = 'ScannerUnavailableError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
   }
+}
+
+/**
+ * No connection to clamd at all (nothing listens, no such socket, connect timed out): there is no
+ * scanner right now, which says nothing about the file. The virus-scan job waits for one.
+ */
+export class ScannerUnreachableError extends ScannerUnavailableError {
+  override readonly name = 'ScannerUnreachableError';
 }
 
 /** The object is larger than the configured stream limit: rejected as unscannable (not retried). */
@@ -107,6 +117,7 @@ export function scanStream(stream: Readable, size: number, opts: ScanOptions): P
     const where = describe(opts);
     const socket = net.createConnection(target);
     let settled = false;
+    let connected = false;
     let sent = 0;
     let inputDone = false;
     let reply = '';
@@ -125,7 +136,12 @@ export function scanStream(stream: Readable, size: number, opts: ScanOptions): P
     };
 
     const timer = setTimeout(
-      () => finish(new ScannerUnavailableError(`virus scan: no verdict from ${where} within ${opts.timeoutMs} ms (${sent} of ${size} bytes sent)`)),
+      () =>
+        finish(
+          connected
+            ? new ScannerUnavailableError(`virus scan: no verdict from ${where} within ${opts.timeoutMs} ms (${sent} of ${size} bytes sent)`)
+            : new ScannerUnreachableError(`virus scan: could not connect to ${where} within ${opts.timeoutMs} ms`),
+        ),
       opts.timeoutMs,
     );
 
@@ -154,7 +170,8 @@ export function scanStream(stream: Readable, size: number, opts: ScanOptions): P
     socket.on('end', () => conclude()); // closed after a reply without terminator, or without any
     socket.on('error', (err) => {
       if (reply) return conclude(); // e.g. EPIPE after clamd answered "size limit exceeded" and closed
-      finish(new ScannerUnavailableError(`virus scan: ${where} unreachable or failed: ${err.message}`, { cause: err }));
+      if (!connected) return finish(new ScannerUnreachableError(`${where} unreachable: ${err.message}`, { cause: err }));
+      finish(new ScannerUnavailableError(`virus scan: ${where} failed: ${err.message}`, { cause: err }));
     });
     socket.on('close', () => {
       if (!settled) conclude();
@@ -191,6 +208,7 @@ export function scanStream(stream: Readable, size: number, opts: ScanOptions): P
     const onStreamError = (err: Error) => finish(err);
 
     socket.once('connect', () => {
+      connected = true;
       socket.write('zINSTREAM\0');
       stream.on('data', onData);
       stream.once('end', onEnd);
@@ -225,7 +243,7 @@ export function pingClamd(opts: ConnectOptions & { timeoutMs: number }): Promise
       reply += text;
       if (reply.includes('\0')) done(reply.startsWith('PONG') ? undefined : new ScannerUnavailableError(`${where}: unexpected PING answer "${reply.replace(/\0/g, '')}"`));
     });
-    socket.on('error', (err) => done(new ScannerUnavailableError(`${where} unreachable: ${err.message}`, { cause: err })));
+    socket.on('error', (err) => done(new ScannerUnreachableError(`${where} unreachable: ${err.message}`, { cause: err })));
     socket.on('end', () => done(new ScannerUnavailableError(`${where} closed the connection without PONG`)));
   });
 }

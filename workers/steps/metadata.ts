@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import { exifHasGps, xmpHasGps } from '../media/exif.js';
 import { FfmpegError, ffprobe, firstStream, parseRate, probeDuration, streamRotation, type FfmpegPaths, type ProbeResult } from '../media/ffmpeg.js';
-import { configureSharp, DEFAULT_LIMIT_INPUT_PIXELS, toMediaError } from '../media/sharp.js';
+import { configureSharp, DECODABLE_IMAGE_TYPES, DEFAULT_LIMIT_INPUT_PIXELS, toMediaError } from '../media/sharp.js';
 import { checkMediaLimits, mediaWork } from './limits.js';
 import { MediaError } from '../media/errors.js';
 import type { DetectedType, MediaLimits, MediaMetadata } from './types.js';
@@ -29,6 +29,7 @@ export function probeFailure(err: unknown, what: string): Error {
   if (!(err instanceof FfmpegError)) return err as Error;
   if (err.details.spawnFailed) return err; // our installation, not the file: let the job retry/fail loudly
   if (err.details.aborted) return err; // stopped on purpose: says nothing about the file
+  if (err.details.interrupted) return err; // killed from outside (Ctrl-C, a service stop): not the file either
   if (err.details.timedOut) return new MediaError('timeout', `${what} timed out: ${err.message}`, { cause: err });
   const tail = err.details.stderrTail;
   if (/moov atom not found|Invalid data found|End of file|truncat|partial file|corrupt/i.test(tail)) {
@@ -111,10 +112,10 @@ async function imageMetadata(path: string, detected: DetectedType, opts: Metadat
 /**
  * Metadata for the status record. Rejects with MediaError when the file cannot be read as what
  * `detected` says (truncated, corrupt, pixel bomb), with MediaRefusedError when audio/video is over
- * `opts.limits`; "other" kinds get only mime/kind.
+ * `opts.limits`; "other" kinds, and images sharp does not decode, get only mime/kind.
  */
 export async function extractMetadata(path: string, detected: DetectedType, opts: MetadataOptions = {}): Promise<MediaMetadata> {
-  if (detected.kind === 'image') return imageMetadata(path, detected, opts);
+  if (detected.kind === 'image') return DECODABLE_IMAGE_TYPES.has(detected.mime) ? imageMetadata(path, detected, opts) : { kind: 'image', mime: detected.mime };
   if (detected.kind === 'video' || detected.kind === 'audio') {
     let probe: ProbeResult;
     try {

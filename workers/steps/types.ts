@@ -17,11 +17,24 @@ export interface DetectedType {
   mime: string;
   ext: string;
   kind: MediaKind;
+  /** Whether a signature (magic number) said so; false for text/plain and application/octet-stream. */
+  magic?: boolean;
+}
+
+/** The client declared one type and the bytes are another (reported, not refused). */
+export interface TypeMismatch {
+  declared: string;
+  detected: string;
 }
 
 export interface MediaMetadata {
   kind: MediaKind;
+  /** From the bytes (workers/steps/detect-type.ts). */
   mime: string;
+  /** Bytes. */
+  size?: number;
+  /** Set when the type the client declared contradicts `mime`. */
+  typeMismatch?: TypeMismatch;
   /** Coded (stored) size in pixels; for video the first video stream. */
   width?: number;
   height?: number;
