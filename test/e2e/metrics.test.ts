@@ -349,3 +349,37 @@ describe('worker metrics (separate server and worker processes, clamd, webhooks)
     expect((await fetch(`${starter.url}/metrics`)).status).toBe(404);
   });
 });
+
+describe('worker metrics while no scanner answers', () => {
+  let dir: string;
+  let tusk: TuskProcess;
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'tusk-metrics-noscan-'));
+    tusk = await startTusk({
+      mode: 'all',
+      env: { STORAGE: 'file', DATA_DIR: dir, REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), CLAMD_SOCKET: path.join(dir, 'no-clamd.sock') },
+    });
+  });
+  afterAll(async () => {
+    await tusk?.kill();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('tusk_scanner_up is 0; a scan attempt counts as unavailable and its step as delayed, not failed (the upload waits)', async () => {
+    const created = await createUpload(tusk.url, { length: 5, body: Buffer.from('hello'), metadata: { filename: 'a.txt' } });
+    expect(created.status).toBe(201);
+    let m: Scrape | undefined;
+    await waitFor(
+      'a scan attempt without a scanner',
+      async () => {
+        m = await scrape(`${tusk.url}/metrics`);
+        return m.sum('tusk_scan_verdicts_total', { verdict: 'unavailable' }) >= 1 && m.sum('tusk_step_duration_seconds_count', { queue: 'virus-scan', outcome: 'delayed' }) >= 1;
+      },
+      20_000,
+    );
+    expect(m!.value('tusk_scanner_up')).toBe(0);
+    expect(m!.sum('tusk_step_duration_seconds_count', { queue: 'virus-scan', outcome: 'failed' })).toBe(0);
+    expect(m!.sum('tusk_scan_verdicts_total', { verdict: 'error' })).toBe(0);
+    expect((await waitForStatus(tusk.url, created.id, (d) => d.status === 'scanning')).status).toBe('scanning');
+  });
+});
