@@ -20,7 +20,7 @@ import type { Scanner } from './lib/scanner.js';
  * BullMQ or sharp in its memory).
  */
 async function loadModules() {
-  const [bullmq, config, access, auth, lifecycle, embeddedRedis, banner, logger, objectStorage, queues, recordStore, redis, redisKeys, s3, datastore, workerRegistry, scanner, server, workers] =
+  const [bullmq, config, access, auth, lifecycle, embeddedRedis, banner, logger, metrics, objectStorage, queues, recordStore, redis, redisKeys, s3, datastore, workerRegistry, scanner, server, workers] =
     await Promise.all([
       import('bullmq'),
       import('./config/index.js'),
@@ -30,6 +30,7 @@ async function loadModules() {
       import('./lib/embedded-redis.js'),
       import('./lib/banner.js'),
       import('./lib/logger.js'),
+      import('./lib/metrics.js'),
       import('./lib/object-storage.js'),
       import('./lib/queues.js'),
       import('./lib/record-store.js'),
@@ -51,6 +52,7 @@ async function loadModules() {
     ...embeddedRedis,
     ...banner,
     ...logger,
+    ...metrics,
     ...objectStorage,
     ...queues,
     ...recordStore,
@@ -107,6 +109,10 @@ async function main(): Promise<void> {
     port = server.port;
     stops.push(server.stop);
   }
+  // Metrics: the process's own listener (METRICS_PORT); otherwise the faces answer /metrics.
+  if (config.metrics.enabled && config.metrics.port !== undefined) {
+    stops.push((await m.serveMetrics(core.metrics, { host: config.host, port: config.metrics.port, token: config.metrics.token }, logger)).close);
+  }
   await announce(m, core, mode, { port, redis: embedded ? `private, ${embedded.url}` : m.redactUrl(redisUrl) });
 
   let stopping = false;
@@ -143,20 +149,22 @@ function compose(m: Modules, config: Config, redisUrl: string, logger: Logger): 
     conn.on('error', (err) => logger.warn({ err: err.message, connection: name }, 'Redis connection error'));
   }
   const keys = new m.RedisKeys(config.redisPrefix);
+  const metrics = new m.Metrics({ processMetrics: config.metrics.enabled });
   let s3: Core['s3'];
   if (config.storage === 's3' && config.s3) {
-    const client = m.createS3Client(config.s3, logger.child({ component: 's3' }));
+    const client = m.createS3Client(config.s3, logger.child({ component: 's3' }), metrics);
     s3 = { client, presigner: new m.Presigner(client, config.s3, config.pipeline.s3PublicEndpoint), bucket: config.s3.bucket };
   }
   const storage = m.createObjectStorage(config, s3);
   const datastore = m.createDatastore(config, redis, logger, s3?.client);
   const records = new m.RecordStore(redis, config.redisPrefix);
-  const access = m.createAccessControl(config, redis);
+  const access = m.createAccessControl(config, redis, keys, metrics);
   const processQueue = new m.Queue<ProcessUploadJob & ReprocessFields>(m.PROCESS_UPLOAD_QUEUE, { connection: redis, prefix: keys.bullPrefix });
   processQueue.on('error', (err) => logger.warn({ err: err.message }, 'queue connection error'));
   const lifecycle = new m.UploadLifecycle({ access, records, processQueue, storage, redis, keys, logger: logger.child({ component: 'lifecycle' }) });
   const workers = new m.WorkerRegistry(redis, keys);
-  const core: Core = { config, logger, redis, subscriber, bullmq, keys, s3, datastore, storage, records, access, lifecycle, workers };
+  m.countUploads(lifecycle, metrics);
+  const core: Core = { config, logger, redis, subscriber, bullmq, keys, s3, datastore, storage, records, access, lifecycle, workers, metrics };
   const close = async () => {
     await processQueue.close().catch(() => {});
     storage.close();
@@ -191,6 +199,9 @@ async function announce(m: Modules, core: Core, mode: Mode, facts: { port: numbe
     lines.push(['auth', 'authentication', auth.state]);
     if (auth.warning) warnings.push(auth.warning);
   }
+  const metrics = m.metricsSummary(config, base, mode !== 'server');
+  lines.push(['metrics', 'metrics', metrics.state]);
+  if (metrics.warning) warnings.push(metrics.warning);
   if (mode === 'server') {
     const gap = await m.processingGap(core.workers, config).catch(() => undefined);
     const live = (await core.workers.live().catch(() => [])).length;

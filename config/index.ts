@@ -100,6 +100,10 @@ const env = z.object({
   SHUTDOWN_TIMEOUT: duration('SHUTDOWN_TIMEOUT').default(25_000),
   CLEANUP_INTERVAL: duration('CLEANUP_INTERVAL').default(15 * 60_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // Prometheus metrics (lib/metrics.ts; README "Metrics").
+  METRICS: bool('METRICS').default(true),
+  METRICS_PORT: integer('METRICS_PORT', 0, 65535).optional(),
+  METRICS_TOKEN: z.string().regex(/^[\x21-\x7e]{16,256}$/, 'METRICS_TOKEN must be 16 to 256 printable characters without spaces').optional(),
   // Authentication, quotas and rate limits (hooks/auth.ts, hooks/quota.ts, hooks/rate-limit.ts).
   AUTH_JWT_SECRET: z.string().optional(),
   AUTH_JWT_PUBLIC_KEY: z.string().optional(),
@@ -206,6 +210,26 @@ export interface Config {
   access: AccessConfig;
   /** Direct-to-storage uploads. */
   direct: DirectConfig;
+  metrics: MetricsConfig;
+}
+
+export interface MetricsConfig {
+  /** METRICS: collect metrics and answer /metrics (default true). */
+  enabled: boolean;
+  /** METRICS_PORT: the process's own metrics listener (on HOST); /metrics is then not on the API port. */
+  port?: number;
+  /** METRICS_TOKEN: `Authorization: Bearer <token>` required on /metrics wherever it is answered. */
+  token?: string;
+  /**
+   * The API port answers /metrics: without METRICS_PORT, with the token, or without one only while
+   * that port is private (HOST is loopback and no TRUST_PROXY names a proxy that could relay it).
+   */
+  onApiPort: boolean;
+}
+
+/** A listen address that only this machine reaches. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 /**
@@ -389,7 +413,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (e.SIGNED_URL_TTL < 1000 || e.SIGNED_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_URL_TTL: must be between 1s and 7d (the S3 limit)');
   if (problems.length) throw new ConfigError(problems);
   const corsOrigins = e.CORS_ORIGINS.trim() === '*' ? '*' : e.CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
-  const config: Omit<Config, 'pipeline' | 'access' | 'direct'> = {
+  const config: Omit<Config, 'pipeline' | 'access' | 'direct' | 'metrics'> = {
     port: e.PORT,
     host: e.HOST ?? '127.0.0.1',
     publicUrl: e.PUBLIC_URL,
@@ -450,7 +474,14 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     workerQueues: workerQueues as PipelineConfig['workerQueues'],
   };
   const direct: DirectConfig = { singlePutMax: e.SINGLE_PUT_MAX, chunkSize: e.DIRECT_CHUNK_SIZE, signedUrlTtlMs: e.SIGNED_URL_TTL };
-  return { ...config, access, direct, pipeline };
+  const behindProxy = proxy.proxyTrust !== PROXY_TRUST_OFF;
+  const metrics: MetricsConfig = {
+    enabled: e.METRICS,
+    port: e.METRICS_PORT,
+    token: e.METRICS_TOKEN,
+    onApiPort: e.METRICS && e.METRICS_PORT === undefined && (e.METRICS_TOKEN !== undefined || (isLoopbackHost(config.host) && !behindProxy)),
+  };
+  return { ...config, access, direct, pipeline, metrics };
 }
 
 /** AUTH_*: one key source, a sane secret or PEM, algorithms that fit it (never `none`). */
@@ -512,8 +543,11 @@ const PROXY_RANGE_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
  * (proxy-addr, as express itself compiles them). Never "trust every peer": then X-Forwarded-For
  * is whatever the client writes, and the per-IP rate limit keys on a value it chooses.
  */
+/** TRUST_PROXY off: no peer is a proxy. */
+const PROXY_TRUST_OFF: ProxyTrust = () => false;
+
 function proxyConfig(raw: string | undefined, problems: string[]): Pick<Config, 'proxyTrust'> {
-  const off = { proxyTrust: () => false };
+  const off = { proxyTrust: PROXY_TRUST_OFF };
   const value = (raw ?? '').trim();
   if (['', '0', 'false', 'no', 'off'].includes(value.toLowerCase())) return off;
   const instead = `set the number of proxies in front of tusk (TRUST_PROXY=1) or their addresses (TRUST_PROXY=10.0.0.5, a CIDR such as 10.0.0.0/8, or ${PROXY_RANGE_NAMES.join(', ')})`;

@@ -4,6 +4,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
+import type { Metrics, RefusalReason } from '../lib/metrics.js';
 import { RedisKeys } from '../lib/redis-keys.js';
 import { createAuthenticator, type Authenticator } from './auth.js';
 import { OwnershipStore } from './ownership.js';
@@ -19,17 +20,19 @@ export interface AccessControl {
   expiresAt(): number;
 }
 
-export function createAccessControl(config: Config, redis: Redis, keys = new RedisKeys(config.redisPrefix)): AccessControl {
+export function createAccessControl(config: Config, redis: Redis, keys = new RedisKeys(config.redisPrefix), metrics?: Metrics): AccessControl {
   const authenticator = createAuthenticator(config);
   const { access } = config;
+  const onRefusal = metrics ? (reason: RefusalReason) => metrics.refusals.inc({ reason }) : undefined;
   return {
     authenticator,
     ownership: new OwnershipStore(redis, keys, authenticator.enabled),
-    quota: new QuotaService(redis, keys, { quotaBytes: access.quotaBytes, maxConcurrentUploads: access.maxConcurrentUploads }),
+    quota: new QuotaService(redis, keys, { quotaBytes: access.quotaBytes, maxConcurrentUploads: access.maxConcurrentUploads }, onRefusal),
     rateLimiter: new CreationRateLimiter(redis, keys, {
       perUserPerMinute: access.rateLimit.creationsPerMinuteUser,
       perIpPerMinute: access.rateLimit.creationsPerMinuteIp,
       perUser: authenticator.enabled,
+      onRefusal,
     }),
     expiresAt: () => (config.uploadExpiryMs > 0 ? Date.now() + config.uploadExpiryMs : 0),
   };

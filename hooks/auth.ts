@@ -10,7 +10,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
-import type { AuthConfig, Config } from '../config/index.js';
+import { isLoopbackHost, type AuthConfig, type Config } from '../config/index.js';
 import { RETRY_AFTER_SECONDS, TuskError } from '../lib/errors.js';
 
 export interface Principal {
@@ -168,7 +168,7 @@ export function authSummary(config: Config): { state: string; warning?: string }
     }
     return { state };
   }
-  const loopback = ['127.0.0.1', '::1', 'localhost'].includes(config.host);
+  const loopback = isLoopbackHost(config.host);
   const warning =
     config.access.hostExplicit && !loopback
       ? `AUTHENTICATION IS OFF and HOST=${config.host}: anyone who can reach this address can upload, read and delete every upload. Set AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY or AUTH_JWKS_URL.`

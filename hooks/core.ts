@@ -1,12 +1,13 @@
 // What one tusk process shares between its faces (the HTTP server, the workers): one set of
 // Redis connections, one S3 client, one object storage, one status-record store, one access
-// control (one JWKS cache), one upload lifecycle. tusk.ts builds it and closes it; nothing else
-// creates these, so nothing else has to remember to close them.
+// control (one JWKS cache), one upload lifecycle, one metrics registry. tusk.ts builds it and
+// closes it; nothing else creates these, so nothing else has to remember to close them.
 import type { S3 } from '@aws-sdk/client-s3';
 import type { DataStore } from '@tus/utils';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
+import type { Metrics } from '../lib/metrics.js';
 import type { ObjectStorage } from '../lib/object-storage.js';
 import type { RecordStore } from '../lib/record-store.js';
 import type { RedisKeys } from '../lib/redis-keys.js';
@@ -39,4 +40,6 @@ export interface Core {
   workers: WorkerRegistry;
   /** Virus scanning of the workers (a clamd, or why there is none yet); set where workers run. */
   scanner?: Scanner;
+  /** The process's Prometheus registry and every metric (counted whether or not /metrics is served). */
+  metrics: Metrics;
 }

@@ -14,11 +14,16 @@
 //              owner forgotten, status record, derived outputs and dedup entry removed
 //   reprocess  a new run of the pipeline for a finished upload
 //
-// Observers (metrics, hooks to the app's backend) listen to the events of the same names.
+// Observers (metrics, hooks to the app's backend) listen to the events of the same names, each
+// emitted once per upload: `created` when it exists, `finished` when its bytes are complete (a
+// partial of a concatenation too, flagged; an upload complete from the start - a final
+// concatenation, a dedup hit - at its creation; never again for a repeated finish), `terminated`
+// when it is removed, `received` for each body stored.
 import { EventEmitter } from 'node:events';
 import type { Queue } from 'bullmq';
 import type { Logger } from '../lib/logger.js';
 import { TuskError } from '../lib/errors.js';
+import type { Metrics } from '../lib/metrics.js';
 import type { ObjectStorage } from '../lib/object-storage.js';
 import { PROCESS_UPLOAD_JOB, processUploadJobId, type ProcessUploadJob, type ReprocessFields, type StorageLocation } from '../lib/queues.js';
 import { baseFromMetadata, type NewRunResult, type RecordBase, type RecordStore } from '../lib/record-store.js';
@@ -49,14 +54,15 @@ export interface FinishInfo {
 export interface LifecycleEvents {
   created: [{ id: string; owner: string; bytes: number }];
   received: [{ id: string; bytes: number }];
-  finished: [{ id: string; owner: string | null; size: number }];
+  /** `partial`: a partial upload of a concatenation (nothing to process on its own). */
+  finished: [{ id: string; owner: string | null; size: number; partial: boolean }];
   terminated: [{ id: string; reason: TerminationReason; bytesFreed: number }];
 }
 
-/** Deleted by its owner; aborted (a failed creation, a direct session); expired unfinished; a partial whose bytes a final upload took over. */
 /** How long the owner of an expired upload is remembered (a week: its client may come back late). */
 const EXPIRED_OWNER_TTL_SECONDS = 7 * 86_400;
 
+/** Deleted by its owner (tus DELETE, a direct or Companion abort); aborted (a failed creation); expired unfinished; a partial whose bytes a final upload took over. */
 export type TerminationReason = 'terminated' | 'aborted' | 'expired' | 'concatenated';
 
 export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
@@ -96,6 +102,7 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
       throw err;
     }
     this.emit('created', { id, owner: owner.userId, bytes: opts.bytes });
+    if (opts.complete) this.emit('finished', { id, owner: owner.userId, size: opts.bytes, partial: false });
   }
 
   /**
@@ -110,6 +117,7 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
       throw new TuskError('not_found', 'The upload to share is gone');
     }
     this.emit('created', { id, owner: owner.userId, bytes: 0 });
+    this.emit('finished', { id, owner: owner.userId, size: base.size ?? 0, partial: false });
   }
 
   /**
@@ -131,7 +139,7 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
    */
   async finish(id: string, info: FinishInfo): Promise<void> {
     const { access, records, processQueue, logger } = this.deps;
-    await access.quota.complete(id);
+    const first = await access.quota.complete(id);
     const owner = access.authenticator.enabled ? ((await access.ownership.ownerOf(id)) ?? null) : null;
     const job: ProcessUploadJob = { uploadId: id, location: info.location, size: info.size, metadata: info.metadata, owner, finishedAt: new Date().toISOString() };
     // Record first (`uploaded`, or left as it is when it already exists), then the job.
@@ -139,15 +147,15 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
     if (info.recordFields) await records.update(id, undefined, info.recordFields);
     await processQueue.add(PROCESS_UPLOAD_JOB, job, { jobId: processUploadJobId(id) });
     logger.info({ uploadId: id, size: info.size }, 'upload finished; processing job queued');
-    this.emit('finished', { id, owner, size: info.size });
+    if (first) this.emit('finished', { id, owner, size: info.size, partial: false });
   }
 
   /**
    * A partial upload of a concatenation finished: it keeps its bytes (until the final upload takes
    * them over) and frees its slot, but is nothing to process on its own.
    */
-  async finishPartial(id: string): Promise<void> {
-    await this.deps.access.quota.complete(id);
+  async finishPartial(id: string, size: number): Promise<void> {
+    if (await this.deps.access.quota.complete(id)) this.emit('finished', { id, owner: null, size, partial: true });
   }
 
   /**
@@ -209,4 +217,18 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
     if ('run' in result) await processQueue.add(PROCESS_UPLOAD_JOB, { ...rec.base.source, run: result.run }, { jobId: processUploadJobId(id, result.run) });
     return result;
   }
+}
+
+/**
+ * The upload counters (lib/metrics.ts) from the lifecycle's events: tus, direct and Companion
+ * uploads count alike. tusd counts a termination only when the client deletes an upload.
+ */
+export function countUploads(lifecycle: UploadLifecycle, metrics: Metrics): void {
+  lifecycle.on('created', () => metrics.uploadsCreated.inc());
+  lifecycle.on('received', ({ bytes }) => metrics.bytesReceived.inc(bytes));
+  lifecycle.on('finished', () => metrics.uploadsFinished.inc());
+  lifecycle.on('terminated', ({ reason }) => {
+    if (reason === 'terminated') metrics.uploadsTerminated.inc();
+    metrics.uploadsRemoved.inc({ reason });
+  });
 }

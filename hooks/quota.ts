@@ -14,6 +14,7 @@
 import type { Redis } from 'ioredis';
 import type { RedisKeys } from '../lib/redis-keys.js';
 import { luaScript } from '../lib/lua.js';
+import type { RefusalReason } from '../lib/metrics.js';
 
 export interface QuotaLimits {
   /** QUOTA_BYTES; 0 = unlimited. */
@@ -60,6 +61,8 @@ export class QuotaService {
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
     readonly limits: QuotaLimits,
+    /** Told of every refusal (metrics). */
+    private readonly onRefusal: (reason: RefusalReason) => void = () => {},
   ) {}
 
   private userKeyPrefix(): string {
@@ -116,9 +119,9 @@ export class QuotaService {
     return this.refusal(result[1], Number(result[2] ?? 0), Number(result[3] ?? 0), bytes);
   }
 
-  /** The upload finished: it keeps its bytes but no longer counts as concurrent. Idempotent. */
-  async complete(uploadId: string): Promise<void> {
-    await this.redis.eval(COMPLETE, 2, this.uploadKey(uploadId), this.expiringKey(), this.userKeyPrefix(), uploadId);
+  /** The upload finished: it keeps its bytes but no longer counts as concurrent. Idempotent: true only for the call that changed it. */
+  async complete(uploadId: string): Promise<boolean> {
+    return Number(await this.redis.eval(COMPLETE, 2, this.uploadKey(uploadId), this.expiringKey(), this.userKeyPrefix(), uploadId)) === 1;
   }
 
   /** Frees the upload's bytes and slot (terminated, aborted, expired). Returns the bytes freed (0 if none). */
@@ -161,6 +164,7 @@ export class QuotaService {
   }
 
   private refusal(code: string, used: number, limit: number, requested: number): QuotaRefusal {
+    this.onRefusal(code === 'too_many_uploads' ? 'too_many_uploads' : 'quota_exceeded');
     if (code === 'too_many_uploads') {
       return { ok: false, code: 'too_many_uploads', message: `Too many unfinished uploads (${used} of at most ${limit}); finish or delete one first` };
     }

@@ -5,6 +5,7 @@
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { TuskError } from '../lib/errors.js';
+import type { RefusalReason } from '../lib/metrics.js';
 import type { RedisKeys } from '../lib/redis-keys.js';
 
 /** 429 with Retry-After (seconds, also as `retry_after` in a JSON answer). */
@@ -19,13 +20,17 @@ export interface CreationRateLimitOptions {
   perIpPerMinute: number;
   /** Apply the per-user limit (false while authentication is off). Default true. */
   perUser?: boolean;
+  /** Told of every refusal (metrics). */
+  onRefusal?: (reason: RefusalReason) => void;
 }
 
 export class CreationRateLimiter {
   private readonly user?: RateLimiterRedis;
   private readonly ip?: RateLimiterRedis;
+  private readonly onRefusal: (reason: RefusalReason) => void;
 
   constructor(redis: Redis, keys: RedisKeys, opts: CreationRateLimitOptions) {
+    this.onRefusal = opts.onRefusal ?? (() => {});
     if (opts.perUserPerMinute > 0 && opts.perUser !== false) {
       this.user = new RateLimiterRedis({ storeClient: redis, keyPrefix: keys.rateLimit('user'), points: opts.perUserPerMinute, duration: 60 });
     }
@@ -50,7 +55,10 @@ export class CreationRateLimiter {
       try {
         await limiter.consume(key, 1);
       } catch (err) {
-        if (err instanceof RateLimiterRes) throw rateLimited(Math.max(1, Math.ceil(err.msBeforeNext / 1000)), scope);
+        if (err instanceof RateLimiterRes) {
+          this.onRefusal(scope === 'user' ? 'rate_limit_user' : 'rate_limit_ip');
+          throw rateLimited(Math.max(1, Math.ceil(err.msBeforeNext / 1000)), scope);
+        }
         throw err;
       }
     }

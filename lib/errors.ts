@@ -65,6 +65,14 @@ export class TuskError extends Error {
   }
 }
 
+/** The header that names the catalogue code of an error answer, on every face and listener. */
+export const ERROR_CODE_HEADER = 'Tusk-Error-Code';
+
+/** Headers every rendering of an error carries. */
+export function errorHeaders(err: TuskError): Record<string, string> {
+  return { ...err.headers, [ERROR_CODE_HEADER]: err.code, 'Cache-Control': 'no-store' };
+}
+
 export const isTuskError = (err: unknown): err is TuskError => err instanceof TuskError;
 
 const DEPENDENCY_ERROR_CODES = new Set([

@@ -2,11 +2,13 @@
 // the same lines made readable (pino-pretty, in-process: no worker thread to lose lines at exit).
 import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
+import { logContext } from './log-context.js';
 
 export type { Logger };
 
 export function createLogger(level: string, name: string, human = process.stdout.isTTY === true): Logger {
-  const options = { level, name, base: { pid: process.pid } };
+  // Every line carries the fields of the request it was written for (its request id).
+  const options = { level, name, base: { pid: process.pid }, mixin: logContext };
   if (!human) return pino(options);
   return pino(options, pretty({ colorize: true, translateTime: 'HH:MM:ss', ignore: 'pid,hostname,name', sync: true }));
 }

@@ -6,6 +6,7 @@ import { GetObjectCommand, ListPartsCommand, PutObjectCommand, S3, UploadPartCom
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { S3Config } from '../config/index.js';
 import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
 
 const S3_CONNECT_TIMEOUT_MS = 5_000;
 /** Longer than tusk's own IDLE_TIMEOUT default (60 s), so a stalled client is noticed first. */
@@ -73,9 +74,31 @@ function loggable(arg: unknown): unknown {
   return typeof arg;
 }
 
-/** The process's S3 client (the aggregated `S3` class: @tus/s3-store calls its methods). */
-export function createS3Client(s3: S3ConnectionConfig, logger?: Logger): S3 {
-  return new S3(s3ClientConfig(s3, logger));
+/**
+ * The process's S3 client (the aggregated `S3` class: @tus/s3-store calls its methods). With
+ * `metrics`, every command it sends is timed by operation (tusk_s3_request_duration_seconds).
+ */
+export function createS3Client(s3: S3ConnectionConfig, logger?: Logger, metrics?: Metrics): S3 {
+  const client = new S3(s3ClientConfig(s3, logger));
+  if (metrics) {
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const started = process.hrtime.bigint();
+        const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+        try {
+          const output = await next(args);
+          metrics.observeS3(context.commandName ?? 'unknown', seconds());
+          return output;
+        } catch (err) {
+          metrics.observeS3(context.commandName ?? 'unknown', seconds(), err);
+          throw err;
+        }
+      },
+      // The whole command as tusk waits for it: retries and (for uploads) the body's streaming included.
+      { step: 'initialize', name: 'tuskMetrics' },
+    );
+  }
+  return client;
 }
 
 /**

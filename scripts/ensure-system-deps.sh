@@ -5,7 +5,8 @@
 #                                         certificates its HTTPS download needs) for the private
 #                                         clamd, unless CLAMD_SOCKET / CLAMD_HOST is set
 #   scripts/ensure-system-deps.sh test    the test suite: redis-server, Ceph RGW (mon, osd, radosgw), curl,
-#                                         clamd (own test signatures), ffmpeg/ffprobe
+#                                         clamd (own test signatures), ffmpeg/ffprobe, promtool (the
+#                                         alert rules are checked and unit-tested with it)
 # Idempotent: when every program is already there it only checks PATH (no apt-get update).
 # Installs as root, or through sudo; otherwise prints the command to run and exits non-zero.
 set -euo pipefail
@@ -33,6 +34,7 @@ case "$1" in
       ceph-mon:ceph-mon monmaptool:ceph-base ceph-osd:ceph-osd
       curl:curl
       clamd:clamav-daemon clamscan:clamav ffmpeg:ffmpeg ffprobe:ffmpeg
+      promtool:prometheus
     )
     ;;
   *) usage ;;

@@ -10,8 +10,10 @@ import { uploadsDirectory } from '../lib/stores/datastore.js';
 import { bootstrapBucket } from '../minio/bootstrap.js';
 import { healthz, readyz, type ReadinessDeps } from './health.js';
 import { handleUncaught } from './http/errors.js';
+import { metricsRoute, observeRequests } from './http/metrics.js';
 import { requireValidHost } from './http/public-url.js';
 import { isTusPath } from './http/request-target.js';
+import { requestId } from './http/request-id.js';
 import { SpoolBudget } from './tus/checksum.js';
 import { ConcatRegistry } from './tus/concatenation.js';
 import { createTusEndpoint } from './tus/endpoint.js';
@@ -49,6 +51,7 @@ export async function startServer(core: Core): Promise<RunningServer> {
     acquireTimeoutMs: config.lockAcquireTimeoutMs,
     ttlMs: config.lockTtlMs,
     logger,
+    metrics: core.metrics,
   });
   const contentGate = async (id: string) => servingRefusal(await records.get(id), config.pipeline.scanRequired);
   const tusEndpoint = createTusEndpoint({
@@ -72,10 +75,15 @@ export async function startServer(core: Core): Promise<RunningServer> {
   // Paths are matched exactly as written: /FILES/<id> or /api/uploads/<id>/ name nothing.
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
+  // Request id and metrics first: every answer, an early refusal too, carries the id and is counted.
+  app.use(requestId);
+  app.use(observeRequests(core.metrics));
   app.use(requireValidHost);
   app.get('/healthz', healthz);
   const gap = () => processingGap(core.workers, config);
   app.get('/readyz', readyz({ redis, storage, isShuttingDown: () => shuttingDown, processingGap: gap }));
+  const metrics = metricsRoute(core.metrics, config);
+  if (metrics) app.get('/metrics', metrics);
   // The tus endpoint parses its own URLs (server/http/request-target.ts): one parser for the id
   // that is authorized and the id that is acted on.
   app.use((req, res, next) => {
@@ -100,7 +108,11 @@ export async function startServer(core: Core): Promise<RunningServer> {
   const sockets = new Set<Socket>();
   server.on('connection', (socket) => {
     sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
+    core.metrics.connectionsOpen.inc();
+    socket.once('close', () => {
+      sockets.delete(socket);
+      core.metrics.connectionsOpen.dec();
+    });
   });
   server.on('clientError', (err, socket) => {
     // Malformed HTTP from a client: answer 400 if we still can, never crash.

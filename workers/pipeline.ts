@@ -11,10 +11,11 @@
 // the restarted one) takes the job as stalled and runs it again. Every step is idempotent:
 // outputs go to fixed keys (derived/<id>/...), record writes carry the run and terminal states
 // are written once (Lua in lib/record-store.ts), webhooks have one job id per event and run.
-import { FlowProducer, Queue, Worker } from 'bullmq';
+import { DelayedError, FlowProducer, Queue, WaitingError, Worker, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../lib/logger.js';
+import type { Metrics, StepOutcome } from '../lib/metrics.js';
 import type { ObjectStorage } from '../lib/object-storage.js';
 import { RecordStore } from '../lib/record-store.js';
 import { RedisKeys } from '../lib/redis-keys.js';
@@ -44,9 +45,10 @@ export interface PipelineDeps {
   storage: ObjectStorage;
   /** Virus scanning (tusk.ts starts it: lib/scanner.ts). */
   scanner: Scanner;
+  metrics: Metrics;
 }
 
-export async function startPipeline({ config, redis, logger, records, storage, scanner }: PipelineDeps): Promise<RunningPipeline> {
+export async function startPipeline({ config, redis, logger, records, storage, scanner, metrics }: PipelineDeps): Promise<RunningPipeline> {
   const log = logger.child({ component: 'pipeline' });
   const p = config.pipeline;
   const keys = new RedisKeys(config.redisPrefix);
@@ -68,6 +70,7 @@ export async function startPipeline({ config, redis, logger, records, storage, s
     scanner,
     stopping: stopping.signal,
     log,
+    metrics,
   };
 
   const wanted = new Set<string>(p.workerQueues);
@@ -76,7 +79,22 @@ export async function startPipeline({ config, redis, logger, records, storage, s
     if (!wanted.has(job.queue)) return;
     const handler = job.handler(ctx);
     if (!handler) return;
-    const worker = new Worker<T>(job.queue, handler, { connection, prefix, ...job.worker(p) });
+    const timed: Processor<T> = async (j, token) => {
+      const started = process.hrtime.bigint();
+      let outcome: StepOutcome = 'failed';
+      try {
+        const result: unknown = await handler(j, token);
+        outcome = 'completed';
+        return result;
+      } catch (err) {
+        // Put back to run later (waiting for a scanner, interrupted by shutdown): not a failure.
+        if (err instanceof DelayedError || err instanceof WaitingError) outcome = 'delayed';
+        throw err;
+      } finally {
+        metrics.stepDuration.observe({ queue: job.queue, outcome }, Number(process.hrtime.bigint() - started) / 1e9);
+      }
+    };
+    const worker = new Worker<T>(job.queue, timed, { connection, prefix, ...job.worker(p) });
     worker.on('error', (err) => log.warn({ err: err.message, queue: job.queue }, 'pipeline worker error'));
     // Failures outside the handler (a job stalled too often, a parent failed by its child) show in
     // the record too. Not a webhook's: a receiver that is down does not make the upload's processing fail.

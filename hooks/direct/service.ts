@@ -137,6 +137,7 @@ export class DirectUploads {
       throw err;
     }
     this.log.info({ uploadId: id, owner: principal.userId, size: input.filesize, method: session.method, via }, 'direct upload initiated');
+    this.core.metrics.directSessions.inc({ via, event: 'initiated' });
     return session;
   }
 
@@ -182,6 +183,7 @@ export class DirectUploads {
     await this.sessions.save(session);
     await redis.expire(indexKey, DEDUP_TTL_SECONDS);
     this.log.info({ uploadId: id, dedupOf: existingId, owner: principal.userId }, 'direct upload deduplicated');
+    this.core.metrics.directSessions.inc({ via: 'api', event: 'deduplicated' });
     return session;
   }
 
@@ -289,6 +291,7 @@ export class DirectUploads {
       });
       await this.sessions.save(done);
       this.log.info({ uploadId: s.upload_id, size: s.size, method: s.method }, 'direct upload completed; processing queued');
+      this.core.metrics.directSessions.inc({ via: s.via, event: 'completed' });
       return done;
     } finally {
       await unlock();
@@ -389,9 +392,11 @@ export class DirectUploads {
       }
       const bytesFreed = fresh.s3_upload_id ? await this.partBytes(fresh.key, fresh.s3_upload_id) : 0;
       await this.freeStorage(fresh);
-      await this.core.lifecycle.terminate(fresh.upload_id, reason);
+      // Aborted by its owner, the upload is terminated (deleted by its owner) as a tus DELETE is.
+      await this.core.lifecycle.terminate(fresh.upload_id, reason === 'expired' ? 'expired' : 'terminated');
       await this.sessions.save({ ...fresh, status: reason });
       this.log.info({ uploadId: fresh.upload_id, status: reason }, 'direct upload aborted');
+      this.core.metrics.directSessions.inc({ via: fresh.via, event: reason });
       return { bytesFreed };
     } finally {
       await unlock();

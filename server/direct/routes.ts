@@ -22,6 +22,7 @@ import { principalOf, requireAuth } from '../http/auth.js';
 import { handle, jsonBody, parseBody } from '../http/body.js';
 import { allowedOrigin } from '../http/cors.js';
 import { ERROR_CODE_HEADER, sendJsonError } from '../http/errors.js';
+import { REQUEST_ID_HEADER } from '../http/request-id.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { registerCompanionRoutes } from './companion.js';
 
@@ -45,7 +46,7 @@ const completeBody = z
 function corsFor(config: Core['config']): (req: Request, res: Response) => void {
   return (req, res) => {
     if (!req.get('origin')) return;
-    res.set({ 'Access-Control-Allow-Origin': allowedOrigin(req, config) ?? '', Vary: 'Origin', 'Access-Control-Expose-Headers': `Retry-After, WWW-Authenticate, ${ERROR_CODE_HEADER}` });
+    res.set({ 'Access-Control-Allow-Origin': allowedOrigin(req, config) ?? '', Vary: 'Origin', 'Access-Control-Expose-Headers': `Retry-After, WWW-Authenticate, ${ERROR_CODE_HEADER}, ${REQUEST_ID_HEADER}` });
   };
 }
 

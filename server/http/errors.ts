@@ -5,11 +5,10 @@
 // the client got wrong.
 import type { ErrorRequestHandler, Response } from 'express';
 import { ERRORS as TUS_ERRORS } from '@tus/utils';
-import { isDependencyError, RETRY_AFTER_SECONDS, TuskError, type ErrorCode } from '../../lib/errors.js';
+import { errorHeaders, isDependencyError, RETRY_AFTER_SECONDS, TuskError, type ErrorCode } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 
-/** The header that names the catalogue code of an error answer, on every face. */
-export const ERROR_CODE_HEADER = 'Tusk-Error-Code';
+export { ERROR_CODE_HEADER, errorHeaders } from '../../lib/errors.js';
 
 /** Codes of client errors raised by express, body-parser and @tus/server, by HTTP status. */
 const CODE_OF_STATUS: Record<number, ErrorCode> = {
@@ -67,11 +66,6 @@ export function toTuskError(err: unknown, logger: Logger, context: Record<string
 /** 503 with Retry-After: storage, Redis or the key server is down or overloaded. */
 export function unavailable(message?: string): TuskError {
   return new TuskError('unavailable', message, {}, { 'Retry-After': String(RETRY_AFTER_SECONDS) });
-}
-
-/** Headers every rendering of an error carries. */
-export function errorHeaders(err: TuskError): Record<string, string> {
-  return { ...err.headers, [ERROR_CODE_HEADER]: err.code, 'Cache-Control': 'no-store' };
 }
 
 export function sendJsonError(res: Response, err: TuskError): void {

@@ -25,6 +25,7 @@ import { newUploadId } from '../../lib/upload-id.js';
 import { allowedOrigin } from '../http/cors.js';
 import { ERROR_CODE_HEADER, errorHeaders, toTuskError } from '../http/errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
+import { REQUEST_ID_HEADER } from '../http/request-id.js';
 import { TUS_PATH, tusTarget, uploadIdOfUrl } from '../http/request-target.js';
 import { CHECKSUM_ALGORITHMS, checksumSource, discardSpool, spoolAndVerify, type SpoolBudget } from './checksum.js';
 import { createFinalUpload, parseConcatHeader, type ConcatRegistry } from './concatenation.js';
@@ -79,7 +80,7 @@ export function createTusEndpoint(deps: {
     getFileIdFromRequest: () => tusRequest().id,
     generateUrl: (_req, { id }) => uploadUrl(tusRequest().baseUrl, id),
     allowedOrigins: config.corsOrigins === '*' ? undefined : config.corsOrigins,
-    exposedHeaders: ['Retry-After', 'Tus-Checksum-Algorithm', 'Upload-Expires', ERROR_CODE_HEADER],
+    exposedHeaders: ['Retry-After', 'Tus-Checksum-Algorithm', 'Upload-Expires', ERROR_CODE_HEADER, REQUEST_ID_HEADER],
     // How long a PATCH that is asked to give up its lock may take to save what it received.
     lockDrainTimeout: 3000,
     onUploadCreate: async (_req, upload) => {
@@ -133,7 +134,7 @@ export function createTusEndpoint(deps: {
   /** The upload's bytes are complete: processing, unless it is a partial of a concatenation. */
   async function finishUpload(upload: Upload): Promise<void> {
     if (tusRequest().creatingPartial || (await concat.headerOf(upload.id)) === 'partial') {
-      await lifecycle.finishPartial(upload.id);
+      await lifecycle.finishPartial(upload.id, upload.size ?? upload.offset);
       return;
     }
     await lifecycle.finish(upload.id, { location: storageLocation(upload), size: upload.size ?? upload.offset, metadata: upload.metadata ?? {} });
@@ -175,6 +176,7 @@ export function createTusEndpoint(deps: {
     }
     const error = tusRequest().error;
     if (error) for (const [name, value] of Object.entries(errorHeaders(error))) response.headers.set(name, value);
+    noteReceived(req, response);
     if (id && req.method === 'DELETE' && response.status === 204) {
       await concat.forget(id);
       await lifecycle.terminate(id, 'terminated');
@@ -187,6 +189,19 @@ export function createTusEndpoint(deps: {
       await addUploadExpires(response, id);
     }
     await sendResponse(res, response);
+  }
+
+  /**
+   * Tells the lifecycle what a PATCH, or a POST with a body, stored: how far the upload's offset
+   * moved (an interrupted body too: the store keeps what arrived and answers its new offset).
+   */
+  function noteReceived(req: IncomingMessage, response: Response): void {
+    if ((req.method !== 'PATCH' && req.method !== 'POST') || (response.status !== 204 && response.status !== 201)) return;
+    const offset = response.headers.get('upload-offset');
+    if (offset === null) return;
+    const from = req.method === 'PATCH' ? Number(req.headers['upload-offset']) : 0;
+    const id = req.method === 'PATCH' ? tusRequest().id : uploadIdOfUrl(response.headers.get('location') ?? '');
+    if (id && Number(offset) > from) lifecycle.received(id, Number(offset) - from);
   }
 
   /**
@@ -262,7 +277,9 @@ export function createTusEndpoint(deps: {
       // @tus/server would refuse the header (501): it creates a plain upload we remember as partial.
       removeHeader(req, 'upload-concat');
       tusRequest().creatingPartial = true;
-      await sendResponse(res, await forwardToTus(req, res));
+      const response = await forwardToTus(req, res);
+      noteReceived(req, response);
+      await sendResponse(res, response);
       return;
     }
     const principal = tusRequest().principal;
@@ -456,7 +473,7 @@ function corsHeaders(req: IncomingMessage, config: Config): Record<string, strin
 const REASON_PHRASES: Record<number, string> = { 460: 'Checksum Mismatch' };
 
 /** What a browser's tus client may read of tusk's own answers. */
-const EXPOSED = `Tus-Version, Tus-Resumable, Upload-Offset, Location, Retry-After, WWW-Authenticate, ${ERROR_CODE_HEADER}`;
+const EXPOSED = `Tus-Version, Tus-Resumable, Upload-Offset, Location, Retry-After, WWW-Authenticate, ${ERROR_CODE_HEADER}, ${REQUEST_ID_HEADER}`;
 
 /** An error answer of the tus face: the catalogue entry as a short text body, with tus and CORS headers. */
 function sendTusError(req: IncomingMessage, res: ServerResponse, err: TuskError, config: Config): void {

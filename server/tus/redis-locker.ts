@@ -23,6 +23,7 @@ import type { Logger } from 'pino';
 import { ERRORS, type Lock, type Locker, type RequestRelease } from '@tus/utils';
 import { RedisKeys } from '../../lib/redis-keys.js';
 import { luaScript } from '../../lib/lua.js';
+import type { Metrics } from '../../lib/metrics.js';
 
 export interface RedisLockerOptions {
   /** Connection for commands (SET, EVAL, PUBLISH). */
@@ -36,6 +37,8 @@ export interface RedisLockerOptions {
   /** TTL of the lock key; renewed every ttlMs/3 while held. */
   ttlMs: number;
   logger?: Logger;
+  /** Lock waits and release requests (tusk_lock_wait_seconds, tusk_lock_release_requests_total). */
+  metrics?: Metrics;
 }
 
 /** Minimum interval between two release requests published by one waiting lock() call. */
@@ -52,6 +55,7 @@ export class RedisLocker implements Locker {
   /** @internal */ readonly ttlMs: number;
   /** @internal */ readonly acquireTimeoutMs: number;
   /** @internal */ readonly log: Logger | undefined;
+  /** @internal */ readonly metrics: Metrics | undefined;
   /** @internal */ readonly releaseChannel: string;
   /** @internal */ readonly releasedChannel: string;
   /** @internal Aborted by close(): pending lock() calls stop waiting. */
@@ -73,6 +77,7 @@ export class RedisLocker implements Locker {
     this.ttlMs = options.ttlMs;
     this.acquireTimeoutMs = options.acquireTimeoutMs;
     this.log = options.logger?.child({ component: 'redis-locker' });
+    this.metrics = options.metrics;
     this.keys = new RedisKeys(options.prefix);
     this.releaseChannel = this.keys.lockReleaseChannel;
     this.releasedChannel = this.keys.lockReleasedChannel;
@@ -133,6 +138,7 @@ export class RedisLocker implements Locker {
         if (Date.now() - lastReleaseRequest >= RELEASE_REQUEST_INTERVAL_MS) {
           lastReleaseRequest = Date.now();
           await untilAborted(this.redis.publish(this.releaseChannel, id), signal);
+          this.metrics?.lockReleaseRequests.inc({ direction: 'sent' });
         }
         await sleep(backoff / 2 + Math.random() * (backoff / 2), signal, wake.promise);
       } finally {
@@ -209,7 +215,10 @@ export class RedisLocker implements Locker {
 
   readonly #onMessage = (channel: string, id: string): void => {
     if (channel === this.releaseChannel) {
-      for (const lock of this.#holders.get(id) ?? []) lock.askToRelease('requested by another request');
+      for (const lock of this.#holders.get(id) ?? []) {
+        this.metrics?.lockReleaseRequests.inc({ direction: 'received' });
+        lock.askToRelease('requested by another request');
+      }
     } else if (channel === this.releasedChannel) {
       for (const wake of this.#waiters.get(id) ?? []) wake();
     }
@@ -250,6 +259,7 @@ export class RedisLock implements Lock {
     try {
       setSentAt = await locker.acquire(this.id, token, ac.signal);
     } catch (err) {
+      locker.metrics?.lockWait.observe({ outcome: signal.aborted || closeSignal.aborted ? 'aborted' : err === ERRORS.ERR_LOCK_TIMEOUT ? 'timeout' : 'error' }, (Date.now() - startedAt) / 1000);
       if (!ac.signal.aborted) locker.log?.warn({ err, id: this.id }, 'lock acquire failed');
       else if (err === ERRORS.ERR_LOCK_TIMEOUT)
         locker.log?.info({ id: this.id, waitedMs: Date.now() - startedAt, aborted: signal.aborted }, 'lock not acquired');
@@ -262,6 +272,7 @@ export class RedisLock implements Lock {
 
     // No await from the successful SET to here: the holder is registered before any message
     // can be dispatched.
+    locker.metrics?.lockWait.observe({ outcome: 'acquired' }, (Date.now() - startedAt) / 1000);
     this.#token = token;
     this.#requestRelease = requestRelease;
     this.#confirmedAt = setSentAt;

@@ -79,6 +79,7 @@ describe('loadConfig', () => {
       pipeline: expect.objectContaining({ scanRequired: true }),
       access: expect.objectContaining({ quotaBytes: 0, maxConcurrentUploads: 0 }),
       direct: expect.objectContaining({ singlePutMax: 100 * MiB }),
+      metrics: { enabled: true, port: undefined, token: undefined, onApiPort: true },
     });
   });
 
@@ -215,6 +216,27 @@ describe('loadConfig', () => {
     });
     const p = loadConfig({ MAX_MEDIA_DURATION: '90m', MAX_VIDEO_PIXEL_FRAMES: '5e11', MIN_VIDEO_BITS_PER_PIXEL: '0', REPROCESS_FORCE_AFTER: '5m' }).pipeline;
     expect(p).toMatchObject({ maxMediaDurationMs: 90 * 60_000, maxVideoPixelFrames: 5e11, minVideoBitsPerPixel: 0, reprocessForceAfterMs: 300_000 });
+  });
+
+  test('metrics: the API port answers /metrics with a token, or without one only while it is private', () => {
+    const token = 'a-metrics-token-of-32-characters';
+    const onApiPort = (env: Record<string, string>) => loadConfig(env).metrics.onApiPort;
+    expect(onApiPort({})).toBe(true);
+    expect(onApiPort({ HOST: '127.0.0.2' })).toBe(true);
+    expect(onApiPort({ HOST: '::1' })).toBe(true);
+    // Reachable beyond this machine, directly or through a proxy: only with the token.
+    expect(onApiPort({ HOST: '0.0.0.0' })).toBe(false);
+    expect(onApiPort({ HOST: '10.0.0.5' })).toBe(false);
+    expect(onApiPort({ TRUST_PROXY: '1' })).toBe(false);
+    expect(onApiPort({ TRUST_PROXY: 'loopback' })).toBe(false);
+    expect(onApiPort({ TRUST_PROXY: 'false' })).toBe(true);
+    expect(onApiPort({ HOST: '0.0.0.0', METRICS_TOKEN: token })).toBe(true);
+    // Its own listener instead; or none at all.
+    expect(onApiPort({ METRICS_PORT: '9464', METRICS_TOKEN: token })).toBe(false);
+    expect(onApiPort({ METRICS: 'false' })).toBe(false);
+    expect(loadConfig({ METRICS_PORT: '9464', METRICS_TOKEN: token }).metrics).toEqual({ enabled: true, port: 9464, token, onApiPort: false });
+    for (const bad of ['short', 'has a space in it, sixteen+', 'x'.repeat(257)]) expect(problemsOf({ METRICS_TOKEN: bad }).join('\n')).toMatch(/METRICS_TOKEN/);
+    expect(problemsOf({ METRICS_PORT: '70000' }).join('\n')).toMatch(/METRICS_PORT/);
   });
 
   test('reports every bad variable at once', () => {

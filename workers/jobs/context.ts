@@ -6,6 +6,7 @@ import type { FlowProducer, Processor, WorkerOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config, PipelineConfig } from '../../config/index.js';
 import type { Logger } from '../../lib/logger.js';
+import type { Metrics } from '../../lib/metrics.js';
 import type { ObjectStorage } from '../../lib/object-storage.js';
 import type { WebhookJob } from '../../lib/queues.js';
 import type { RecordStore, TaskName } from '../../lib/record-store.js';
@@ -32,6 +33,8 @@ export interface JobContext {
   /** Aborted when the worker shuts down: steps stop their work and are left to run again after a restart. */
   stopping: AbortSignal;
   log: Logger;
+  /** Scan verdicts, webhook deliveries (lib/metrics.ts). */
+  metrics: Metrics;
 }
 
 /** What a job sets on its Worker besides the connection and the prefix. */

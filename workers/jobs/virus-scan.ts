@@ -26,16 +26,18 @@ export const virusScanJob: PipelineJob<StepJob> = {
   task: 'virus_scan',
   worker: (p) => ({ concurrency: p.concurrency.scan }),
   handler: (ctx) => {
-    const { records, storage, scanner } = ctx;
+    const { records, storage, scanner, metrics } = ctx;
     const p = ctx.config.pipeline;
     return step(ctx, 'virus_scan', async (job, watch) => {
       const { uploadId, run, location } = job.data;
       const scanning = scanner.state();
       if (scanning.kind === 'off') {
         await records.setTask(uploadId, run, 'virus_scan', { status: 'skipped', finished_at: now() });
+        metrics.scanVerdicts.inc({ verdict: 'skipped' });
         return { verdict: 'skipped' };
       }
       const wait = async (message: string): Promise<never> => {
+        metrics.scanVerdicts.inc({ verdict: 'unavailable' });
         await records.update(uploadId, run, { status: 'scanning', reason: JSON.stringify({ code: 'scanner_unavailable', message }) });
         throw new StepWaiting(message, waitDelay(p, job));
       };
@@ -47,6 +49,7 @@ export const virusScanJob: PipelineJob<StepJob> = {
         // clamd answers nothing usable for an empty stream; an empty file is not processed either.
         await records.setTask(uploadId, run, 'virus_scan', { status: 'skipped', error: 'empty upload', finished_at: now() });
         await endRun(ctx, uploadId, run, 'rejected', { code: 'empty', message: 'the upload is empty: nothing to scan or process' });
+        metrics.scanVerdicts.inc({ verdict: 'empty' });
         return { verdict: 'empty' };
       }
       if (scanning.kind === 'waiting') return wait(scanning.message);
@@ -78,8 +81,11 @@ export const virusScanJob: PipelineJob<StepJob> = {
         if (err instanceof ScanTooLargeError) {
           await records.setTask(uploadId, run, 'virus_scan', { status: 'failed', error: err.message, finished_at: now() });
           await endRun(ctx, uploadId, run, 'rejected', { code: 'too_large_to_scan', message: err.message });
+          metrics.scanVerdicts.inc({ verdict: 'too_large' });
           return { verdict: 'too_large' };
         }
+        // No usable answer (clamd broke off, timed out, a stopped stream): retried, never "clean".
+        if (!(err instanceof ScannerUnreachableError) && !watch.signal.aborted) metrics.scanVerdicts.inc({ verdict: 'error' });
         if (err instanceof ScannerUnreachableError) return wait(scanner.unreachable(err.message));
         throw err;
       }
@@ -90,9 +96,11 @@ export const virusScanJob: PipelineJob<StepJob> = {
         await storage.deleteDerived(uploadId);
         await records.setTask(uploadId, run, 'virus_scan', { status: 'done', finished_at: now() });
         await endRun(ctx, uploadId, run, 'rejected', { code: 'infected', message: `virus found: ${result.signature}`, signature: result.signature }, quarantined ? { 'out:quarantine': quarantined } : {});
+        metrics.scanVerdicts.inc({ verdict: 'infected' });
         return { verdict: 'infected', signature: result.signature };
       }
       await records.setTask(uploadId, run, 'virus_scan', { status: 'done', finished_at: now() }, hashed === size ? { sha256: hash.digest('hex') } : {});
+      metrics.scanVerdicts.inc({ verdict: 'clean' });
       return { verdict: 'clean' };
     });
   },

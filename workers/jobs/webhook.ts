@@ -40,7 +40,7 @@ export class Webhooks implements WebhookEvents {
 export const webhookJob: PipelineJob<WebhookJob> = {
   queue: WEBHOOK_QUEUE,
   worker: () => ({ concurrency: 4 }),
-  handler: ({ config, log }) => {
+  handler: ({ config, log, metrics }) => {
     const hook = config.pipeline.webhook;
     if (!hook) return undefined;
     return async (job) => {
@@ -61,8 +61,10 @@ export const webhookJob: PipelineJob<WebhookJob> = {
         await res.body?.cancel().catch(() => {});
         if (!res.ok) throw new Error(`webhook receiver answered ${res.status}`);
         log.info({ event, uploadId, run, status: res.status }, 'webhook delivered');
+        metrics.webhookDeliveries.inc({ event, outcome: 'delivered' });
       } catch (err) {
         log.warn({ err: (err as Error).message, event, uploadId, attempt: job.attemptsMade + 1 }, 'webhook delivery failed');
+        metrics.webhookDeliveries.inc({ event, outcome: 'failed' });
         throw err;
       }
     };
