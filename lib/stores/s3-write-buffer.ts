@@ -447,12 +447,23 @@ export class WriteBuffer {
     let at = storedOffset(entry.state);
     const end = stateOffset(entry.state);
     for (const seg of found) {
-      if (seg.start + seg.written <= at || at >= end) continue;
-      if (seg.start > at) break;
-      seg.acked = Math.min(seg.start + seg.written, end) - seg.start;
-      entry.segments.push(seg);
-      this.diskBytes += seg.written;
-      at = seg.start + seg.acked;
+      // On the chain: starts at or before `at` (partly in S3 already) and reaches beyond it.
+      if (seg.start <= at && seg.start + seg.written > at && at < end) {
+        seg.acked = Math.min(seg.written, end - seg.start);
+        at = seg.start + seg.acked;
+        if (seg.written > seg.acked) {
+          // What a crash left after the acknowledged bytes is no part of the upload.
+          await fs.promises.truncate(seg.file, seg.acked);
+          seg.written = seg.acked;
+        }
+        if (seg.acked > 0) {
+          entry.segments.push(seg);
+          this.diskBytes += seg.written;
+          continue;
+        }
+      }
+      // Not on the chain from the stored offset (all in S3 already, or never acknowledged).
+      await fs.promises.rm(seg.file, { force: true });
     }
     if (at < end) {
       // Acknowledged bytes missing from disk (the directory was damaged): give them up, so that
@@ -522,7 +533,13 @@ export class WriteBuffer {
     entry.appending++;
     if (entry.idleTimer) clearTimeout(entry.idleTimer);
     const start = stateOffset(entry.state);
-    const seg: Segment = { start, acked: 0, written: 0, file: path.join(entry.dir, String(start)), open: true };
+    // The body continues the last segment while that one is short of a part (one directory
+    // fsync per part, not per PATCH); else it starts a new segment file named by its offset.
+    const last = entry.segments.at(-1);
+    const reuse = last !== undefined && !last.open && last.start + last.acked === start && last.written === last.acked && last.acked < partSize;
+    const seg: Segment = reuse ? last : { start, acked: 0, written: 0, file: path.join(entry.dir, String(start)), open: true };
+    seg.open = true;
+    const base = seg.written; // bytes of the segment before this body
     let fh: fs.promises.FileHandle | undefined;
     let pending = 0;
     let received = 0;
@@ -530,7 +547,7 @@ export class WriteBuffer {
     let failure: unknown;
     const record = async () => {
       if (pending === 0) return;
-      await fh!.sync();
+      await fh!.datasync();
       const n = pending;
       pending = 0;
       const r = await entry.update(() => this.states.commit(entry.state, [], entry.state.tail, { bytes: entry.state.local + n, holder: this.instanceId }));
@@ -540,11 +557,15 @@ export class WriteBuffer {
       entry.wake();
     };
     try {
-      // A file left at this offset holds no acknowledged byte (they would be part of the offset).
-      entry.segments.splice(0, entry.segments.length, ...entry.segments.filter((x) => x.start !== start || x.acked > 0));
-      fh = await fs.promises.open(seg.file, 'w');
-      await fsyncDirectory(entry.dir);
-      entry.segments.push(seg);
+      if (reuse) {
+        fh = await fs.promises.open(seg.file, 'r+');
+      } else {
+        // A file left at this offset holds no acknowledged byte (they would be part of the offset).
+        entry.segments.splice(0, entry.segments.length, ...entry.segments.filter((x) => x.start !== start || x.acked > 0));
+        fh = await fs.promises.open(seg.file, 'w');
+        await fsyncDirectory(entry.dir);
+        entry.segments.push(seg);
+      }
       const body = (src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
       for (;;) {
         let next: IteratorResult<Buffer>;
@@ -556,8 +577,8 @@ export class WriteBuffer {
         }
         if (next.done) break;
         const chunk = next.value;
-        if (seg.written + chunk.length > reserved) throw new Error(`upload ${entry.id}: body longer than the ${reserved} bytes reserved`);
-        await fh.write(chunk);
+        if (seg.written - base + chunk.length > reserved) throw new Error(`upload ${entry.id}: body longer than the ${reserved} bytes reserved`);
+        await fh.write(chunk, 0, chunk.length, seg.written);
         seg.written += chunk.length;
         pending += chunk.length;
         if (pending >= partSize) await record();
@@ -575,13 +596,19 @@ export class WriteBuffer {
       await record().catch((e: unknown) => this.log?.error({ err: e, uploadId: entry.id }, 'could not record buffered bytes'));
     } finally {
       seg.open = false;
+      if (seg.written > seg.acked) {
+        // Bytes written but not recorded are no part of the upload: off the disk, so that the
+        // segment can be continued and a later load never takes them for acknowledged ones.
+        await fh?.truncate(seg.acked).catch(noop);
+        this.releaseDisk(seg.written - seg.acked);
+        seg.written = seg.acked;
+      }
       await fh?.close().catch(noop);
-      this.releaseDisk(reserved - seg.written);
+      this.releaseDisk(reserved - (seg.written - base));
       if (seg.acked === 0) {
         const i = entry.segments.indexOf(seg);
         if (i >= 0) entry.segments.splice(i, 1);
         await fs.promises.rm(seg.file, { force: true }).catch(noop);
-        this.releaseDisk(seg.written);
       }
       entry.appending--;
       entry.wake();
