@@ -564,6 +564,19 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     expect(await objectSha(id)).toBe(sha(data));
   });
 
+  test('a write arriving while the upload\'s bytes are being flushed goes on from the flushed state', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(6 * MiB);
+    const id = await create(store, data.length);
+    await write(store, id, 0, body(data.subarray(0, 2 * MiB)), 2 * MiB);
+    // A flush (idle, shutdown, another instance asking) starts; the next PATCH comes meanwhile.
+    const flushing = (store as unknown as { buffer: { flush(id: string): Promise<void> } }).buffer.flush(id);
+    expect(await write(store, id, 2 * MiB, body(data.subarray(2 * MiB, 3 * MiB)), MiB)).toBe(3 * MiB);
+    await flushing;
+    expect(await write(store, id, 3 * MiB, body(data.subarray(3 * MiB)), 3 * MiB)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
   test('after UPLOAD_BUFFER_IDLE_FLUSH without a write the bytes are in S3 (.part) and off the disk', async () => {
     const store = await bufferedStore({ idleFlushMs: 300 });
     const data = crypto.randomBytes(8 * MiB);
