@@ -1,6 +1,6 @@
 // Shared pieces of the benchmarks that drive a real tusk server process against the S3 and Redis
 // named by BENCH_* variables (bench/with-services.sh provides them).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execSync, spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -26,7 +26,104 @@ export const benchEnv = {
   bucket: required('BENCH_S3_BUCKET'),
   region: process.env.BENCH_S3_REGION ?? 'us-east-1',
   redisUrl: required('BENCH_REDIS_URL'),
+  /** The Ceph cluster's ceph.conf (with-services.sh): finds its daemons, runs its garbage collector. */
+  cephConf: process.env.BENCH_CEPH_CONF,
 };
+
+/**
+ * BENCH_TUSK_ENV: a JSON object of extra environment variables for every tusk server a bench
+ * starts, e.g. '{"UPLOAD_ACK":"disk"}', so one bench measures each mode of the server.
+ */
+export function benchTuskEnv(): Record<string, string> {
+  const raw = process.env.BENCH_TUSK_ENV;
+  if (!raw) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (err) {
+    throw new Error(`BENCH_TUSK_ENV is not JSON: ${String(err)}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('BENCH_TUSK_ENV must be a JSON object');
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(parsed)) {
+    if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
+      throw new Error(`BENCH_TUSK_ENV.${name} must be a string, number or boolean`);
+    }
+    env[name] = String(value);
+  }
+  return env;
+}
+
+/** BENCH_TUSK_ENV as a short label for result headings ('' when unset). */
+export function benchTuskEnvLabel(): string {
+  const env = benchTuskEnv();
+  return Object.keys(env).length ? Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ') : '';
+}
+
+/** user + system CPU seconds of one process (all its threads) from /proc/<pid>/stat; undefined once gone. */
+export function cpuSecondsOf(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime in USER_HZ (100 on Linux)
+  } catch {
+    return undefined;
+  }
+}
+
+const STORAGE_DAEMONS = new Set(['radosgw', 'ceph-osd', 'ceph-mon']);
+
+/**
+ * The storage's processes: radosgw, ceph-osd and ceph-mon started with BENCH_CEPH_CONF (or, when
+ * it is unset, every such process on the machine).
+ */
+export function storagePids(): number[] {
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    if (!STORAGE_DAEMONS.has(path.basename(argv[0] ?? ''))) continue;
+    if (benchEnv.cephConf && !argv.includes(benchEnv.cephConf)) continue;
+    pids.push(Number(entry));
+  }
+  return pids;
+}
+
+/** CPU seconds of the storage's processes, per process name (radosgw, ceph-osd, ceph-mon). */
+export function storageCpuSeconds(pids = storagePids()): Record<string, number> {
+  const byName: Record<string, number> = {};
+  for (const pid of pids) {
+    const cpu = cpuSecondsOf(pid);
+    if (cpu === undefined) continue;
+    let name = 'storage';
+    try {
+      name = path.basename(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? name);
+    } catch {
+      // gone between the two reads
+    }
+    byName[name] = (byName[name] ?? 0) + cpu;
+  }
+  return byName;
+}
+
+export function sumValues(values: Record<string, number>): number {
+  return Object.values(values).reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Between uploads: BENCH_BETWEEN_RUNS (a shell command), else RGW's garbage collector when the
+ * cluster is known. A memstore RGW keeps deleted data in RAM until its collector runs (2 h by
+ * default) and refuses writes at 8 GiB; running it here also keeps its CPU out of the next upload.
+ */
+export function betweenRuns(): void {
+  const command = process.env.BENCH_BETWEEN_RUNS ?? (benchEnv.cephConf ? `radosgw-admin -c '${benchEnv.cephConf}' gc process --include-all` : '');
+  if (command) execSync(command, { stdio: 'ignore', timeout: 60_000 });
+}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -61,8 +158,11 @@ export function rssOf(pid: number): { rssMiB: number; peakMiB: number } {
 /** Starts `node dist/tusk.js server` on S3 and waits until /readyz answers. */
 export async function startTuskServer(port: number, extraEnv: Record<string, string> = {}): Promise<ChildProcess> {
   const child = spawnTusk('server', { PORT: String(port), ...extraEnv });
+  const exited = new Promise<never>((_, reject) => child.once('exit', (code) => reject(new Error(`tusk server exited (${code}) before it was ready`))));
+  exited.catch(() => {});
   const deadline = Date.now() + 20_000;
   for (;;) {
+    if (child.exitCode !== null) await exited;
     try {
       if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return child;
     } catch {
@@ -74,8 +174,10 @@ export async function startTuskServer(port: number, extraEnv: Record<string, str
 }
 
 /**
- * Spawns `node dist/tusk.js <mode>` on the bench S3 and Redis (no readiness wait). Pass the same
- * REDIS_PREFIX to a server and a worker that must share queues and records.
+ * Spawns `node dist/tusk.js <mode>` on the bench S3 and Redis (no readiness wait), with
+ * BENCH_TUSK_ENV over the bench's defaults and `extraEnv` over both. Pass the same REDIS_PREFIX to
+ * a server and a worker that must share queues and records. Creation rate limits are off (a bench
+ * creates hundreds of uploads a minute from one address); DATA_DIR is under .tmp/bench.
  */
 export function spawnTusk(mode: 'server' | 'worker', extraEnv: Record<string, string> = {}): ChildProcess {
   return spawn(process.execPath, [path.join(repoRoot, 'dist', 'tusk.js'), mode], {
@@ -93,6 +195,10 @@ export function spawnTusk(mode: 'server' | 'worker', extraEnv: Record<string, st
       REDIS_PREFIX: `bench-${crypto.randomBytes(4).toString('hex')}:`,
       LOG_LEVEL: 'warn',
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+      DATA_DIR: path.join(repoRoot, '.tmp', 'bench', 'data'),
+      RATE_LIMIT_CREATIONS_PER_MINUTE_USER: '0',
+      RATE_LIMIT_CREATIONS_PER_MINUTE_IP: '0',
+      ...benchTuskEnv(),
       ...extraEnv,
     },
     stdio: ['ignore', 'inherit', 'inherit'],
