@@ -46,6 +46,8 @@ const cfg = {
   partMiB: Number(process.env.BENCH_PART_MIB ?? 8),
   tusEndpoint: process.env.BENCH_TUS_ENDPOINT,
   verify: process.env.BENCH_VERIFY !== '0',
+  /** Untimed uploads per case before the measured runs (connections, JIT, the server's caches). */
+  warmup: Number(process.env.BENCH_WARMUP ?? 1),
 };
 
 const CASE_HELP =
@@ -383,6 +385,13 @@ async function main(): Promise<void> {
   const stats: Record<string, CallStats> = {};
   try {
     for (const name of cfg.cases) cases.push(await buildCase(name, s3, data, file, servers));
+    for (let i = 0; i < cfg.warmup; i++) {
+      for (const c of cases) {
+        const key = await c.upload();
+        if (!c.name.startsWith('external-')) await cleanup(s3, key);
+        betweenRuns();
+      }
+    }
     for (let i = 0; i < cfg.runs; i++) {
       for (const c of cases) {
         const server0 = c.serverPid ? cpuSecondsOf(c.serverPid) : undefined;
