@@ -379,6 +379,11 @@ async function main(): Promise<void> {
   if (!benchEnv.cephConf) console.error('# BENCH_CEPH_CONF unset: storage CPU counts every radosgw / ceph-osd / ceph-mon on this machine');
   console.error(`# ${cfg.sizeMiB} MiB, ${cfg.runs} runs per case, S3 ${benchEnv.endpoint}, storage PIDs ${daemons.join(' ') || '-'}`);
 
+  // What the storage's daemons burn doing nothing (their own timers), to judge the figures by.
+  const idle0 = sumValues(storageCpuSeconds(daemons));
+  await new Promise((r) => setTimeout(r, 2000));
+  const idleStoragePerSecond = (sumValues(storageCpuSeconds(daemons)) - idle0) / 2;
+
   const servers: Servers = { bare: {} };
   const cases: Case[] = [];
   const peaks: Record<string, number> = {};
@@ -439,6 +444,7 @@ async function main(): Promise<void> {
     }
   }
   report(cases, peaks, stats);
+  console.log(`\nStorage daemons at rest: ${idleStoragePerSecond.toFixed(3)} CPU s per second (included in the storage figures above).`);
 }
 
 main().then(
