@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { S3 } from '@aws-sdk/client-s3';
 
 export const MiB = 1024 * 1024;
 // The AWS SDK's notice that it will need a newer Node: noise in every bench's output.
@@ -212,6 +213,25 @@ export async function stopProcess(child: ChildProcess): Promise<void> {
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
   await exited;
+}
+
+/**
+ * Waits until `key` is in the bucket with `size` bytes (HeadObject every 20 ms) and returns how
+ * long that took in ms: 0 when the first HeadObject found it complete. A server may answer the last PATCH before the
+ * object is complete in S3 (bytes acknowledged from a local buffer); the benches count the time
+ * and CPU until the object is there. Throws after `timeoutMs`.
+ */
+export async function untilInS3(s3: S3, key: string, size: number, timeoutMs = 60_000): Promise<number> {
+  const t0 = Date.now();
+  for (let attempt = 0; ; attempt++) {
+    const length = await s3.headObject({ Bucket: benchEnv.bucket, Key: key }).then(
+      (head) => head.ContentLength,
+      () => undefined,
+    );
+    if (length === size) return attempt === 0 ? 0 : Date.now() - t0;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`${key}: ${length ?? 'no object'} in S3 after ${timeoutMs} ms, expected ${size} bytes`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 export function median(values: number[]): number {

@@ -34,6 +34,7 @@ import {
   storageCpuSeconds,
   storagePids,
   sumValues,
+  untilInS3,
 } from './lib.js';
 
 const cfg = {
@@ -188,6 +189,8 @@ interface Run {
   serverCpu?: number;
   storageCpu: Record<string, number>;
   clientCpu: number;
+  /** ms from the client's success until the object was complete in S3 (0: it already was). */
+  lagMs: number;
 }
 
 interface Case {
@@ -346,6 +349,7 @@ function report(cases: Case[], peaks: Record<string, number>, stats: Record<stri
         'storage CPU s/GiB': fmt(medianOf(c, metrics['storage CPU s/GiB'])),
         'radosgw / osd / mon': ['radosgw', 'ceph-osd', 'ceph-mon'].map((n) => fmt(medianOf(c, (r) => perGiB(r.storageCpu[n] ?? 0)))).join(' / '),
         'client CPU s/GiB': fmt(medianOf(c, (r) => perGiB(r.clientCpu))),
+        'in S3 after success ms': fmt(medianOf(c, (r) => r.lagMs), 0),
       })),
     ),
   );
@@ -397,6 +401,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < cfg.warmup; i++) {
       for (const c of cases) {
         const key = await c.upload();
+        await untilInS3(s3, key, data.length);
         if (!c.name.startsWith('external-')) await cleanup(s3, key);
         betweenRuns();
       }
@@ -410,6 +415,8 @@ async function main(): Promise<void> {
         const key = await c.upload();
         const seconds = (performance.now() - t0) / 1000;
         const client = process.cpuUsage(client0);
+        // The CPU windows close once the object is complete in S3, not at the last 204.
+        const lagMs = await untilInS3(s3, key, data.length);
         const storage1 = storageCpuSeconds(daemons);
         const server1 = c.serverPid ? cpuSecondsOf(c.serverPid) : undefined;
         const storageCpu: Record<string, number> = {};
@@ -419,6 +426,7 @@ async function main(): Promise<void> {
           serverCpu: server0 !== undefined && server1 !== undefined ? server1 - server0 : undefined,
           storageCpu,
           clientCpu: (client.user + client.system) / 1e6,
+          lagMs,
         });
         if (cfg.verify && (await sha256Of(s3, key)) !== sha) throw new Error(`${c.name}: the object in S3 differs from the file`);
         if (!c.name.startsWith('external-')) await cleanup(s3, key);
