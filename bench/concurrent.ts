@@ -52,6 +52,7 @@ interface Outcome {
   peakRssMiB: number;
   serverCpu: number;
   storageCpu: number;
+  clientCpu: number;
   firstError?: string;
   ids: string[];
 }
@@ -66,11 +67,12 @@ async function runAgainst(s3: S3, server: string, endpoint: string, pid: number,
   const patchMs: number[] = [];
   const postMs: number[] = [];
   const started = new WeakMap<HttpRequest, number>();
-  const outcome: Outcome = { server, done: 0, failed: 0, aborted: 0, seconds: 0, inS3Seconds: 0, patchMs, postMs, peakRssMiB: 0, serverCpu: 0, storageCpu: 0, ids: [] };
+  const outcome: Outcome = { server, done: 0, failed: 0, aborted: 0, seconds: 0, inS3Seconds: 0, patchMs, postMs, peakRssMiB: 0, serverCpu: 0, storageCpu: 0, clientCpu: 0, ids: [] };
   const uploads: TusUpload[] = [];
   const daemons = storagePids();
   const cpu0 = cpuSecondsOf(pid) ?? 0;
   const storage0 = sumValues(storageCpuSeconds(daemons));
+  const client0 = process.cpuUsage();
   const t0 = performance.now();
   const finished = Array.from(
     { length: cfg.uploads },
@@ -124,6 +126,8 @@ async function runAgainst(s3: S3, server: string, endpoint: string, pid: number,
   outcome.inS3Seconds = (performance.now() - t0) / 1000 - outcome.seconds;
   outcome.serverCpu = (cpuSecondsOf(pid) ?? cpu0) - cpu0;
   outcome.storageCpu = sumValues(storageCpuSeconds(daemons)) - storage0;
+  const client = process.cpuUsage(client0);
+  outcome.clientCpu = (client.user + client.system) / 1e6;
   try {
     outcome.peakRssMiB = rssOf(pid).peakMiB; // VmHWM: the process is fresh, so its peak is this run's
   } catch {
@@ -211,6 +215,7 @@ async function main(): Promise<void> {
           'server CPU s': o.serverCpu.toFixed(1),
           'server CPU s/GiB': gib ? (o.serverCpu / gib).toFixed(1) : '-',
           'storage CPU s': o.storageCpu.toFixed(1),
+          'client CPU s': o.clientCpu.toFixed(1),
         };
       }),
     ),
