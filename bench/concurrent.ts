@@ -27,6 +27,7 @@ import {
   stopProcess,
   storageCpuSeconds,
   storagePids,
+  loadAverage,
   sumValues,
   untilInS3,
 } from './lib.js';
@@ -150,6 +151,7 @@ async function checkAndRemove(s3: S3, ids: string[], sha: string): Promise<void>
 }
 
 async function main(): Promise<void> {
+  const loadAtStart = loadAverage();
   const data = crypto.randomBytes(cfg.sizeMiB * MiB);
   const sha = crypto.createHash('sha256').update(data).digest('hex');
   const s3 = new S3({
@@ -191,7 +193,7 @@ async function main(): Promise<void> {
   }
   const label = benchTuskEnvLabel();
   console.log(
-    `\n${cfg.uploads} concurrent uploads of ${cfg.sizeMiB} MiB, ${cfg.chunkMiB} MiB chunks (tus-js-client); BENCH_TUSK_ENV: ${label || '(none)'}\n`,
+    `\n${cfg.uploads} concurrent uploads of ${cfg.sizeMiB} MiB, ${cfg.chunkMiB} MiB chunks (tus-js-client); BENCH_TUSK_ENV: ${label || '(none)'}; load average ${loadAtStart} at start, ${loadAverage()} at end\n`,
   );
   console.log(
     markdownTable(

@@ -4,6 +4,7 @@ import { execSync, spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { S3 } from '@aws-sdk/client-s3';
@@ -55,6 +56,11 @@ export function benchTuskEnv(): Record<string, string> {
     env[name] = String(value);
   }
   return env;
+}
+
+/** The machine's 1-minute load average: benches print it at start and end, as figures depend on it. */
+export function loadAverage(): string {
+  return os.loadavg()[0]!.toFixed(1);
 }
 
 /** BENCH_TUSK_ENV as a short label for result headings ('' when unset). */

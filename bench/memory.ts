@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { S3 } from '@aws-sdk/client-s3';
 import * as tus from 'tus-js-client';
-import { benchEnv, benchTuskEnvLabel, betweenRuns, freePort, markdownTable, MiB, randomFile, rssOf, startTuskServer, stopProcess, untilInS3 } from './lib.js';
+import { benchEnv, benchTuskEnvLabel, betweenRuns, freePort, markdownTable, MiB, randomFile, loadAverage, rssOf, startTuskServer, stopProcess, untilInS3 } from './lib.js';
 
 interface Scenario {
   name: string;
@@ -83,6 +83,7 @@ async function run(s: Scenario, s3: S3): Promise<Result> {
 }
 
 async function main(): Promise<void> {
+  const loadAtStart = loadAverage();
   const wanted = process.env.BENCH_SCENARIOS?.split(',').map((s) => s.trim()) ?? DEFAULT_SCENARIOS;
   const unknown = wanted.filter((w) => !scenarios.some((s) => s.name === w));
   if (unknown.length) throw new Error(`unknown scenario ${unknown.join(', ')} (${scenarios.map((s) => s.name).join(', ')})`);
@@ -99,7 +100,7 @@ async function main(): Promise<void> {
     results.push(r);
   }
   const label = benchTuskEnvLabel();
-  console.log(`\ntusk server peak RSS; BENCH_TUSK_ENV: ${label || '(none)'}\n`);
+  console.log(`\ntusk server peak RSS; BENCH_TUSK_ENV: ${label || '(none)'}; load average ${loadAtStart} at start, ${loadAverage()} at end\n`);
   console.log(
     markdownTable(
       results.map((r) => ({

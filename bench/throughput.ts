@@ -33,6 +33,7 @@ import {
   stopProcess,
   storageCpuSeconds,
   storagePids,
+  loadAverage,
   sumValues,
   untilInS3,
 } from './lib.js';
@@ -335,9 +336,11 @@ function ratioRows(cases: Case[]): Array<Record<string, string>> {
   return rows;
 }
 
-function report(cases: Case[], peaks: Record<string, number>, stats: Record<string, CallStats>): void {
+function report(cases: Case[], peaks: Record<string, number>, stats: Record<string, CallStats>, loadAtStart: string): void {
   const label = benchTuskEnvLabel();
-  console.log(`\n${cfg.sizeMiB} MiB random file, medians of ${cfg.runs} runs; BENCH_TUSK_ENV: ${label || '(none)'}\n`);
+  console.log(
+    `\n${cfg.sizeMiB} MiB random file, medians of ${cfg.runs} runs; BENCH_TUSK_ENV: ${label || '(none)'}; load average ${loadAtStart} at start, ${loadAverage()} at end\n`,
+  );
   console.log(
     markdownTable(
       cases.map((c) => ({
@@ -375,6 +378,7 @@ function report(cases: Case[], peaks: Record<string, number>, stats: Record<stri
 // ------------------------------------------------------------------ main
 
 async function main(): Promise<void> {
+  const loadAtStart = loadAverage();
   const file = await randomFile(cfg.sizeMiB);
   const data = fs.readFileSync(file);
   const sha = crypto.createHash('sha256').update(data).digest('hex');
@@ -455,7 +459,7 @@ async function main(): Promise<void> {
       stats[kind] = await bare.stats;
     }
   }
-  report(cases, peaks, stats);
+  report(cases, peaks, stats, loadAtStart);
   console.log(`\nStorage daemons at rest: ${idleStoragePerSecond.toFixed(3)} CPU s per second (included in the storage figures above).`);
 }
 
