@@ -186,9 +186,10 @@ export async function startTuskServer(port: number, extraEnv: Record<string, str
  * Spawns `node dist/tusk.js <mode>` on the bench S3 and Redis (no readiness wait), with
  * BENCH_TUSK_ENV over the bench's defaults and `extraEnv` over both. Pass the same REDIS_PREFIX to
  * a server and a worker that must share queues and records. Creation rate limits are off (a bench
- * creates hundreds of uploads a minute from one address); DATA_DIR is under .tmp/bench.
+ * creates hundreds of uploads a minute from one address); DATA_DIR is .tmp/bench/data-<prefix>.
  */
 export function spawnTusk(mode: 'server' | 'worker', extraEnv: Record<string, string> = {}): ChildProcess {
+  const prefix = extraEnv.REDIS_PREFIX ?? benchTuskEnv().REDIS_PREFIX ?? `bench-${crypto.randomBytes(4).toString('hex')}:`;
   return spawn(process.execPath, [path.join(repoRoot, 'dist', 'tusk.js'), mode], {
     cwd: repoRoot,
     env: {
@@ -201,10 +202,12 @@ export function spawnTusk(mode: 'server' | 'worker', extraEnv: Record<string, st
       S3_ACCESS_KEY_ID: benchEnv.accessKeyId,
       S3_SECRET_ACCESS_KEY: benchEnv.secretAccessKey,
       REDIS_URL: benchEnv.redisUrl,
-      REDIS_PREFIX: `bench-${crypto.randomBytes(4).toString('hex')}:`,
+      REDIS_PREFIX: prefix,
       LOG_LEVEL: 'warn',
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-      DATA_DIR: path.join(repoRoot, '.tmp', 'bench', 'data'),
+      // One per Redis prefix: a server never finds another run's local files (a server and a
+      // worker that share a prefix share it).
+      DATA_DIR: path.join(repoRoot, '.tmp', 'bench', `data-${prefix.replace(/[^A-Za-z0-9-]/g, '')}`),
       RATE_LIMIT_CREATIONS_PER_MINUTE_USER: '0',
       RATE_LIMIT_CREATIONS_PER_MINUTE_IP: '0',
       ...benchTuskEnv(),
