@@ -40,33 +40,55 @@ export const benchEnv = {
  */
 export function benchTuskEnv(): Record<string, string> {
   const raw = process.env.BENCH_TUSK_ENV;
+  return raw ? envObject(parseJson(raw, 'BENCH_TUSK_ENV'), 'BENCH_TUSK_ENV') : {};
+}
+
+/**
+ * BENCH_TUSK_MODES: more tusk servers in the same run, a JSON object of label -> environment,
+ * e.g. '{"disk":{"UPLOAD_ACK":"disk"}}'; each mode's environment goes over BENCH_TUSK_ENV. The
+ * throughput bench runs `tusk.<label>-<MiB>` cases against the mode's own server.
+ */
+export function benchTuskModes(): Record<string, Record<string, string>> {
+  const raw = process.env.BENCH_TUSK_MODES;
   if (!raw) return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(raw);
-  } catch (err) {
-    throw new Error(`BENCH_TUSK_ENV is not JSON: ${String(err)}`);
+  const parsed = parseJson(raw, 'BENCH_TUSK_MODES');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('BENCH_TUSK_MODES must be a JSON object');
+  const modes: Record<string, Record<string, string>> = {};
+  for (const [label, env] of Object.entries(parsed)) {
+    if (!/^[A-Za-z0-9_]+$/.test(label)) throw new Error(`BENCH_TUSK_MODES: label "${label}" must be letters, digits or _`);
+    modes[label] = envObject(env, `BENCH_TUSK_MODES.${label}`);
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('BENCH_TUSK_ENV must be a JSON object');
+  return modes;
+}
+
+function parseJson(raw: string, name: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch (err) {
+    throw new Error(`${name} is not JSON: ${String(err)}`);
+  }
+}
+
+function envObject(parsed: unknown, name: string): Record<string, string> {
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`${name} must be a JSON object`);
   const env: Record<string, string> = {};
-  for (const [name, value] of Object.entries(parsed)) {
+  for (const [key, value] of Object.entries(parsed)) {
     if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
-      throw new Error(`BENCH_TUSK_ENV.${name} must be a string, number or boolean`);
+      throw new Error(`${name}.${key} must be a string, number or boolean`);
     }
-    env[name] = String(value);
+    env[key] = String(value);
   }
   return env;
+}
+
+/** An environment as a short label for result headings ('' when empty); BENCH_TUSK_ENV by default. */
+export function benchTuskEnvLabel(env = benchTuskEnv()): string {
+  return Object.keys(env).length ? Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ') : '';
 }
 
 /** The machine's 1-minute load average: benches print it at start and end, as figures depend on it. */
 export function loadAverage(): string {
   return os.loadavg()[0]!.toFixed(1);
-}
-
-/** BENCH_TUSK_ENV as a short label for result headings ('' when unset). */
-export function benchTuskEnvLabel(): string {
-  const env = benchTuskEnv();
-  return Object.keys(env).length ? Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ') : '';
 }
 
 /** user + system CPU seconds of one process (all its threads) from /proc/<pid>/stat; undefined once gone. */

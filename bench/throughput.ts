@@ -5,6 +5,8 @@
 //   npm run bench:throughput                                  # defaults, private RGW + Redis
 //   BENCH_TUSK_ENV='{"UPLOAD_ACK":"disk"}' npm run bench:throughput
 //   BENCH_CASES=tusk-8,store-8,plain-8,sdk-4 npm run bench:throughput
+//   BENCH_TUSK_MODES='{"disk":{"UPLOAD_ACK":"disk"}}' \
+//     BENCH_CASES=tusk-1,tusk.disk-1,tusk-8,tusk.disk-8,sdk-stream-4 npm run bench:throughput
 //
 // Per case and run: MiB/s (client wall time), the tus server's CPU seconds (utime + stime from
 // /proc/<pid>/stat) and the storage's (radosgw + ceph-osd + ceph-mon of the bench cluster), each
@@ -20,7 +22,9 @@ import { Upload as TusUpload } from 'tus-js-client';
 import { startBareServer, type BareServer, type CallStats } from './bare-server.js';
 import {
   benchEnv,
+  benchTuskEnv,
   benchTuskEnvLabel,
+  benchTuskModes,
   betweenRuns,
   cpuSecondsOf,
   freePort,
@@ -53,7 +57,7 @@ const cfg = {
 };
 
 const CASE_HELP =
-  'tusk-<chunk MiB>, store-<chunk MiB>, plain-<chunk MiB>, external-<chunk MiB>, sdk-<in flight>, sdk-unsigned-<in flight>, sdk-stream-<in flight>';
+  'tusk-<chunk MiB>, tusk.<BENCH_TUSK_MODES label>-<chunk MiB>, store-<chunk MiB>, plain-<chunk MiB>, external-<chunk MiB>, sdk-<in flight>, sdk-unsigned-<in flight>, sdk-stream-<in flight>';
 
 function s3Config(): S3ClientConfig {
   return {
@@ -207,7 +211,8 @@ interface Case {
 }
 
 interface Servers {
-  tusk?: { pid: number; endpoint: string; stop: () => Promise<void> };
+  /** One tusk server per mode: '' = BENCH_TUSK_ENV alone, else a BENCH_TUSK_MODES label. */
+  tusk: Map<string, { pid: number; endpoint: string; stop: () => Promise<void> }>;
   bare: Partial<Record<'plain' | 'store', BareServer>>;
 }
 
@@ -240,35 +245,42 @@ async function buildCase(name: string, s3: S3, data: Buffer, file: string, serve
       },
     };
   }
-  const m = /^(tusk|store|plain|external)-(\d+)$/.exec(name);
+  const m = /^(tusk(?:\.(\w+))?|store|plain|external)-(\d+)$/.exec(name);
   if (!m) throw new Error(`unknown case ${name} (${CASE_HELP})`);
-  const kind = m[1]!;
-  const chunk = Number(m[2]) * MiB;
+  const kind = m[2] === undefined ? m[1]! : 'tusk';
+  const mode = m[2] ?? '';
+  const chunkMiB = m[3]!;
+  const chunk = Number(chunkMiB) * MiB;
   let endpoint: string;
   let serverPid: number | undefined;
   let what: string;
   let server: string | undefined;
   if (kind === 'tusk') {
-    if (!servers.tusk) {
+    const modes = benchTuskModes();
+    if (mode && !modes[mode]) throw new Error(`case ${name}: no mode "${mode}" in BENCH_TUSK_MODES`);
+    const modeEnv = mode ? modes[mode]! : {};
+    let tusk = servers.tusk.get(mode);
+    if (!tusk) {
       const port = await freePort();
-      const proc = await startTuskServer(port);
-      servers.tusk = { pid: proc.pid!, endpoint: `http://127.0.0.1:${port}/files/`, stop: () => stopProcess(proc) };
+      const proc = await startTuskServer(port, modeEnv);
+      tusk = { pid: proc.pid!, endpoint: `http://127.0.0.1:${port}/files/`, stop: () => stopProcess(proc) };
+      servers.tusk.set(mode, tusk);
     }
-    endpoint = servers.tusk.endpoint;
-    serverPid = servers.tusk.pid;
-    server = 'tusk';
-    const label = benchTuskEnvLabel();
-    what = `tus-js-client chunkSize ${m[2]} MiB, \`tusk server\`${label ? ` (${label})` : ''}`;
+    endpoint = tusk.endpoint;
+    serverPid = tusk.pid;
+    server = mode ? `tusk.${mode}` : 'tusk';
+    const label = benchTuskEnvLabel({ ...benchTuskEnv(), ...modeEnv });
+    what = `tus-js-client chunkSize ${chunkMiB} MiB, \`tusk server\`${label ? ` (${label})` : ''}`;
   } else if (kind === 'plain' || kind === 'store') {
     const bare = (servers.bare[kind] ??= await startBareServer(kind, await freePort()));
     endpoint = bare.endpoint;
     serverPid = bare.pid;
     server = kind;
-    what = `tus-js-client chunkSize ${m[2]} MiB, bare @tus/server + ${kind === 'plain' ? 'plain @tus/s3-store' : 'TuskS3Store'}`;
+    what = `tus-js-client chunkSize ${chunkMiB} MiB, bare @tus/server + ${kind === 'plain' ? 'plain @tus/s3-store' : 'TuskS3Store'}`;
   } else {
     if (!cfg.tusEndpoint) throw new Error('external-* cases need BENCH_TUS_ENDPOINT');
     endpoint = cfg.tusEndpoint;
-    what = `tus-js-client chunkSize ${m[2]} MiB, ${endpoint}`;
+    what = `tus-js-client chunkSize ${chunkMiB} MiB, ${endpoint}`;
   }
   return {
     name,
@@ -304,7 +316,8 @@ const metrics = {
 function ratioRows(cases: Case[]): Array<Record<string, string>> {
   const byName = new Map(cases.map((c) => [c.name, c]));
   const wanted: Array<[keyof typeof metrics, string, string, string]> = [];
-  for (const kind of ['tusk', 'store', 'plain', 'external']) {
+  const modes = Object.keys(benchTuskModes()).map((label) => `tusk.${label}`);
+  for (const kind of ['tusk', ...modes, 'store', 'plain', 'external']) {
     wanted.push(['MiB/s', `${kind}-1`, `${kind}-8`, '>= 0.6']);
     wanted.push(['MiB/s', `${kind}-2`, `${kind}-8`, '>= 0.8']);
     wanted.push(['MiB/s', `${kind}-8`, 'sdk-stream-4', '>= 0.85']);
@@ -315,6 +328,12 @@ function ratioRows(cases: Case[]): Array<Record<string, string>> {
       wanted.push([metric, `${kind}-2`, `${kind}-8`, '<= 1.5']);
     }
     wanted.push(['storage CPU s/GiB', `${kind}-8`, 'sdk-stream-4', '']);
+  }
+  // Each mode against the default server, chunk size by chunk size.
+  for (const mode of modes) {
+    for (const metric of ['MiB/s', 'server CPU s/GiB', 'storage CPU s/GiB'] as const) {
+      for (const chunk of [1, 2, 8, 64]) wanted.push([metric, `${mode}-${chunk}`, `tusk-${chunk}`, '']);
+    }
   }
   const rows: Array<Record<string, string>> = [];
   for (const [metric, a, b, goal] of wanted) {
@@ -396,7 +415,7 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 2000));
   const idleStoragePerSecond = (sumValues(storageCpuSeconds(daemons)) - idle0) / 2;
 
-  const servers: Servers = { bare: {} };
+  const servers: Servers = { tusk: new Map(), bare: {} };
   const cases: Case[] = [];
   const peaks: Record<string, number> = {};
   const stats: Record<string, CallStats> = {};
@@ -449,9 +468,9 @@ async function main(): Promise<void> {
         return NaN; // already gone
       }
     };
-    if (servers.tusk) {
-      peaks.tusk = peakOf(servers.tusk.pid);
-      await servers.tusk.stop();
+    for (const [mode, tusk] of servers.tusk) {
+      peaks[mode ? `tusk.${mode}` : 'tusk'] = peakOf(tusk.pid);
+      await tusk.stop();
     }
     for (const [kind, bare] of Object.entries(servers.bare)) {
       peaks[kind] = peakOf(bare.pid);
