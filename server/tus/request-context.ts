@@ -7,6 +7,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Lock, Locker, RequestRelease } from '@tus/utils';
 import { ANONYMOUS, type Principal } from '../../hooks/auth.js';
 import type { TuskError } from '../../lib/errors.js';
+import type { DraftRules } from './draft.js';
 
 export interface TusRequestContext {
   principal: Principal;
@@ -22,6 +23,17 @@ export interface TusRequestContext {
   heldLock?: string;
   /** The refusal @tus/server answered with (its code and headers go on the response). */
   error?: TuskError;
+  /** A request of the IETF draft (server/tus/draft.ts): its version's rules, and what it created. */
+  draft?: DraftRequestState;
+}
+
+export interface DraftRequestState {
+  rules: DraftRules;
+  /** Called when a creation has stored its new upload (the 104 with its URL goes out then). */
+  created?: (id: string, url: string) => void;
+  /** The upload a creation made. */
+  createdId?: string;
+  createdUrl?: string;
 }
 
 const contexts = new AsyncLocalStorage<TusRequestContext>();
