@@ -4,7 +4,7 @@
 // flight (for graceful shutdown).
 import fs from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
+import { Readable, pipeline as pipeStreams } from 'node:stream';
 import { finished as streamFinished } from 'node:stream/promises';
 import { Server, type ServerOptions } from '@tus/server';
 import { ERRORS, EVENTS, type DataStore, type Locker, type Upload } from '@tus/utils';
@@ -17,6 +17,7 @@ import type { UploadLifecycle } from '../../hooks/lifecycle.js';
 import { validateNewUpload } from '../../hooks/upload-create.js';
 import { RETRY_AFTER_SECONDS, TuskError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
+import type { ObjectStorage } from '../../lib/object-storage.js';
 import type { StorageLocation } from '../../lib/queues.js';
 import { baseFromMetadata } from '../../lib/record-store.js';
 import { canConcatenate } from '../../lib/stores/concatenating-store.js';
@@ -29,6 +30,7 @@ import { REQUEST_ID_HEADER } from '../http/request-id.js';
 import { TUS_PATH, tusTarget, uploadIdOfUrl } from '../http/request-target.js';
 import { CHECKSUM_ALGORITHMS, checksumSource, discardSpool, spoolAndVerify, type SpoolBudget } from './checksum.js';
 import { createFinalUpload, parseConcatHeader, type ConcatRegistry } from './concatenation.js';
+import { DigestTap, parseDigestField, streamMatches, type ReprDigestRegistry } from './digest.js';
 import { createDownloadHandler, type ContentGate, type DownloadStorage } from './download.js';
 import {
   completenessHeader,
@@ -96,6 +98,10 @@ export function createTusEndpoint(deps: {
   lifecycle: UploadLifecycle;
   downloadStorage: DownloadStorage;
   concat: ConcatRegistry;
+  /** Repr-Digests of draft uploads, checked when they complete. */
+  reprDigests: ReprDigestRegistry;
+  /** Reads a completed upload back (a Repr-Digest that spans several requests). */
+  storage: Pick<ObjectStorage, 'openRead'>;
   access: AccessControl;
   /** May an upload's bytes be served yet (scan verdict)? */
   contentGate: ContentGate;
@@ -103,7 +109,7 @@ export function createTusEndpoint(deps: {
   spoolBudget: SpoolBudget;
   logger: Logger;
 }): TusEndpoint {
-  const { config, datastore, locker, lifecycle, concat, access, spoolBudget, logger } = deps;
+  const { config, datastore, locker, lifecycle, concat, reprDigests, access, spoolBudget, logger } = deps;
   const download = createDownloadHandler({ datastore, storage: deps.downloadStorage, gate: deps.contentGate, logger });
   const options: ServerOptions & { datastore: DataStore } = {
     path: TUS_PATH,
@@ -128,6 +134,7 @@ export function createTusEndpoint(deps: {
         record: baseFromMetadata(upload.id, upload.size ?? null, upload.metadata ?? {}),
       });
       if (request.creatingPartial) await concat.markPartial(upload.id);
+      if (request.draft?.reprDigest) await reprDigests.remember(upload.id, request.draft.reprDigest);
       return {};
     },
     onUploadFinish: async (_req, upload) => {
@@ -180,6 +187,16 @@ export function createTusEndpoint(deps: {
 
   /** The upload's bytes are complete: processing, unless it is a partial of a concatenation. */
   async function finishUpload(upload: Upload): Promise<void> {
+    // A Repr-Digest sent for the whole representation: the stored bytes must match before anything
+    // processes them.
+    const expected = await reprDigests.expected(upload.id);
+    if (expected) {
+      if (!(await streamMatches(await deps.storage.openRead(storageLocation(upload)), expected))) {
+        await discardUpload(upload.id);
+        throw new TuskError('digest_mismatch', 'Repr-Digest does not match the uploaded representation; the upload was cancelled');
+      }
+      await reprDigests.forget(upload.id);
+    }
     if (tusRequest().creatingPartial || (await concat.headerOf(upload.id)) === 'partial') {
       await lifecycle.finishPartial(upload.id, upload.size ?? upload.offset);
       return;
@@ -294,6 +311,7 @@ export function createTusEndpoint(deps: {
       setRequestHeader(req, 'upload-defer-length', length === undefined ? '1' : undefined);
       setRequestHeader(req, 'upload-offset', undefined);
       setRequestHeader(req, 'content-type', (bodyLength ?? 0) > 0 || chunked ? 'application/offset+octet-stream' : undefined);
+      await prepareDigests(req, undefined, draft, completes, !chunked && (bodyLength ?? 0) === 0);
       draft.created = (uploadId, url) => {
         draft.createdId = uploadId;
         draft.createdUrl = url;
@@ -327,6 +345,7 @@ export function createTusEndpoint(deps: {
     }
     if (length !== undefined && size !== undefined && length !== size) throw problem('inconsistent-upload-length', `The upload's length is ${size}, not ${length}`);
     if (size !== undefined && bodyLength !== undefined && offset + bodyLength > size) throw problem('inconsistent-upload-length', `A body ending at ${offset + bodyLength} goes beyond the upload's length ${size}`);
+    await prepareDigests(req, id, draft, completes && offset === 0, empty);
     setRequestHeader(req, 'upload-offset', String(offset));
     setRequestHeader(req, 'upload-length', size === undefined && length !== undefined ? String(length) : undefined);
     setRequestHeader(req, 'content-type', 'application/offset+octet-stream');
@@ -342,6 +361,11 @@ export function createTusEndpoint(deps: {
   async function draftAnswer(req: IncomingMessage, id: string | undefined, response: Response, draft: DraftRequestState, plan: DraftPlan): Promise<Response> {
     const { rules } = draft;
     const uploadId = draft.createdId ?? id;
+    if (draft.tap?.mismatch) {
+      await response.body?.cancel().catch(() => {});
+      if (uploadId) await discardUpload(uploadId);
+      return draftErrorResponse(req, new TuskError('digest_mismatch', `${draft.tap.mismatch} does not match the content received; the upload was cancelled (its bytes cannot be taken back)`), rules, config);
+    }
     if (response.status >= 400) {
       await response.body?.cancel().catch(() => {});
       const error = tusRequest().error ?? new TuskError('internal');
@@ -376,6 +400,45 @@ export function createTusEndpoint(deps: {
     if (plan.get) headers.set('Content-Length', '0');
     const status = req.method === 'POST' ? 201 : req.method === 'PATCH' ? rules.appendStatus : plan.get ? 200 : rules.headStatus;
     return new Response(null, { status, headers });
+  }
+
+  /**
+   * Cancels an upload whose bytes cannot be trusted (a digest did not match): its stored bytes and
+   * everything tusk keeps about it go, as for a DELETE.
+   */
+  async function discardUpload(id: string): Promise<void> {
+    await datastore.remove(id).catch((err: unknown) => logger.warn({ err, uploadId: id }, 'could not remove an upload whose digest did not match'));
+    await concat.forget(id);
+    await reprDigests.forget(id);
+    await lifecycle.terminate(id, 'aborted');
+  }
+
+  /**
+   * The digests a draft request's body must match (RFC 9530): Content-Digest always; Repr-Digest
+   * directly when this body is the whole representation, else remembered for the upload's
+   * completion. Prepares the tap that hashes the body; an empty body is checked at once.
+   */
+  async function prepareDigests(req: IncomingMessage, id: string | undefined, draft: DraftRequestState, whole: boolean, empty: boolean): Promise<void> {
+    const content = parseDigestField('Content-Digest', req.headers['content-digest']);
+    const repr = parseDigestField('Repr-Digest', req.headers['repr-digest']);
+    const checks: Array<{ field: string; expected: NonNullable<typeof content> }> = [];
+    if (content) checks.push({ field: 'Content-Digest', expected: content });
+    if (repr && whole) checks.push({ field: 'Repr-Digest', expected: repr });
+    else if (repr && id) await reprDigests.remember(id, repr);
+    else if (repr) draft.reprDigest = repr;
+    if (checks.length === 0) return;
+    const tap = new DigestTap(checks);
+    if (empty) {
+      const failed = await new Promise<string | undefined>((resolve) => {
+        tap.on('error', () => resolve(tap.mismatch));
+        tap.on('finish', () => resolve(undefined));
+        tap.end();
+        tap.resume();
+      });
+      if (failed) throw new TuskError('digest_mismatch', `${failed} does not match the empty content`);
+      return;
+    }
+    draft.tap = tap;
   }
 
   /** Seconds an upload created at `created` has left (UPLOAD_EXPIRY), undefined when uploads never expire. */
@@ -569,6 +632,23 @@ export function createTusEndpoint(deps: {
    */
   async function forwardToTus(req: IncomingMessage, res: ServerResponse, upload?: Upload, signal?: AbortSignal): Promise<Response> {
     const source = req.method === 'PATCH' || req.method === 'POST' ? checksumSource(req) : undefined;
+    const tap = tusRequest().draft?.tap;
+    if (!source && tap) {
+      // A draft body with digests: hashed on its way to the store (digest.ts).
+      const headers = new Headers();
+      for (const [name, value] of Object.entries(req.headers)) {
+        if (value === undefined || ['transfer-encoding', 'connection', 'host'].includes(name)) continue;
+        headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+      }
+      const body = pipeStreams(req, tap, () => {});
+      const tapped = new Request(`http://localhost${TUS_PATH}/${tusRequest().id ?? ''}`, {
+        method: req.method,
+        headers,
+        body: Readable.toWeb(body) as ReadableStream<Uint8Array>,
+        duplex: 'half',
+      } as RequestInit);
+      return runWithUploadRequest(tapped, () => tus.handleWeb(tapped));
+    }
     if (!source) {
       // The S3 store reads the request's Content-Length to cut the body into parts up front.
       return runWithUploadRequest(req, () => tus.handleWeb(new NodeRequest({ req, res })));

@@ -7,6 +7,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Lock, Locker, RequestRelease } from '@tus/utils';
 import { ANONYMOUS, type Principal } from '../../hooks/auth.js';
 import type { TuskError } from '../../lib/errors.js';
+import type { DigestTap, ExpectedDigest } from './digest.js';
 import type { DraftRules } from './draft.js';
 
 export interface TusRequestContext {
@@ -34,6 +35,10 @@ export interface DraftRequestState {
   /** The upload a creation made. */
   createdId?: string;
   createdUrl?: string;
+  /** Hashes the request body for its Content-Digest / Repr-Digest while it streams. */
+  tap?: DigestTap;
+  /** A Repr-Digest for the whole upload, to remember when the creation makes it. */
+  reprDigest?: ExpectedDigest[];
 }
 
 const contexts = new AsyncLocalStorage<TusRequestContext>();

@@ -3,7 +3,7 @@
 // (interop 8) and one from -01 (interop 3), both over raw sockets so that the 104 interim
 // responses are read as a client reads them; tus-js-client's two draft protocols; a tus client
 // and a draft client taking over each other's uploads; hostile headers, other users, odd URLs.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createTestBucket, tuskEnvForTests, uniqueRedisPrefix, testRedisUrl } from '../helpers/services.js';
 import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
 import { JWT_SECRET, tokenFor } from '../helpers/direct.js';
@@ -303,10 +303,12 @@ describe('IETF resumable uploads (draft interop 3-8) on /files/', () => {
   describe('tus-js-client', () => {
     test.each(['ietf-draft-03', 'ietf-draft-05'] as const)('%s: upload, connection dropped mid-body, resumed, byte-identical', async (protocol) => {
       const data = randomBytes(BIG);
-      const first = await tusJsUpload({ endpoint: `${tusk.url}/files/`, data, protocol, headers: bearer(alice), abortAt: 0.6, metadata: { filename: 'clip.bin' } });
+      // 4 MiB requests, cut during the second one: the upload cannot be complete yet.
+      const first = await tusJsUpload({ endpoint: `${tusk.url}/files/`, data, protocol, chunkSize: 4 * MiB, headers: bearer(alice), abortAt: 0.5, metadata: { filename: 'clip.bin' } });
       expect(first.aborted).toBe(true);
       const before = await v8.offset(first.url);
       expect(before.complete).toBe(false);
+      expect(before.offset).toBeGreaterThanOrEqual(4 * MiB);
       const second = await tusJsUpload({ uploadUrl: first.url, data, protocol, headers: bearer(alice) });
       expect(second.url).toBe(first.url);
       await expectStored(first.url, data);
@@ -333,6 +335,60 @@ describe('IETF resumable uploads (draft interop 3-8) on /files/', () => {
       const r = await v8.append(first.url, state.offset!, data.subarray(state.offset!), { complete: true });
       expect([r.status, r.headers['upload-complete']]).toEqual([204, '?1']);
       await expectStored(first.url, data);
+    });
+  });
+
+  describe('digests (RFC 9530)', () => {
+    const sf = (algorithm: 'sha256' | 'sha512', data: Buffer) => `:${createHash(algorithm).update(data).digest('base64')}:`;
+    const digest = (data: Buffer) => `sha-256=${sf('sha256', data)}, sha-512=${sf('sha512', data)}`;
+    const jobFor = async (url: string) => (await processUploadJobs(testRedisUrl(), prefix)).find((j) => j.data.uploadId === idOf(url));
+
+    test('Content-Digest and Repr-Digest that match: stored as sent', async () => {
+      const data = randomBytes(BIG);
+      const r = await v8.create(data, { complete: true, headers: { 'Content-Digest': digest(data), 'Repr-Digest': `sha-512=${sf('sha512', data)}` } });
+      expect([r.status, r.headers['upload-complete']]).toEqual([201, '?1']);
+      await expectStored(r.location!, data);
+    });
+
+    test('a Content-Digest that does not match: 400 digest_mismatch, the upload is cancelled, nothing processed', async () => {
+      const data = randomBytes(2 * MiB);
+      const r = await v8.create(data, { complete: true, headers: { 'Content-Digest': digest(Buffer.from('something else')) } });
+      expect(r.status).toBe(400);
+      expect(problemOf(r).code).toBe('digest_mismatch');
+      const url = r.interims.find((i) => i.headers.location)?.headers.location;
+      expect(url).toBeDefined();
+      expect((await v8.offset(url!)).status).toBe(404);
+      expect(await jobFor(url!)).toBeUndefined();
+      // On an append too.
+      const c = await v8.create(data.subarray(0, 1000), { complete: false, headers: { 'Upload-Length': String(data.length) } });
+      const a = await v8.append(c.location!, 1000, data.subarray(1000), { complete: true, headers: { 'Content-Digest': `sha-256=${sf('sha256', data)}` } });
+      expect([a.status, problemOf(a).code]).toEqual([400, 'digest_mismatch']);
+      expect((await v8.offset(c.location!)).status).toBe(404);
+      expect(await jobFor(c.location!)).toBeUndefined();
+    });
+
+    test('a Repr-Digest sent at creation is checked when the last append completes the upload', async () => {
+      const data = randomBytes(3 * MiB);
+      const good = await v8.create(undefined, { complete: false, headers: { 'Upload-Length': String(data.length), 'Repr-Digest': digest(data) } });
+      await v8.append(good.location!, 0, data.subarray(0, MiB), { complete: false });
+      const ok = await v8.append(good.location!, MiB, data.subarray(MiB), { complete: true });
+      expect([ok.status, ok.headers['upload-complete']]).toEqual([204, '?1']);
+      expect(await jobFor(good.location!)).toBeDefined();
+
+      const bad = await v8.create(data.subarray(0, MiB), { complete: false, headers: { 'Repr-Digest': `sha-256=${sf('sha256', Buffer.from('not it'))}` } });
+      const refused = await v8.append(bad.location!, MiB, data.subarray(MiB), { complete: true });
+      expect([refused.status, problemOf(refused).code]).toEqual([400, 'digest_mismatch']);
+      expect((await v8.offset(bad.location!)).status).toBe(404);
+      expect(await jobFor(bad.location!)).toBeUndefined();
+    });
+
+    test('malformed digest fields are refused; unknown algorithms ignored', async () => {
+      for (const value of ['sha-256=abc', 'sha-256=:!!!:', `sha-256=:${Buffer.alloc(5).toString('base64')}:`, 'x'.repeat(5000)]) {
+        const r = await v8.create(Buffer.from('x'), { complete: true, headers: { 'Content-Digest': value } });
+        expect([value.slice(0, 20), r.status, r.interims]).toEqual([value.slice(0, 20), 400, []]);
+      }
+      const r = await v8.create(Buffer.from('x'), { complete: true, headers: { 'Content-Digest': `md5=:${Buffer.alloc(16).toString('base64')}:` } });
+      expect(r.status).toBe(201);
     });
   });
 
