@@ -257,6 +257,7 @@ export function createTusEndpoint(deps: {
     noteReceived(req, response);
     if (id && req.method === 'DELETE' && response.status === 204) {
       await concat.forget(id);
+      await reprDigests.forget(id);
       await lifecycle.terminate(id, 'terminated');
     }
     if (req.method === 'OPTIONS') advertiseExtensions(response, canConcatenate(datastore));
@@ -377,6 +378,7 @@ export function createTusEndpoint(deps: {
     response.headers.forEach((value, name) => {
       if (!TUS_ONLY_HEADERS.has(name)) headers.set(name, value);
     });
+    headers.set(INTEROP_HEADER, String(rules.version));
     if (req.method === 'OPTIONS') {
       headers.set('Accept-Patch', PARTIAL_UPLOAD);
       if (rules.lengthAndLimits) headers.set('Upload-Limit', uploadLimit(rules, config.maxUploadSize, expirySeconds(Date.now())));

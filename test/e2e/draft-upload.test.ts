@@ -141,6 +141,25 @@ describe('IETF resumable uploads (draft interop 3-8) on /files/', () => {
       await expectStored(url, data);
     });
 
+    test('progress of a creation: its 104s carry the offset and the same Location', async () => {
+      const data = randomBytes(BIG);
+      const x = v8.startCreation({ complete: true, contentLength: data.length, headers: { 'Content-Disposition': 'inline; filename="big.bin"' } });
+      const url = (await x.interim((i) => i.headers.location !== undefined)).headers.location!;
+      await x.write(data.subarray(0, 6 * MiB));
+      const progress = await x.interim((i) => i.headers['upload-offset'] !== undefined);
+      expect(progress.headers.location).toBe(url);
+      expect(Number(progress.headers['upload-offset'])).toBeGreaterThanOrEqual(5 * MiB);
+      await x.write(data.subarray(6 * MiB));
+      const r = await x.final();
+      expect([r.status, r.headers.location, r.headers['upload-complete']]).toEqual([201, url, '?1']);
+      // The status API knows it like any upload, and only for its owner.
+      const own = await exchange(tusk.url, 'GET', `/api/uploads/${idOf(url)}`, bearer(alice));
+      expect(own.status).toBe(200);
+      expect(JSON.parse(own.body)).toMatchObject({ filename: 'big.bin' });
+      expect((await exchange(tusk.url, 'GET', `/api/uploads/${idOf(url)}`, bearer(bob))).status).toBe(404);
+      await expectStored(url, data);
+    });
+
     test('final response lost: the client learns through the 104 URL that the upload is complete', async () => {
       const data = randomBytes(1 * MiB);
       const x = v8.startCreation({ complete: true, contentLength: data.length });
@@ -389,6 +408,38 @@ describe('IETF resumable uploads (draft interop 3-8) on /files/', () => {
       }
       const r = await v8.create(Buffer.from('x'), { complete: true, headers: { 'Content-Digest': `md5=:${Buffer.alloc(16).toString('base64')}:` } });
       expect(r.status).toBe(201);
+    });
+  });
+
+  describe('quota', () => {
+    let limited: TuskProcess;
+    let client: DraftClient;
+    beforeAll(async () => {
+      const bucket = await createTestBucket('draft-quota');
+      limited = await startTusk({
+        env: { ...tuskEnvForTests(bucket), AUTH_JWT_SECRET: JWT_SECRET, QUOTA_BYTES: String(MiB), MAX_CONCURRENT_UPLOADS: '2', LOG_LEVEL: 'warn' },
+      });
+      client = new DraftClient(limited.url, bearer(alice));
+    });
+    afterAll(async () => {
+      await limited?.kill();
+    });
+
+    test('the same quota as tus: over it 413, no upload and no 104; a deferred body needs Content-Length; a slot per unfinished upload', async () => {
+      const over = await client.create(undefined, { complete: false, headers: { 'Upload-Length': String(2 * MiB) } });
+      expect([over.status, problemOf(over).code, over.interims]).toEqual([413, 'quota_exceeded', []]);
+      const overByBody = await client.create(randomBytes(MiB + 1), { complete: true });
+      expect([overByBody.status, overByBody.interims]).toEqual([413, []]);
+      const x = client.startCreation({ complete: true, headers: { 'Transfer-Encoding': 'chunked' } });
+      await x.write('3\r\nabc\r\n0\r\n\r\n').catch(() => {});
+      const chunked = await x.final();
+      expect([chunked.status, problemOf(chunked).code]).toEqual([411, 'length_required']);
+      const a = await client.create(undefined, { complete: false, headers: { 'Upload-Length': '10' } });
+      const b = await client.create(undefined, { complete: false, headers: { 'Upload-Length': '10' } });
+      const c = await client.create(undefined, { complete: false, headers: { 'Upload-Length': '10' } });
+      expect([a.status, b.status, c.status, problemOf(c).code]).toEqual([201, 201, 403, 'too_many_uploads']);
+      expect((await client.cancel(a.location!)).status).toBe(204);
+      expect((await client.create(Buffer.from('ok'), { complete: true })).status).toBe(201);
     });
   });
 
