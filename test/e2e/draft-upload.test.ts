@@ -188,6 +188,27 @@ describe('IETF resumable uploads (draft interop 3-8) on /files/', () => {
       await expectStored(c.location!, data);
     });
 
+    test('concurrency: offset retrieval during a stalled append ends that append first, so the offset it gives is accepted', async () => {
+      const data = randomBytes(BIG);
+      const c = await v8.create(undefined, { complete: false, headers: { 'Upload-Length': String(data.length) } });
+      const stalled = v8.startAppend(c.location!, 0, { complete: true, contentLength: data.length });
+      await stalled.write(data.subarray(0, 6 * MiB));
+      // Its progress shows the server is receiving it (and holds the upload's lock); then the body stalls.
+      await stalled.interim((i) => i.headers['upload-offset'] !== undefined);
+      // The client believes the append failed and retrieves the offset: the server ends the stalled
+      // append, keeps what it received, and only then answers.
+      const state = await v8.offset(c.location!);
+      expect(state.status).toBe(200);
+      expect(state.offset).toBeGreaterThanOrEqual(5 * MiB);
+      expect(state.offset).toBeLessThanOrEqual(6 * MiB);
+      const r = await v8.append(c.location!, state.offset!, data.subarray(state.offset!), { complete: true });
+      expect([r.status, r.headers['upload-complete']]).toEqual([204, '?1']);
+      const first = await stalled.result;
+      // The stalled append got no success for bytes it did not deliver.
+      expect(first instanceof Error || first.headers['upload-complete'] !== '?1').toBe(true);
+      await expectStored(c.location!, data);
+    });
+
     test('offset mismatch: 409 problem with both offsets and the right Upload-Offset', async () => {
       const c = await v8.create(Buffer.from('0123456789'), { complete: false, headers: { 'Upload-Length': '20' } });
       const r = await v8.append(c.location!, 4, Buffer.from('xxxxxx'), { complete: false });
