@@ -230,8 +230,6 @@ export function createTusEndpoint(deps: {
       await checkCreation(req);
     }
     let response: Response;
-    const stopProgress = draft && (req.method === 'POST' || req.method === 'PATCH') ? reportProgress(req, res, id, draft) : () => {};
-    try {
     if (req.method === 'PATCH' && id && checksumSource(req)) {
       // Its body is spooled before @tus/server sees it: under the upload's lock, and only after
       // everything else about it was checked.
@@ -247,10 +245,13 @@ export function createTusEndpoint(deps: {
       }
     } else {
       if (req.method === 'PATCH' && id) await checkPatch(req, id);
-      response = await forwardToTus(req, res);
-    }
-    } finally {
-      stopProgress();
+      // A draft body (never checksummed the tus way) reports its progress in 104s while it streams.
+      const stopProgress = draft && (req.method === 'POST' || req.method === 'PATCH') ? reportProgress(req, res, id, draft) : undefined;
+      try {
+        response = await forwardToTus(req, res);
+      } finally {
+        stopProgress?.();
+      }
     }
     const error = tusRequest().error;
     if (error) for (const [name, value] of Object.entries(errorHeaders(error))) response.headers.set(name, value);
