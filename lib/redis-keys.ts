@@ -22,6 +22,11 @@
 //   <p>direct-stale-put                zset completed PUTs whose PUT key is deleted once URLs expired
 //   <p>dedup:{<user>}:<sha256>:<size>  upload id of a ready upload with that content
 //   <p>workers                         hash worker process id -> { queues, seen } (lib/worker-registry.ts)
+//   <p>upload-buffers                  hash buffer instance id -> last heartbeat (ms) (UPLOAD_ACK=disk,
+//                                      lib/stores/s3-write-buffer.ts)
+//   <p>upload-buffer                   pub/sub: "flush <id>": whoever holds bytes of <id>, push them to S3
+//   <p>upload-buffer-flush:<instance>  set of upload ids <instance> is asked to push (the same request,
+//                                      polled: a message published while it was not listening is not lost)
 export class RedisKeys {
   constructor(readonly prefix: string) {}
 
@@ -102,6 +107,16 @@ export class RedisKeys {
 
   get workers(): string {
     return `${this.prefix}workers`;
+  }
+
+  get uploadBuffers(): string {
+    return `${this.prefix}upload-buffers`;
+  }
+  get uploadBufferChannel(): string {
+    return `${this.prefix}upload-buffer`;
+  }
+  uploadBufferFlushes(instanceId: string): string {
+    return `${this.prefix}upload-buffer-flush:${instanceId}`;
   }
 
   dedup(userId: string, sha256: string, size: number): string {

@@ -7,6 +7,7 @@ import type { Core } from '../hooks/core.js';
 import { servingRefusal } from '../lib/record-store.js';
 import { processingGap } from '../lib/worker-registry.js';
 import { uploadsDirectory } from '../lib/stores/datastore.js';
+import { TuskS3Store } from '../lib/stores/s3-store.js';
 import { bootstrapBucket } from '../minio/bootstrap.js';
 import { healthz, readyz, type ReadinessDeps } from './health.js';
 import { handleUncaught } from './http/errors.js';
@@ -44,6 +45,11 @@ export async function startServer(core: Core): Promise<RunningServer> {
   } else {
     storage = { kind: 'file', directory: uploadsDirectory(config) };
   }
+
+  // UPLOAD_ACK=disk: PATCHes are acknowledged from this process's write buffer; what a previous
+  // process left there goes to S3 first.
+  const writeBuffer = config.s3?.ack === 'disk' && datastore instanceof TuskS3Store ? datastore : undefined;
+  if (writeBuffer && config.s3) await writeBuffer.startWriteBuffer(config.s3.buffer, subscriber);
 
   const locker = new RedisLocker({
     redis,
@@ -160,6 +166,8 @@ export async function startServer(core: Core): Promise<RunningServer> {
     for (const socket of sockets) socket.destroy();
     await waitUntil(() => tusEndpoint.inFlight() === 0, deadline - 1000);
     if (tusEndpoint.inFlight() > 0) logger.warn({ inFlight: tusEndpoint.inFlight() }, 'shutdown: requests still saving at the deadline');
+    // Acknowledged bytes still on this disk go to S3 now (what does not make it stays for the next start).
+    await writeBuffer?.stopWriteBuffer(deadline);
     await locker.close();
   }
 

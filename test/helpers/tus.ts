@@ -232,7 +232,8 @@ export function controlledPatch(url: string, offset: number, contentLength: numb
       res.on('aborted', done);
       res.on('error', done);
     });
-    req.on('error', (err) => resolve(err));
+    // Re-made in the test's realm: node's own errors fail `instanceof Error` inside jest.
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(Object.assign(new Error(err.message), { code: err.code })));
   });
   req.flushHeaders();
   return {
