@@ -4,6 +4,9 @@
 // responses are read as a client reads them; tus-js-client's two draft protocols; a tus client
 // and a draft client taking over each other's uploads; hostile headers, other users, odd URLs.
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { createTestBucket, tuskEnvForTests, uniqueRedisPrefix, testRedisUrl } from '../helpers/services.js';
 import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
 import { JWT_SECRET, tokenFor } from '../helpers/direct.js';
@@ -543,5 +546,49 @@ describe('IETF resumable uploads (draft interop 3-8) on /files/', () => {
       const r = await exchange(tusk.url, 'POST', '/files/', { ...TUS, ...bearer(alice), 'Upload-Length': '3', 'Content-Type': OCTET }, Buffer.from('abc'));
       expect([r.status, r.headers['tus-resumable'], r.interims]).toEqual([201, '1.0.0', []]);
     });
+  });
+});
+
+describe('IETF resumable uploads on the file store', () => {
+  let tusk: TuskProcess;
+  let target: StoreTarget;
+  let client: DraftClient;
+  let dataDir = '';
+
+  beforeAll(async () => {
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-draft-file-'));
+    target = { kind: 'file', dataDir };
+    tusk = await startTusk({ env: { STORAGE: 'file', DATA_DIR: dataDir, REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), LOG_LEVEL: 'warn' } });
+    client = new DraftClient(tusk.url);
+  });
+  afterAll(async () => {
+    await tusk?.kill();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  test('lost connection resumed through the 104 URL; a chunked final body declares the length', async () => {
+    const data = randomBytes(6 * MiB);
+    const { url, final, resumedFrom } = await client.upload(data, { dropAfter: 3 * MiB });
+    expect(resumedFrom).toBeLessThanOrEqual(3 * MiB);
+    expect([final.status, final.headers['upload-complete']]).toEqual([204, '?1']);
+    expect(await storedSha256(target, idOf(url))).toBe(sha256(data));
+
+    const c = await client.create(data.subarray(0, MiB), { complete: false });
+    const x = client.startAppend(c.location!, MiB, { complete: true, headers: { 'Transfer-Encoding': 'chunked' } });
+    const rest = data.subarray(MiB);
+    await x.write(`${rest.length.toString(16)}\r\n`);
+    await x.write(rest);
+    await x.write('\r\n0\r\n\r\n');
+    const r = await x.final();
+    expect([r.status, r.headers['upload-complete'], r.headers['upload-length']]).toEqual([204, '?1', String(data.length)]);
+    expect(await storedSha256(target, idOf(c.location!))).toBe(sha256(data));
+  });
+
+  test('a Content-Digest mismatch cancels the upload on this store too', async () => {
+    const data = randomBytes(MiB);
+    const r = await client.create(data, { complete: true, headers: { 'Content-Digest': `sha-256=:${createHash('sha256').update('x').digest('base64')}:` } });
+    expect([r.status, problemOf(r).code]).toEqual([400, 'digest_mismatch']);
+    const url = r.interims.find((i) => i.headers.location)?.headers.location;
+    expect((await client.offset(url!)).status).toBe(404);
   });
 });
