@@ -378,7 +378,11 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
     if (offset !== stateOffset(state)) throw ERRORS.INVALID_OFFSET;
     const expected = this.expectedLength(src, state, offset);
     const size = state.upload.size;
-    if (this.buffer && expected !== undefined && expected > 0 && this.buffer.reserve(expected)) {
+    // Small bodies are where the buffer pays (no .part rewrite per PATCH). A body of a whole part
+    // or more, with nothing held, goes straight to S3: through the buffer it would cost a disk
+    // write and read-back more CPU per GiB, which measured slower (bench/README.md, UPLOAD_ACK).
+    const small = expected !== undefined && (state.local > 0 || expected < this.partPlan(state).partSize);
+    if (this.buffer && expected !== undefined && expected > 0 && small && this.buffer.reserve(expected)) {
       const { received, bodyError } = await this.buffer.append(state, src, expected);
       const newOffset = offset + received;
       if (bodyError === undefined && size !== undefined && newOffset === size) {

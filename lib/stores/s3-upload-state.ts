@@ -19,6 +19,7 @@
 // Redis update), never run ahead. When the keys are missing the store rebuilds them from S3
 // (`<id>.info`, ListParts, HeadObject `<id>.part`), which knows nothing of `local`.
 import type { Redis } from 'ioredis';
+import { TuskError } from '../errors.js';
 import { RedisKeys } from '../redis-keys.js';
 import { luaScript } from '../lua.js';
 
@@ -68,9 +69,10 @@ const COMMIT_SCRIPT = luaScript('upload-state-commit');
 
 const SET_FIELD_SCRIPT = luaScript('upload-state-set-field');
 
-export class StateConflictError extends Error {
+/** The state changed under a writer: a client retrying finds the offset with HEAD (409). */
+export class StateConflictError extends TuskError {
   constructor(id: string) {
-    super(`upload ${id}: Redis state changed during a write (two writers on one upload?)`);
+    super('in_progress', `upload ${id}: its state changed during this write; retry from the current offset`);
     this.name = 'StateConflictError';
   }
 }

@@ -418,11 +418,19 @@ export class WriteBuffer {
   /** The entry of an upload this process holds or starts holding, with its segments on disk. */
   private async entryFor(state: UploadState): Promise<Entry> {
     const id = state.upload.id;
+    let waited = false;
     for (;;) {
       const existing = this.entries.get(id);
       if (!existing) break;
       if (!existing.closing && !existing.discarded) return existing;
       await existing.closed; // a flush under way: the next append starts a new entry
+      waited = true;
+    }
+    if (waited) {
+      // The flush changed the state (bytes moved from this disk to S3): go on from Redis's.
+      const fresh = await this.states.load(id);
+      if (!fresh) throw ERRORS.FILE_NOT_FOUND as unknown as Error;
+      state = fresh;
     }
     const entry = new Entry(id, this.uploadDir(id), state);
     this.entries.set(id, entry);

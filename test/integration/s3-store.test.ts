@@ -528,13 +528,27 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     expect(bufferFiles(id)).toEqual([]);
   });
 
-  test('one large write: parts go up while the body is still arriving, and the result is byte-identical', async () => {
+  test('a large write after held bytes is buffered too: parts go up while the body is still arriving; byte-identical', async () => {
     const store = await bufferedStore();
     const data = crypto.randomBytes(23 * MiB + 5);
     const id = await create(store, data.length);
-    expect(await write(store, id, 0, body(data), data.length)).toBe(data.length);
+    await write(store, id, 0, body(data.subarray(0, MiB)), MiB);
+    expect((await state(id)).local).toBe(String(MiB));
+    expect(await write(store, id, MiB, body(data.subarray(MiB)), data.length - MiB)).toBe(data.length);
     expect(await objectSha(id)).toBe(sha(data));
     expect(bufferFiles(id)).toEqual([]);
+  });
+
+  test('a write of a whole part or more with nothing held goes straight to S3 (acknowledged from storage)', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(3 * PART);
+    const id = await create(store, data.length);
+    expect(await write(store, id, 0, body(data.subarray(0, PART)), PART)).toBe(PART);
+    const st = await state(id);
+    expect({ local: st.local, nparts: st.nparts }).toEqual({ local: '0', nparts: '1' });
+    expect(bufferFiles(id)).toEqual([]);
+    expect(await write(store, id, PART, body(data.subarray(PART)), 2 * PART)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
   });
 
   test('writes alternating between two instances: each asks the holder to push first; byte-identical, nothing duplicated', async () => {
@@ -561,6 +575,19 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     await write(a, id, 0, body(data.subarray(0, 2 * MiB)), 2 * MiB);
     await subscribers[0]!.unsubscribe();
     expect(await write(b, id, 2 * MiB, body(data.subarray(2 * MiB)), 3 * MiB)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('a write arriving while the upload\'s bytes are being flushed goes on from the flushed state', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(6 * MiB);
+    const id = await create(store, data.length);
+    await write(store, id, 0, body(data.subarray(0, 2 * MiB)), 2 * MiB);
+    // A flush (idle, shutdown, another instance asking) starts; the next PATCH comes meanwhile.
+    const flushing = (store as unknown as { buffer: { flush(id: string): Promise<void> } }).buffer.flush(id);
+    expect(await write(store, id, 2 * MiB, body(data.subarray(2 * MiB, 3 * MiB)), MiB)).toBe(3 * MiB);
+    await flushing;
+    expect(await write(store, id, 3 * MiB, body(data.subarray(3 * MiB)), 3 * MiB)).toBe(data.length);
     expect(await objectSha(id)).toBe(sha(data));
   });
 
