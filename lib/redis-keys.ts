@@ -7,6 +7,7 @@
 //   <p>lock-release, <p>lock-released  pub/sub: "let go of <id>", "<id> was unlocked"
 //   <p>upload:{<id>}, ...:parts        S3 upload state (info JSON; part number -> "size etag")
 //   <p>concat:{<id>}                   "partial" | "final;<urls>"
+//   <p>repr-digest:{<id>}              Repr-Digest a draft upload must match once complete  server/tus/digest.ts
 //   <p>owner:{<id>}                    user id of the upload's owner
 //   <p>quota:user:{<user>}             hash bytes, active
 //   <p>quota:upload:{<id>}             hash user, bytes, state, expires_at
@@ -53,6 +54,10 @@ export class RedisKeys {
 
   concat(id: string): string {
     return `${this.prefix}concat:{${id}}`;
+  }
+
+  reprDigest(id: string): string {
+    return `${this.prefix}repr-digest:{${id}}`;
   }
 
   owner(id: string): string {

@@ -17,6 +17,7 @@ import { isTusPath } from './http/request-target.js';
 import { requestId } from './http/request-id.js';
 import { SpoolBudget } from './tus/checksum.js';
 import { ConcatRegistry } from './tus/concatenation.js';
+import { ReprDigestRegistry } from './tus/digest.js';
 import { createTusEndpoint } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
 import { createApiRouter } from './status/routes.js';
@@ -67,6 +68,8 @@ export async function startServer(core: Core): Promise<RunningServer> {
     lifecycle: core.lifecycle,
     downloadStorage: storage.kind === 's3' ? storage : { kind: 'file' },
     concat: new ConcatRegistry(redis, config.redisPrefix, config.uploadExpiryMs + 86_400_000),
+    reprDigests: new ReprDigestRegistry(redis, config.redisPrefix, config.uploadExpiryMs + 86_400_000),
+    storage: core.storage,
     access,
     contentGate,
     spoolBudget: new SpoolBudget(config.checksumSpoolLimit),

@@ -297,6 +297,9 @@ export interface TusJsOptions {
   abortAt?: number;
   retryDelays?: number[];
   timeoutMs?: number;
+  /** tus 1.0 (default) or the IETF draft (interop 5: 'ietf-draft-03', interop 6: 'ietf-draft-05'). */
+  protocol?: 'tus-v1' | 'ietf-draft-03' | 'ietf-draft-05';
+  headers?: Record<string, string>;
 }
 
 export interface TusJsResult {
@@ -331,6 +334,8 @@ export function tusJsUpload(options: TusJsOptions): Promise<TusJsResult> {
       uploadSize: data.length,
       retryDelays: options.retryDelays ?? [200, 500, 1000],
       storeFingerprintForResuming: false,
+      ...(options.protocol ? { protocol: options.protocol } : {}),
+      ...(options.headers ? { headers: options.headers } : {}),
       removeFingerprintOnSuccess: false,
       onProgress: (sent) => {
         if (abortAt !== undefined && !settled && sent >= abortAt * data.length) {
