@@ -187,7 +187,8 @@ async function announce(m: Modules, core: Core, mode: Mode, facts: { port: numbe
   if (base) {
     lines.push(['tus', 'tus endpoint', `${base}/files/`], ['api', 'status API', `${base}/api/uploads/<id>`]);
   }
-  lines.push(['storage', 'storage', core.s3 ? `S3 bucket ${core.s3.bucket}${config.s3?.endpoint ? ` at ${config.s3.endpoint}` : ' (AWS)'}` : `local disk, ${m.uploadsDirectory(config)}`]);
+  const ack = config.s3?.ack === 'disk' && mode !== 'worker' ? `; PATCHes acknowledged once on this disk (${config.s3.buffer.directory}), then pushed` : '';
+  lines.push(['storage', 'storage', core.s3 ? `S3 bucket ${core.s3.bucket}${config.s3?.endpoint ? ` at ${config.s3.endpoint}` : ' (AWS)'}${ack}` : `local disk, ${m.uploadsDirectory(config)}`]);
   lines.push(['redis', 'Redis', facts.redis]);
   const p = config.pipeline;
   if (core.scanner) {

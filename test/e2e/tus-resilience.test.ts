@@ -412,6 +412,8 @@ describe('UPLOAD_ACK=disk: a 204 means fsynced on the instance\'s disk', () => {
         offset += MiB;
         expect(res.headers.get('upload-offset')).toBe(String(offset));
       }
+      // The start-up line says what a 204 means here.
+      expect(a.output()).toContain(`PATCHes acknowledged once on this disk (${store.bufferDir as string})`);
       // 7 MiB acknowledged, at most one 5 MiB part of it in S3: the rest exists only on A's disk.
       expect((await a.kill('SIGKILL')).signal).toBe('SIGKILL');
 
