@@ -126,6 +126,8 @@ class Entry {
   discarded = false;
   /** The pusher ended (everything pushed, discarded, or failed with `stopError`). */
   stopped = false;
+  /** Gone from the map, its directory cleaned up (retire()). */
+  retired = false;
   stopError: unknown;
   /** Resolves when the entry is gone: everything pushed (or discarded, or pushing failed). */
   closed: Promise<void>;
@@ -254,7 +256,8 @@ export class HeldBytes {
     const deadline = Date.now() + this.opts.handOverTimeoutMs;
     let current: UploadState | undefined = state;
     let asked = -Infinity;
-    let backoff = 20;
+    // A push of the bytes below a part takes tens of milliseconds: look often (one HGETALL each).
+    let backoff = 5;
     while (current && current.local > 0 && current.holder !== this.selfId) {
       const status = await this.status(current.holder);
       if (status === 'abandoned') {
@@ -268,7 +271,7 @@ export class HeldBytes {
           await this.ask(current.holder, id);
         }
         await sleep(backoff);
-        backoff = Math.min(backoff * 2, 250);
+        backoff = Math.min(backoff * 2, 40);
       }
       current = await this.states.load(id);
     }
@@ -416,13 +419,21 @@ export class WriteBuffer {
   }
 
   /** The entry of an upload this process holds or starts holding, with its segments on disk. */
-  private async entryFor(state: UploadState): Promise<Entry> {
+  /**
+   * `forAppend`: the entry is returned with the caller counted in `appending` (taken before any
+   * await), so that a flush requested meanwhile waits for the caller's bytes instead of ending the
+   * pusher under it; the caller must call `endAppend`.
+   */
+  private async entryFor(state: UploadState, forAppend = false): Promise<Entry> {
     const id = state.upload.id;
     let waited = false;
     for (;;) {
       const existing = this.entries.get(id);
       if (!existing) break;
-      if (!existing.closing && !existing.discarded) return existing;
+      if (!existing.closing && !existing.discarded && !existing.stopped) {
+        if (forAppend) existing.appending++;
+        return existing;
+      }
       await existing.closed; // a flush under way: the next append starts a new entry
       waited = true;
     }
@@ -433,6 +444,7 @@ export class WriteBuffer {
       state = fresh;
     }
     const entry = new Entry(id, this.uploadDir(id), state);
+    if (forAppend) entry.appending++;
     this.entries.set(id, entry);
     await fs.promises.mkdir(entry.dir, { recursive: true });
     if (state.local > 0) await this.loadSegments(entry);
@@ -519,26 +531,29 @@ export class WriteBuffer {
    * Rejects on disk or Redis failures (what was recorded before stays acknowledged).
    */
   async append(state: UploadState, src: Readable, reserved: number): Promise<{ received: number; bodyError?: unknown }> {
-    let entry: Entry;
+    let entry: Entry | undefined;
     try {
-      entry = await this.entryFor(state);
+      entry = await this.entryFor(state, true);
       if (entry.unpushed === 0 && !sameState(entry.state, state)) {
         // Another instance wrote since this process pushed its last bytes of the upload (while
         // it holds bytes, the state names it and nobody else writes): start from Redis's state.
-        this.close(entry);
-        await entry.closed;
+        const stale = entry;
+        entry = undefined;
+        this.endAppend(stale);
+        this.close(stale);
+        await stale.closed;
         const fresh = await this.states.load(state.upload.id);
         if (!fresh || stateOffset(fresh) !== stateOffset(state)) throw new StateConflictError(state.upload.id);
-        entry = await this.entryFor(fresh);
+        entry = await this.entryFor(fresh, true);
       }
       if (stateOffset(entry.state) !== stateOffset(state)) throw new StateConflictError(state.upload.id);
     } catch (err) {
+      if (entry) this.endAppend(entry);
       this.releaseDisk(reserved);
       throw err;
     }
     const { partSize, partsInFlight } = this.host.partPlan(entry.state);
     const highWater = partsInFlight * partSize + partSize;
-    entry.appending++;
     if (entry.idleTimer) clearTimeout(entry.idleTimer);
     const start = stateOffset(entry.state);
     // The body continues the last segment while that one is short of a part (one directory
@@ -618,15 +633,22 @@ export class WriteBuffer {
         if (i >= 0) entry.segments.splice(i, 1);
         await fs.promises.rm(seg.file, { force: true }).catch(noop);
       }
-      entry.appending--;
-      entry.wake();
-      if (!entry.closing && !entry.discarded && !entry.stopped) {
-        entry.idleTimer = setTimeout(() => this.close(entry), this.opts.idleFlushMs);
-        entry.idleTimer.unref();
-      }
+      this.endAppend(entry);
     }
     if (failure !== undefined) throw failure;
     return { received, bodyError };
+  }
+
+  /** An append (counted by entryFor) is over: the pusher may finish, the idle timer restarts. */
+  private endAppend(entry: Entry): void {
+    entry.appending--;
+    entry.wake();
+    if (entry.appending === 0 && entry.stopped) void this.retire(entry);
+    if (entry.appending === 0 && !entry.closing && !entry.discarded && !entry.stopped) {
+      if (entry.idleTimer) clearTimeout(entry.idleTimer);
+      entry.idleTimer = setTimeout(() => this.close(entry), this.opts.idleFlushMs);
+      entry.idleTimer.unref();
+    }
   }
 
   /** Frees disk reserved or used by segments. */
@@ -711,20 +733,29 @@ export class WriteBuffer {
         this.log?.error({ err, uploadId: entry.id, bytes: entry.unpushed }, 'pushing buffered bytes failed; they stay on disk and are pushed again later');
         if (!this.closedForGood) setTimeout(() => void this.pushHeld(entry.id), RETRY_PUSH_MS).unref();
       })
-      .finally(async () => {
+      .finally(() => {
         entry.stopped = true;
         if (entry.idleTimer) clearTimeout(entry.idleTimer);
-        if (entry.discarded || entry.unpushed === 0) {
-          const bytes = entry.segments.reduce((a, x) => a + x.written, 0);
-          entry.segments.length = 0;
-          await fs.promises.rm(entry.dir, { recursive: true, force: true }).catch(noop);
-          this.releaseDisk(bytes);
-        }
-        // Only now: the next entry of this upload uses the same directory.
-        if (this.entries.get(entry.id) === entry) this.entries.delete(entry.id);
-        entry.wake();
-        entry.resolveClosed();
+        entry.wake(); // appends waiting on backpressure see `stopped`
+        if (entry.appending === 0) void this.retire(entry);
+        // else the last append to end retires it (endAppend): its files are still being written
       });
+  }
+
+  /** The pusher ended and no append runs: drop what is pushed or void, then let the next entry in. */
+  private async retire(entry: Entry): Promise<void> {
+    if (entry.retired) return;
+    entry.retired = true;
+    if (entry.discarded || entry.unpushed === 0) {
+      const bytes = entry.segments.reduce((a, x) => a + x.written, 0);
+      entry.segments.length = 0;
+      await fs.promises.rm(entry.dir, { recursive: true, force: true }).catch(noop);
+      this.releaseDisk(bytes);
+    }
+    // Only now: the next entry of this upload uses the same directory.
+    if (this.entries.get(entry.id) === entry) this.entries.delete(entry.id);
+    entry.wake();
+    entry.resolveClosed();
   }
 
   /** A stream of the upload's bytes [from, to): the `.part` tail from S3 first if `tail` > 0. */
@@ -862,7 +893,8 @@ export class WriteBuffer {
         if (rest > 0 && (final || rest >= tailThreshold)) {
           if (inFlight.length < partsInFlight) launch(rest);
         } else if (inFlight.length === 0) {
-          if (rest > 0) await this.pushTail(entry);
+          // (Without local bytes the rest is S3's own `.part`: nothing to rewrite.)
+          if (rest > 0 && entry.unpushed > 0) await this.pushTail(entry);
           return; // everything is in S3
         }
       }

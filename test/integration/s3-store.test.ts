@@ -591,6 +591,30 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     expect(await objectSha(id)).toBe(sha(data));
   });
 
+  test('a flush requested while a write is starting waits for that write: nothing acknowledged is lost', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(6 * MiB);
+    const id = await create(store, data.length);
+    await write(store, id, 0, body(data.subarray(0, MiB)), MiB);
+    const buffer = (store as unknown as { buffer: { entries: Map<string, unknown>; flush(id: string): Promise<void>; flushRequested(id: string): void } }).buffer;
+    await buffer.flush(id); // the MiB is in S3 (.part), the upload has no entry
+    const writing = write(store, id, MiB, body(data.subarray(MiB, 3 * MiB)), 2 * MiB);
+    // The request (another instance's, or a late polled one) lands as the write's entry appears.
+    await new Promise<void>((resolve) => {
+      const look = () => {
+        if (!buffer.entries.has(id)) return void setImmediate(look);
+        buffer.flushRequested(id);
+        resolve();
+      };
+      look();
+    });
+    expect(await writing).toBe(3 * MiB);
+    await until('the flush pushed the write', async () => (await state(id)).local === '0');
+    expect(await tailSize(id)).toBe(3 * MiB);
+    expect(await write(store, id, 3 * MiB, body(data.subarray(3 * MiB)), 3 * MiB)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
   test('after UPLOAD_BUFFER_IDLE_FLUSH without a write the bytes are in S3 (.part) and off the disk', async () => {
     const store = await bufferedStore({ idleFlushMs: 300 });
     const data = crypto.randomBytes(8 * MiB);
