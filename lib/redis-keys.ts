@@ -8,6 +8,7 @@
 //   <p>upload:{<id>}, ...:parts        S3 upload state (info JSON; part number -> "size etag")
 //   <p>concat:{<id>}                   "partial" | "final;<urls>"
 //   <p>owner:{<id>}                    user id of the upload's owner
+//   <p>user-uploads:{<user>}           zset of the user's uploads (score: creation ms) hooks/ownership.ts
 //   <p>quota:user:{<user>}             hash bytes, active
 //   <p>quota:upload:{<id>}             hash user, bytes, state, expires_at
 //   <p>quota:expiring                  zset unfinished reservations by expiry
@@ -52,6 +53,9 @@ export class RedisKeys {
 
   owner(id: string): string {
     return `${this.prefix}owner:{${id}}`;
+  }
+  userUploads(userId: string): string {
+    return `${this.prefix}user-uploads:{${userId}}`;
   }
 
   /** The part of quotaUser(user) before the hash tag, for Lua scripts that find the user themselves. */
