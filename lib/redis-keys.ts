@@ -21,6 +21,7 @@
 //   <p>direct-pending-put              zset Companion single PUTs awaiting their object
 //   <p>direct-stale-put                zset completed PUTs whose PUT key is deleted once URLs expired
 //   <p>dedup:{<user>}:<sha256>:<size>  upload id of a ready upload with that content
+//   <p>url-signing-key                 key of tusk's signed derived-file URLs (lib/signed-urls.ts)
 //   <p>workers                         hash worker process id -> { queues, seen } (lib/worker-registry.ts)
 export class RedisKeys {
   constructor(readonly prefix: string) {}
@@ -97,6 +98,10 @@ export class RedisKeys {
   }
   get directStalePut(): string {
     return `${this.prefix}direct-stale-put`;
+  }
+
+  get urlSigningKey(): string {
+    return `${this.prefix}url-signing-key`;
   }
 
   get workers(): string {

@@ -20,6 +20,7 @@ import { createTusEndpoint } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
 import { createApiRouter } from './status/routes.js';
 import { createDirectUploadsRouter } from './direct/routes.js';
+import { createSignedDerivedRouter } from './status/signed-derived.js';
 
 export interface RunningServer {
   port: number;
@@ -90,6 +91,7 @@ export async function startServer(core: Core): Promise<RunningServer> {
     if (!isTusPath(req.url)) return next();
     void tusEndpoint.handle(req, res);
   });
+  app.use(createSignedDerivedRouter(core));
   app.use(createDirectUploadsRouter(core));
   app.use(api.router);
   app.use((_req, res) => {
