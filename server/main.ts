@@ -21,6 +21,7 @@ import { RedisLocker } from './tus/redis-locker.js';
 import { createApiRouter } from './status/routes.js';
 import { createDirectUploadsRouter } from './direct/routes.js';
 import { createSignedDerivedRouter } from './status/signed-derived.js';
+import { createWebUiRouter } from './http/web-ui.js';
 
 export interface RunningServer {
   port: number;
@@ -94,6 +95,8 @@ export async function startServer(core: Core): Promise<RunningServer> {
   app.use(createSignedDerivedRouter(core));
   app.use(createDirectUploadsRouter(core));
   app.use(api.router);
+  const webUi = createWebUiRouter(config);
+  if (webUi) app.use(webUi);
   app.use((_req, res) => {
     res.status(404).json({ error: { code: 'not_found', message: 'No such route' } });
   });
