@@ -5,8 +5,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import express, { type RequestHandler, type Router } from 'express';
+import express, { type ErrorRequestHandler, type RequestHandler, type Router } from 'express';
 import type { Config } from '../../config/index.js';
+import { TuskError } from '../../lib/errors.js';
+import { sendJsonError } from './errors.js';
 
 /** Where the built page is: dist/web beside dist/server (this file is dist/server/http/web-ui.js). */
 export function webRoot(): string | undefined {
@@ -66,7 +68,13 @@ export function createWebUiRouter(config: Config, root = webRoot()): Router | un
     next();
   };
   router.get('/ui/config.json', secure, (_req, res) => {
-    res.set('Cache-Control', 'no-store').json({ auth: config.access.auth !== undefined, token_cookie: config.webUi.tokenCookie ?? null, direct: config.storage === 's3' });
+    // single_put_max: larger files go to storage as multipart uploads (pausable, resumable), as tusk's own API does.
+    res.set('Cache-Control', 'no-store').json({
+      auth: config.access.auth !== undefined,
+      token_cookie: config.webUi.tokenCookie ?? null,
+      direct: config.storage === 's3',
+      single_put_max: config.direct.singlePutMax,
+    });
   });
   if (!root) {
     router.get('/', secure, (_req, res) => {
@@ -79,5 +87,8 @@ export function createWebUiRouter(config: Config, root = webRoot()): Router | un
   });
   // Bundles carry their content hash in their names: cached for good.
   router.use('/assets', secure, express.static(path.join(root, 'assets'), { immutable: true, maxAge: '365d', index: false, dotfiles: 'deny', fallthrough: false }));
+  // Whatever static refused (a missing file, a dot file, a path leaving the folder): not there.
+  const notThere: ErrorRequestHandler = (_err, _req, res, _next) => sendJsonError(res, new TuskError('not_found', 'No such file'));
+  router.use('/assets', notThere);
   return router;
 }

@@ -9,10 +9,11 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { PutBucketCorsCommand } from '@aws-sdk/client-s3';
 import { SignJWT } from 'jose';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type CDPSession, type Page } from 'playwright-core';
 import { EICAR, makeJpeg, makeVideo } from '../helpers/fixtures-media.js';
 import { createTestBucket, freePort, s3ClientForTests, testS3Settings, tuskEnvForTests } from '../helpers/services.js';
 import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
+import { rawRequest } from '../helpers/tus.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'];
@@ -51,6 +52,8 @@ beforeAll(async () => {
     THUMBNAIL_WIDTHS: '160,320',
     TRANSCODE_PRESET: 'ultrafast',
     STEP_BACKOFF: '500ms',
+    // Direct uploads over 5 MiB are multipart (the big test files are 6 MiB).
+    SINGLE_PUT_MAX: '5MiB',
   };
   const workerPort = String(await freePort());
   [server, worker] = await Promise.all([startTusk({ mode: 'server', env }), startTusk({ mode: 'worker', env: { ...env, PORT: workerPort, WORKER_HEALTH_PORT: workerPort } })]);
@@ -116,11 +119,16 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 }
 
-/** Uploads move at about `bytesPerSecond` (Chromium's own network throttling). */
+const sessions = new WeakMap<Page, CDPSession>();
+/** Uploads move at about `bytesPerSecond` (Chromium's own network throttling; -1: full speed). */
 async function throttle(page: Page, bytesPerSecond: number): Promise<void> {
-  const cdp = await page.context().newCDPSession(page);
-  await cdp.send('Network.enable');
-  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: -1, uploadThroughput: bytesPerSecond });
+  let cdp = sessions.get(page);
+  if (!cdp) {
+    cdp = await page.context().newCDPSession(page);
+    sessions.set(page, cdp);
+    await cdp.send('Network.enable');
+  }
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: bytesPerSecond < 0 ? 0 : 20, downloadThroughput: -1, uploadThroughput: bytesPerSecond });
 }
 
 async function listed(sub: string, filename: string): Promise<Array<{ upload_id: string; status: string }>> {
@@ -211,6 +219,7 @@ test('a reload in the middle of an upload resumes it (same upload, not a new one
   const [before] = await listed('rita', name);
   expect(before).toBeDefined();
   await shot(page, '06-before-reload');
+  await throttle(page, -1);
   await page.reload();
   expect(await statusOf(page, name, ['ready', 'rejected', 'failed'])).toBe('ready');
   expect(await listed('rita', name)).toEqual([expect.objectContaining({ upload_id: before?.upload_id, status: 'ready' })]);
@@ -234,6 +243,13 @@ test('direct to storage (S3): a file PUT straight into the bucket is completed a
   const img = item(page, 'direct.jpg').locator('img');
   await page.waitForFunction((el) => (el as HTMLImageElement).naturalWidth > 0, await img.elementHandle(), { timeout: 30_000 });
   await shot(page, '08-direct');
+  // A larger file: an S3 multipart upload through tusk's Companion-compatible routes.
+  const big = await files.big();
+  await page.setInputFiles('#file-input', big);
+  expect(await statusOf(page, path.basename(big), ['ready', 'rejected', 'failed'])).toBe('ready');
+  expect(requests.some((r) => r.startsWith('POST ') && r.endsWith('/s3/multipart'))).toBe(true);
+  expect(requests.some((r) => r.startsWith('POST ') && r.includes('/complete?key='))).toBe(true);
+  expect(requests.filter((r) => r.startsWith('PUT ') && r.includes('partNumber=')).length).toBe(2);
   expect(problems).toEqual([]);
   await context.close();
 }, 180_000);
@@ -255,9 +271,27 @@ test('with auth on and no token, the page asks for one; a wrong one is refused, 
   await context.close();
 }, 120_000);
 
+test('the page\'s files: only what the bundle holds, never anything beside it', async () => {
+  const page = await fetch(`${server.url}/`);
+  expect(page.status).toBe(200);
+  const html = await page.text();
+  const script = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1] as string;
+  expect(script).toBeDefined();
+  const js = await fetch(`${server.url}${script}`);
+  expect(js.status).toBe(200);
+  expect(js.headers.get('cache-control')).toMatch(/immutable/);
+  for (const p of ['/assets/', '/assets/nothing.js', '/assets/%2e%2e/index.html', '/assets/..%2findex.html', '/assets/%2e%2e%2f%2e%2e%2fpackage.json', '/INDEX.html', '/index.html/', '/web/index.html', '/src/main.ts', '/assets/.hidden']) {
+    const res = await rawRequest(server.url, { method: 'GET', path: p });
+    expect([p, res.status]).toEqual([p, 404]);
+  }
+  const config = (await (await fetch(`${server.url}/ui/config.json`)).json()) as Record<string, unknown>;
+  expect(config).toEqual({ auth: true, token_cookie: null, direct: true, single_put_max: 5 * 1024 * 1024 });
+});
+
 test('WEB_UI=false: no page', async () => {
   const off = await startTusk({ env: { ...tuskEnvForTests('unused-bucket'), WEB_UI: 'false', STORAGE: 'file', DATA_DIR: path.join(dir, 'off') } });
   expect((await fetch(`${off.url}/`)).status).toBe(404);
   expect((await fetch(`${off.url}/ui/config.json`)).status).toBe(404);
+  expect((await fetch(`${off.url}/assets/index.js`)).status).toBe(404);
   await off.kill();
 }, 60_000);

@@ -5,6 +5,7 @@ export interface UiConfig {
   auth: boolean;
   token_cookie: string | null;
   direct: boolean;
+  single_put_max: number;
 }
 
 export interface Task {

@@ -16,8 +16,6 @@ type Mode = 'tus' | 's3';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const MODE_KEY = 'tusk.mode';
-/** Larger files go to storage as an S3 multipart upload (pausable, resumable); smaller ones in one PUT. */
-const MULTIPART_FROM = 100 * 1024 * 1024;
 
 async function main(): Promise<void> {
   const config = await api<UiConfig>('/ui/config.json');
@@ -140,7 +138,8 @@ function start(config: UiConfig): void {
       uppy.use(AwsS3, {
         endpoint: location.origin,
         headers: authHeaders(),
-        shouldUseMultipart: (file: UppyFile<Meta, Body>) => (file.size ?? 0) > MULTIPART_FROM,
+        // Larger files go to storage as an S3 multipart upload (pausable, resumable); smaller ones in one PUT.
+        shouldUseMultipart: (file: UppyFile<Meta, Body>) => (file.size ?? 0) > config.single_put_max,
         allowedMetaFields: ['name', 'type', 'size'],
         // tusk's /s3/params, with the upload id kept so that the upload can be completed.
         getUploadParameters: async (file: UppyFile<Meta, Body>, opts?: { signal?: AbortSignal }) => {
