@@ -11,7 +11,7 @@ import { PutBucketCorsCommand } from '@aws-sdk/client-s3';
 import { SignJWT } from 'jose';
 import { chromium, type Browser, type BrowserContext, type CDPSession, type Page } from 'playwright-core';
 import { EICAR, makeJpeg, makeVideo } from '../helpers/fixtures-media.js';
-import { createTestBucket, freePort, s3ClientForTests, testS3Settings, tuskEnvForTests } from '../helpers/services.js';
+import { createTestBucket, freePort, s3ClientForTests, testRedisUrl, testS3Settings, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
 import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
 import { rawRequest } from '../helpers/tus.js';
 
@@ -164,6 +164,7 @@ test('the page is served under a strict CSP; a JPEG and a short video reach read
   await page.waitForFunction((el) => (el as HTMLVideoElement).currentTime > 0.5, await video.elementHandle(), { timeout: 60_000 });
   const source = await video.getAttribute('data-source');
   expect(['hls', 'hls.js']).toContain(source); // HLS, not the MP4 fallback
+  process.stderr.write(`[web-ui] the video played its HLS through ${source === 'hls' ? "Chromium's own player" : 'hls.js'}\n`);
   // Download link of a finished, clean file.
   expect(await item(page, 'photo.jpg').locator('a.download').getAttribute('href')).toMatch(/^\/files\/[0-9a-f]{32}$/);
   await shot(page, '02-ready');
@@ -175,6 +176,37 @@ test('the page is served under a strict CSP; a JPEG and a short video reach read
   expect(problems).toEqual([]);
   await context.close();
 }, 300_000);
+
+test('a browser without HLS of its own plays the video through hls.js (segments straight from the private bucket)', async () => {
+  const context = await browser.newContext();
+  // As in Firefox or an older Chromium: no native HLS.
+  await context.addInitScript(() => {
+    const original = HTMLMediaElement.prototype.canPlayType;
+    HTMLMediaElement.prototype.canPlayType = function (type: string) {
+      return /mpegurl/i.test(type) ? '' : original.call(this, type);
+    };
+  });
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(err.message));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && /Content.Security.Policy|Refused to/i.test(msg.text())) problems.push(msg.text());
+  });
+  const segments: string[] = [];
+  page.on('requestfinished', (r) => {
+    if (/\.ts\?/.test(r.url())) segments.push(r.url());
+  });
+  await page.goto(`${server.url}/#token=${await tokenFor('alice')}`);
+  await statusOf(page, 'clip.mp4', ['ready']);
+  const video = item(page, 'clip.mp4').locator('video');
+  await video.evaluate((el) => (el as HTMLVideoElement).play().catch(() => undefined));
+  await page.waitForFunction((el) => (el as HTMLVideoElement).currentTime > 0.5, await video.elementHandle(), { timeout: 60_000 });
+  expect(await video.getAttribute('data-source')).toBe('hls.js');
+  expect(segments.length).toBeGreaterThan(0);
+  expect(segments.every((u) => u.startsWith(testS3Settings().endpoint) && u.includes('X-Amz-Signature='))).toBe(true);
+  expect(problems).toEqual([]);
+  await context.close();
+}, 120_000);
 
 test('EICAR is shown rejected, with the reason in plain words', async () => {
   const { context, page, problems } = await open('eve');
@@ -287,6 +319,36 @@ test('the page\'s files: only what the bundle holds, never anything beside it', 
   const config = (await (await fetch(`${server.url}/ui/config.json`)).json()) as Record<string, unknown>;
   expect(config).toEqual({ auth: true, token_cookie: null, direct: true, single_put_max: 5 * 1024 * 1024 });
 });
+
+test('authentication off, the file store (as `npm start` runs): no sign-in, uploads reach ready, previews load', async () => {
+  const data = path.join(dir, 'file-store');
+  const env = { STORAGE: 'file', DATA_DIR: data, REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), SCAN_REQUIRED: 'false', THUMBNAIL_WIDTHS: '160,320', TRANSCODE_PRESET: 'ultrafast' };
+  const local = await startTusk({ mode: 'all', env });
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(err.message));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && /Content.Security.Policy|Refused to/i.test(msg.text())) problems.push(msg.text());
+  });
+  await page.goto(`${local.url}/`);
+  await page.locator('#uploads-heading').waitFor({ timeout: 30_000 });
+  expect(await page.locator('#signin').isVisible()).toBe(false);
+  expect(await page.locator('input[name=mode][value=s3]').isDisabled()).toBe(true); // no direct uploads on the file store
+  await page.setInputFiles('#file-input', [files.jpeg, files.video]);
+  expect(await statusOf(page, 'photo.jpg', ['ready', 'rejected', 'failed'])).toBe('ready');
+  expect(await statusOf(page, 'clip.mp4', ['ready', 'rejected', 'failed'], 150_000)).toBe('ready');
+  const img = item(page, 'photo.jpg').locator('img');
+  await page.waitForFunction((el) => (el as HTMLImageElement).naturalWidth > 0, await img.elementHandle(), { timeout: 30_000 });
+  expect(await img.getAttribute('src')).toContain(`${local.url}/api/derived/`);
+  const video = item(page, 'clip.mp4').locator('video');
+  await video.evaluate((el) => (el as HTMLVideoElement).play().catch(() => undefined));
+  await page.waitForFunction((el) => (el as HTMLVideoElement).currentTime > 0.5, await video.elementHandle(), { timeout: 60_000 });
+  await shot(page, '10-file-store');
+  expect(problems).toEqual([]);
+  await context.close();
+  await local.kill();
+}, 240_000);
 
 test('WEB_UI=false: no page', async () => {
   const off = await startTusk({ env: { ...tuskEnvForTests('unused-bucket'), WEB_UI: 'false', STORAGE: 'file', DATA_DIR: path.join(dir, 'off') } });
