@@ -80,6 +80,37 @@ export class OwnershipStore {
     return entries.filter((e) => !after || e.createdMs < after.createdMs || (e.createdMs === after.createdMs && e.id < after.id)).slice(0, count);
   }
 
+  /**
+   * Indexes the uploads that have an owner but no place in their owner's listing (made before the
+   * listing existed): once per Redis, after which a marker key says it is done. Idempotent, so two
+   * processes starting at once only do the same work twice. `createdMs` is the creation time of
+   * an upload, undefined when it has no status record (gone): those are left out.
+   */
+  async indexExisting(createdMs: (id: string) => Promise<number | undefined>): Promise<number> {
+    const marker = this.keys.userUploadsIndexed;
+    if (await this.redis.exists(marker)) return 0;
+    const ownerPrefix = this.keys.owner('');
+    const prefixLength = ownerPrefix.indexOf('{') + 1;
+    let cursor = '0';
+    let indexed = 0;
+    do {
+      const [next, found] = await this.redis.scan(cursor, 'MATCH', `${ownerPrefix.slice(0, prefixLength).replace(/[*?[\]\\]/g, '\\$&')}*}`, 'COUNT', 500);
+      cursor = next;
+      if (found.length === 0) continue;
+      const owners = await this.redis.mget(...found);
+      for (const [i, key] of found.entries()) {
+        const owner = owners[i];
+        const id = key.slice(prefixLength, -1);
+        if (!owner) continue;
+        const created = await createdMs(id);
+        if (created === undefined) continue;
+        indexed += await this.redis.zadd(this.keys.userUploads(owner), 'NX', created, id);
+      }
+    } while (cursor !== '0');
+    await this.redis.set(marker, new Date().toISOString());
+    return indexed;
+  }
+
   /** Drops ids from a user's listing whose uploads are gone (their records expired). */
   async unlist(userId: string, ids: string[]): Promise<void> {
     if (ids.length) await this.redis.zrem(this.keys.userUploads(userId), ...ids);

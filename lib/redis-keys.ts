@@ -9,6 +9,7 @@
 //   <p>concat:{<id>}                   "partial" | "final;<urls>"
 //   <p>owner:{<id>}                    user id of the upload's owner
 //   <p>user-uploads:{<user>}           zset of the user's uploads (score: creation ms) hooks/ownership.ts
+//   <p>user-uploads-indexed            marker: uploads older than the listing were indexed
 //   <p>quota:user:{<user>}             hash bytes, active
 //   <p>quota:upload:{<id>}             hash user, bytes, state, expires_at
 //   <p>quota:expiring                  zset unfinished reservations by expiry
@@ -57,6 +58,9 @@ export class RedisKeys {
   }
   userUploads(userId: string): string {
     return `${this.prefix}user-uploads:{${userId}}`;
+  }
+  get userUploadsIndexed(): string {
+    return `${this.prefix}user-uploads-indexed`;
   }
 
   /** The part of quotaUser(user) before the hash tag, for Lua scripts that find the user themselves. */

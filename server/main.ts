@@ -144,6 +144,16 @@ export async function startServer(core: Core): Promise<RunningServer> {
     lastGap = now;
   };
   void watchWorkers();
+  // Uploads made before the listing existed get their place in it, once per Redis.
+  void access.ownership
+    .indexExisting(async (id) => {
+      const rec = await records.get(id);
+      return rec ? Date.parse(rec.base.created_at) || 0 : undefined;
+    })
+    .then(
+      (n) => n > 0 && logger.info({ uploads: n }, 'uploads made before the listing existed were indexed'),
+      (err: unknown) => logger.warn({ err }, 'could not index earlier uploads for the listing; the next start tries again'),
+    );
   const workersWatch = setInterval(() => void watchWorkers(), 30_000);
   workersWatch.unref();
 

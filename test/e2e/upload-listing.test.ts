@@ -4,6 +4,7 @@
 // forged to point into another user's listing too) is a 400 with a code, never a 500.
 import { SignJWT } from 'jose';
 import { Redis } from 'ioredis';
+import { RecordStore } from '../../lib/record-store.js';
 import { RedisKeys } from '../../lib/redis-keys.js';
 import { createTestBucket, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
 import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
@@ -115,6 +116,36 @@ describe('GET /api/uploads (listing)', () => {
     expect(((await call('/api/uploads?limit=1', alice)).json as Listing).uploads[0]?.upload_id).toBe(aliceIds[4]);
     expect(await redis.zscore(keys.userUploads('alice'), lost)).toBeNull();
     expect(await redis.zscore(keys.userUploads('alice'), aliceIds[4] as string)).not.toBeNull();
+  });
+
+  test('uploads made before the listing existed are indexed once at start-up, with their owners', async () => {
+    const old = uniqueRedisPrefix();
+    const keys = new RedisKeys(old);
+    const store = new RecordStore(redis, old);
+    const ids = ['1'.repeat(32), '2'.repeat(32), '3'.repeat(32), '4'.repeat(32)];
+    const at = (i: number) => new Date(Date.UTC(2026, 0, 1 + i)).toISOString();
+    // Two of Alice's, one of Bob's; the fourth has an owner but no record (gone): not listed.
+    for (const [i, [id, owner]] of ([[ids[0], 'alice'], [ids[1], 'alice'], [ids[2], 'bob'], [ids[3], 'alice']] as Array<[string, string]>).entries()) {
+      await redis.set(keys.owner(id), owner);
+      if (i < 3) await store.create({ upload_id: id, filename: `old${i}.bin`, size: 1, content_type: null, created_at: at(i) }, 'uploaded');
+    }
+    const bucket = await createTestBucket('listing-old');
+    const later = await startTusk({ env: { ...tuskEnvForTests(bucket), REDIS_PREFIX: old, AUTH_JWT_SECRET: SECRET, SCAN_REQUIRED: 'false' } });
+    try {
+      let page: Listing | undefined;
+      for (let i = 0; i < 50; i++) {
+        const res = await fetch(`${later.url}/api/uploads`, { headers: { Authorization: `Bearer ${alice}` } });
+        page = (await res.json()) as Listing;
+        if (page.uploads.length >= 2) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(page?.uploads.map((u) => u.upload_id)).toEqual([ids[1], ids[0]]);
+      const bobs = (await (await fetch(`${later.url}/api/uploads`, { headers: { Authorization: `Bearer ${bob}` } })).json()) as Listing;
+      expect(bobs.uploads.map((u) => u.upload_id)).toEqual([ids[2]]);
+      expect(await redis.exists(keys.userUploadsIndexed)).toBe(1);
+    } finally {
+      await later.kill();
+    }
   });
 
   test('hostile input: bad limit, status, cursor or parameters are 400 invalid_request; no token 401', async () => {
