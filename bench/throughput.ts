@@ -1,179 +1,85 @@
-// Upload throughput into S3: direct AWS SDK multipart vs tus-js-client through @tus/server with
-// plain @tus/s3-store vs with TuskS3Store. See bench/README.md for figures and how to run.
+// Upload throughput into S3 and what it costs in CPU: tus-js-client through a real tusk server
+// (`node dist/tusk.js server`, with BENCH_TUSK_ENV) at several chunk sizes, next to the AWS SDK's
+// own multipart upload straight to the same S3, in the same run. See bench/README.md.
 //
-//   npm run bench:throughput                       # all cases against a local RGW + Redis
-//   BENCH_CASES=tusk-8,tusk-64 npm run bench:throughput
-//   BENCH_TUS_ENDPOINT=http://127.0.0.1:1080/files BENCH_CASES=sdk,external-8,external-64 ...
+//   npm run bench:throughput                                  # defaults, private RGW + Redis
+//   BENCH_TUSK_ENV='{"UPLOAD_ACK":"disk"}' npm run bench:throughput
+//   BENCH_CASES=tusk-8,store-8,plain-8,sdk-4 npm run bench:throughput
+//   BENCH_TUSK_MODES='{"disk":{"UPLOAD_ACK":"disk"}}' \
+//     BENCH_CASES=tusk-1,tusk.disk-1,tusk-8,tusk.disk-8,sdk-stream-4 npm run bench:throughput
 //
-// Each tus case runs its server as a child process (`throughput.js serve <plain|tusk> <port>`:
-// a minimal `new Server({ path: '/files', datastore })`, `server.listen(port, '127.0.0.1')`),
-// so the client and the server do not share an event loop and the server's peak RSS (VmHWM)
-// can be read. On exit the child reports per-S3-command timings.
-import { execSync, spawn, type ChildProcess } from 'node:child_process';
+// Per case and run: MiB/s (client wall time), the tus server's CPU seconds (utime + stime from
+// /proc/<pid>/stat) and the storage's (radosgw + ceph-osd + ceph-mon of the bench cluster), each
+// as the delta over the upload, per GiB uploaded. Runs are interleaved (run 1 of every case, then
+// run 2, ...) so that load drifting on a shared machine does not favour one case; figures are
+// medians, ratios are taken between medians of the same invocation.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { S3, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { Upload as TusUpload } from 'tus-js-client';
-
-const MiB = 1024 * 1024;
+import { startBareServer, type BareServer, type CallStats } from './bare-server.js';
+import {
+  benchEnv,
+  benchTuskEnv,
+  benchTuskEnvLabel,
+  benchTuskModes,
+  betweenRuns,
+  cpuSecondsOf,
+  freePort,
+  markdownTable,
+  median,
+  MiB,
+  randomFile,
+  rssOf,
+  startTuskServer,
+  stopProcess,
+  storageCpuSeconds,
+  storagePids,
+  loadAverage,
+  sumValues,
+  untilInS3,
+} from './lib.js';
 
 const cfg = {
-  endpoint: process.env.BENCH_S3_ENDPOINT ?? process.env.TEST_S3_ENDPOINT ?? 'http://127.0.0.1:7480',
-  accessKeyId: process.env.BENCH_S3_ACCESS_KEY_ID ?? process.env.TEST_S3_ACCESS_KEY_ID ?? 'testkey',
-  secretAccessKey: process.env.BENCH_S3_SECRET_ACCESS_KEY ?? process.env.TEST_S3_SECRET_ACCESS_KEY ?? 'testsecret',
-  region: process.env.BENCH_S3_REGION ?? process.env.TEST_S3_REGION ?? 'us-east-1',
-  bucket: process.env.BENCH_S3_BUCKET ?? process.env.TEST_S3_BUCKET ?? 'uploads',
-  redisUrl: process.env.BENCH_REDIS_URL ?? process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379',
-  sizeMiB: Number(process.env.BENCH_SIZE_MIB ?? 200),
+  sizeMiB: Number(process.env.BENCH_SIZE_MIB ?? 64),
   runs: Number(process.env.BENCH_RUNS ?? 3),
-  cases: (process.env.BENCH_CASES ?? 'sdk,sdk-stream,plain-8,tusk-8,tusk-64').split(',').map((s) => s.trim()).filter(Boolean),
+  cases: (process.env.BENCH_CASES ?? 'tusk-1,tusk-2,tusk-8,tusk-64,sdk-1,sdk-4,sdk-stream-4')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
   partMiB: Number(process.env.BENCH_PART_MIB ?? 8),
-  sdkConcurrency: Number(process.env.BENCH_SDK_CONCURRENCY ?? 4),
   tusEndpoint: process.env.BENCH_TUS_ENDPOINT,
-  port: Number(process.env.BENCH_PORT ?? 27110),
   verify: process.env.BENCH_VERIFY !== '0',
-  /** Shell command run after every upload, e.g. RGW garbage collection (memstore keeps deleted data). */
-  betweenRuns: process.env.BENCH_BETWEEN_RUNS,
+  /** Untimed uploads per case before the measured runs (connections, JIT, the server's caches). */
+  warmup: Number(process.env.BENCH_WARMUP ?? 1),
 };
+
+const CASE_HELP =
+  'tusk-<chunk MiB>, tusk.<BENCH_TUSK_MODES label>-<chunk MiB>, store-<chunk MiB>, plain-<chunk MiB>, external-<chunk MiB>, sdk-<in flight>, sdk-unsigned-<in flight>, sdk-stream-<in flight>';
 
 function s3Config(): S3ClientConfig {
   return {
-    endpoint: cfg.endpoint,
-    region: cfg.region,
+    endpoint: benchEnv.endpoint,
+    region: benchEnv.region,
     forcePathStyle: true,
-    credentials: { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey },
+    credentials: { accessKeyId: benchEnv.accessKeyId, secretAccessKey: benchEnv.secretAccessKey },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   };
 }
 
-// ------------------------------------------------------------------ child: tus server
+// ------------------------------------------------------------------ clients
 
-type CallStats = Record<string, { n: number; ms: number }>;
-
-async function serve(kind: string, port: number): Promise<void> {
-  const { Server } = await import('@tus/server');
-  const { S3Store } = await import('@tus/s3-store');
-  const s3ClientConfig = { ...s3Config(), bucket: cfg.bucket };
+/**
+ * Multipart upload of an in-memory file, `inFlight` parts at a time. A Buffer body is signed with
+ * its SHA-256 over plain HTTP (CPU on both ends); a stream body (`unsigned`) is sent
+ * UNSIGNED-PAYLOAD, like the tus stores send theirs.
+ */
+async function sdkUpload(s3: S3, data: Buffer, key: string, inFlight: number, unsigned: boolean): Promise<void> {
   const partSize = cfg.partMiB * MiB;
-  let datastore: InstanceType<typeof S3Store>;
-  let redis: { quit(): Promise<unknown> } | undefined;
-  if (kind === 'plain') {
-    datastore = new S3Store({ s3ClientConfig, partSize });
-  } else {
-    const { TuskS3Store } = await import('../lib/stores/s3-store.js');
-    const { Redis } = await import('ioredis');
-    const { pino } = await import('pino');
-    const r = new Redis(cfg.redisUrl);
-    redis = r;
-    datastore = new TuskS3Store({
-      s3ClientConfig,
-      partSize,
-      redis: r,
-      redisPrefix: 'bench:',
-      ...(process.env.BENCH_PARTS_IN_FLIGHT ? { partsInFlightPerWrite: Number(process.env.BENCH_PARTS_IN_FLIGHT) } : {}),
-      logger: pino({ level: process.env.BENCH_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
-    });
-  }
-  const calls: CallStats = {};
-  const add = (name: string, ms: number) => {
-    const c = (calls[name] ??= { n: 0, ms: 0 });
-    c.n++;
-    c.ms += ms;
-  };
-  const client = (datastore as unknown as { client: S3 }).client;
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      const t0 = performance.now();
-      try {
-        return await next(args);
-      } finally {
-        add(`S3 ${String(context.commandName).replace(/Command$/, '')}`, performance.now() - t0);
-      }
-    },
-    { step: 'initialize', name: 'benchTimer' },
-  );
-  const store = datastore as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
-  for (const m of ['getUpload', 'write']) {
-    const orig = store[m]!.bind(datastore);
-    store[m] = async (...a: unknown[]) => {
-      const t0 = performance.now();
-      try {
-        return await orig(...a);
-      } finally {
-        add(`store.${m}`, performance.now() - t0);
-      }
-    };
-  }
-  const server = new Server({ path: '/files', datastore });
-  const http = server.listen(port, '127.0.0.1');
-  http.once('listening', () => process.stdout.write('LISTENING\n'));
-  process.once('SIGTERM', () => {
-    process.stdout.write(`STATS ${JSON.stringify(calls)}\n`);
-    http.close();
-    void redis?.quit();
-    setTimeout(() => process.exit(0), 50);
-  });
-}
-
-// ------------------------------------------------------------------ orchestrator
-
-interface ChildServer {
-  proc: ChildProcess;
-  endpoint: string;
-  stats: Promise<CallStats>;
-}
-
-async function startServer(kind: string, port: number): Promise<ChildServer> {
-  const proc = spawn(process.execPath, [fileURLToPath(import.meta.url), 'serve', kind, String(port)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: process.env,
-  });
-  let out = '';
-  let resolveStats: (s: CallStats) => void = () => {};
-  const stats = new Promise<CallStats>((r) => (resolveStats = r));
-  const ready = new Promise<void>((resolve, reject) => {
-    proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('LISTENING\n')) resolve();
-      const m = /STATS (.*)\n/.exec(out);
-      if (m) resolveStats(JSON.parse(m[1]!) as CallStats);
-    });
-    proc.once('exit', (code) => {
-      reject(new Error(`server exited (${code})`));
-      resolveStats({});
-    });
-  });
-  await ready;
-  return { proc, endpoint: `http://127.0.0.1:${port}/files`, stats };
-}
-
-function cpuSeconds(pid: number): number | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, USER_HZ = 100
-  } catch {
-    return undefined;
-  }
-}
-
-function peakRssMiB(pid: number): number | undefined {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-async function sdkUpload(s3: S3, data: Buffer, key: string, stream: boolean): Promise<number> {
-  const partSize = cfg.partMiB * MiB;
-  const t0 = performance.now();
-  const { UploadId } = await s3.createMultipartUpload({ Bucket: cfg.bucket, Key: key });
+  const { UploadId } = await s3.createMultipartUpload({ Bucket: benchEnv.bucket, Key: key });
   const count = Math.ceil(data.length / partSize);
   const etags: string[] = new Array<string>(count);
   let next = 0;
@@ -181,31 +87,78 @@ async function sdkUpload(s3: S3, data: Buffer, key: string, stream: boolean): Pr
     while (next < count) {
       const i = next++;
       const part = data.subarray(i * partSize, Math.min(data.length, (i + 1) * partSize));
-      // A Buffer body is signed with its SHA-256 over plain HTTP (CPU); a stream body is sent
-      // UNSIGNED-PAYLOAD, like the tus stores do.
       const res = await s3.uploadPart({
-        Bucket: cfg.bucket,
+        Bucket: benchEnv.bucket,
         Key: key,
         UploadId,
         PartNumber: i + 1,
-        Body: stream ? Readable.from([part]) : part,
+        Body: unsigned ? Readable.from([part]) : part,
         ContentLength: part.length,
       });
       etags[i] = res.ETag!;
     }
   };
-  await Promise.all(Array.from({ length: cfg.sdkConcurrency }, worker));
+  await Promise.all(Array.from({ length: inFlight }, worker));
   await s3.completeMultipartUpload({
-    Bucket: cfg.bucket,
+    Bucket: benchEnv.bucket,
     Key: key,
     UploadId,
     MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
   });
-  return (performance.now() - t0) / 1000;
 }
 
-function tusUpload(endpoint: string, data: Buffer, chunkSize: number): Promise<{ seconds: number; id: string }> {
-  const t0 = performance.now();
+/**
+ * What @aws-sdk/lib-storage's `Upload` does with a stream (it is not a dependency): read one
+ * source from its start, in order, cut it into parts in memory and upload each as a Buffer body
+ * with at most `inFlight` UploadParts running; reading waits while they all run. The source is
+ * read straight into `inFlight` + 1 reused part buffers: allocating a fresh 8 MiB Buffer per part
+ * (as lib-storage does) made V8's garbage collector the client's largest cost here, which would
+ * slow the baseline for a reason that is not the storage's.
+ */
+async function sdkStreamUpload(s3: S3, file: string, key: string, inFlight: number): Promise<void> {
+  const partSize = cfg.partMiB * MiB;
+  const { UploadId } = await s3.createMultipartUpload({ Bucket: benchEnv.bucket, Key: key });
+  const etags: string[] = [];
+  const running = new Set<Promise<void>>();
+  const free = Array.from({ length: inFlight + 1 }, () => Buffer.allocUnsafe(partSize));
+  const fd = await fs.promises.open(file, 'r');
+  try {
+    for (let partNumber = 1; ; partNumber++) {
+      const buffer = free.pop()!;
+      let filled = 0;
+      for (;;) {
+        const { bytesRead } = await fd.read(buffer, filled, partSize - filled, null);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+        if (filled === partSize) break;
+      }
+      if (filled === 0 && partNumber > 1) break;
+      const n = partNumber;
+      const task: Promise<void> = s3
+        .uploadPart({ Bucket: benchEnv.bucket, Key: key, UploadId, PartNumber: n, Body: buffer.subarray(0, filled), ContentLength: filled })
+        .then((res) => {
+          etags[n - 1] = res.ETag!;
+          running.delete(task);
+          free.push(buffer);
+        });
+      running.add(task);
+      if (running.size >= inFlight) await Promise.race(running);
+      if (filled < partSize) break;
+    }
+    await Promise.all(running);
+  } finally {
+    await fd.close();
+  }
+  await s3.completeMultipartUpload({
+    Bucket: benchEnv.bucket,
+    Key: key,
+    UploadId,
+    MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
+  });
+}
+
+/** tus-js-client (Node), one upload of `data` in `chunkSize` PATCHes; resolves with the upload id. */
+function tusUpload(endpoint: string, data: Buffer, chunkSize: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const upload = new TusUpload(data, {
       endpoint,
@@ -214,17 +167,14 @@ function tusUpload(endpoint: string, data: Buffer, chunkSize: number): Promise<{
       storeFingerprintForResuming: false,
       metadata: { filename: 'bench.bin', filetype: 'application/octet-stream' },
       onError: reject,
-      onSuccess: () => {
-        const id = decodeURIComponent(upload.url!.split('/').pop()!);
-        resolve({ seconds: (performance.now() - t0) / 1000, id });
-      },
+      onSuccess: () => resolve(decodeURIComponent(upload.url!.split('/').pop()!)),
     });
     upload.start();
   });
 }
 
 async function sha256Of(s3: S3, key: string): Promise<string> {
-  const res = await s3.getObject({ Bucket: cfg.bucket, Key: key });
+  const res = await s3.getObject({ Bucket: benchEnv.bucket, Key: key });
   const hash = crypto.createHash('sha256');
   for await (const chunk of res.Body as Readable) hash.update(chunk as Buffer);
   return hash.digest('hex');
@@ -232,152 +182,310 @@ async function sha256Of(s3: S3, key: string): Promise<string> {
 
 async function cleanup(s3: S3, key: string): Promise<void> {
   await s3
-    .deleteObjects({ Bucket: cfg.bucket, Delete: { Objects: [{ Key: key }, { Key: `${key}.info` }, { Key: `${key}.part` }] } })
+    .deleteObjects({ Bucket: benchEnv.bucket, Delete: { Objects: [{ Key: key }, { Key: `${key}.info` }, { Key: `${key}.part` }] } })
     .catch(() => {});
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+// ------------------------------------------------------------------ cases
 
-interface CaseResult {
-  name: string;
-  what: string;
-  mibs: number[];
-  /** Server CPU seconds (user + system) per run. */
-  cpu?: number[];
-  peakRss?: number;
-  stats?: CallStats;
-  patches?: number;
+interface Run {
+  mibs: number;
+  /** CPU seconds over the upload: the tus server's, the storage's (by process name), this process's. */
+  serverCpu?: number;
+  storageCpu: Record<string, number>;
+  clientCpu: number;
+  /** ms from the client's success until the object was complete in S3 (0: it already was). */
+  lagMs: number;
 }
 
+interface Case {
+  name: string;
+  what: string;
+  runs: Run[];
+  /** PID of the tus server process the case goes through (tusk or a bare server). */
+  serverPid?: number;
+  server?: string;
+  patchesPerRun?: number;
+  /** The upload itself; resolves with the object key to verify and remove. */
+  upload: () => Promise<string>;
+}
+
+interface Servers {
+  /** One tusk server per mode: '' = BENCH_TUSK_ENV alone, else a BENCH_TUSK_MODES label. */
+  tusk: Map<string, { pid: number; endpoint: string; stop: () => Promise<void> }>;
+  bare: Partial<Record<'plain' | 'store', BareServer>>;
+}
+
+async function buildCase(name: string, s3: S3, data: Buffer, file: string, servers: Servers): Promise<Case> {
+  const sdk = /^sdk(-unsigned|-stream)?-(\d+)$/.exec(name);
+  if (sdk) {
+    const inFlight = Number(sdk[2]);
+    const key = () => `bench-sdk-${crypto.randomUUID()}`;
+    if (sdk[1] === '-stream') {
+      return {
+        name,
+        what: `AWS SDK multipart like @aws-sdk/lib-storage: the file read in order into ${cfg.partMiB} MiB parts, ${inFlight} in flight, Buffer bodies (signed SHA-256)`,
+        runs: [],
+        upload: async () => {
+          const k = key();
+          await sdkStreamUpload(s3, file, k, inFlight);
+          return k;
+        },
+      };
+    }
+    const unsigned = sdk[1] === '-unsigned';
+    return {
+      name,
+      what: `AWS SDK multipart from memory, ${cfg.partMiB} MiB parts, ${inFlight} in flight, ${unsigned ? 'stream bodies (UNSIGNED-PAYLOAD)' : 'Buffer bodies (signed SHA-256)'}`,
+      runs: [],
+      upload: async () => {
+        const k = key();
+        await sdkUpload(s3, data, k, inFlight, unsigned);
+        return k;
+      },
+    };
+  }
+  const m = /^(tusk(?:\.(\w+))?|store|plain|external)-(\d+)$/.exec(name);
+  if (!m) throw new Error(`unknown case ${name} (${CASE_HELP})`);
+  const kind = m[2] === undefined ? m[1]! : 'tusk';
+  const mode = m[2] ?? '';
+  const chunkMiB = m[3]!;
+  const chunk = Number(chunkMiB) * MiB;
+  let endpoint: string;
+  let serverPid: number | undefined;
+  let what: string;
+  let server: string | undefined;
+  if (kind === 'tusk') {
+    const modes = benchTuskModes();
+    if (mode && !modes[mode]) throw new Error(`case ${name}: no mode "${mode}" in BENCH_TUSK_MODES`);
+    const modeEnv = mode ? modes[mode]! : {};
+    let tusk = servers.tusk.get(mode);
+    if (!tusk) {
+      const port = await freePort();
+      const proc = await startTuskServer(port, modeEnv);
+      tusk = { pid: proc.pid!, endpoint: `http://127.0.0.1:${port}/files/`, stop: () => stopProcess(proc) };
+      servers.tusk.set(mode, tusk);
+    }
+    endpoint = tusk.endpoint;
+    serverPid = tusk.pid;
+    server = mode ? `tusk.${mode}` : 'tusk';
+    const label = benchTuskEnvLabel({ ...benchTuskEnv(), ...modeEnv });
+    what = `tus-js-client chunkSize ${chunkMiB} MiB, \`tusk server\`${label ? ` (${label})` : ''}`;
+  } else if (kind === 'plain' || kind === 'store') {
+    const bare = (servers.bare[kind] ??= await startBareServer(kind, await freePort()));
+    endpoint = bare.endpoint;
+    serverPid = bare.pid;
+    server = kind;
+    what = `tus-js-client chunkSize ${chunkMiB} MiB, bare @tus/server + ${kind === 'plain' ? 'plain @tus/s3-store' : 'TuskS3Store'}`;
+  } else {
+    if (!cfg.tusEndpoint) throw new Error('external-* cases need BENCH_TUS_ENDPOINT');
+    endpoint = cfg.tusEndpoint;
+    what = `tus-js-client chunkSize ${chunkMiB} MiB, ${endpoint}`;
+  }
+  return {
+    name,
+    what,
+    runs: [],
+    serverPid,
+    server,
+    patchesPerRun: Math.ceil(data.length / chunk),
+    upload: () => tusUpload(endpoint, data, chunk),
+  };
+}
+
+// ------------------------------------------------------------------ report
+
+const perGiB = (seconds: number) => (seconds / cfg.sizeMiB) * 1024;
+const fmt = (x: number | undefined, digits = 1) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits));
+
+function medianOf(c: Case, pick: (r: Run) => number | undefined): number | undefined {
+  const xs = c.runs.map(pick).filter((x): x is number => x !== undefined);
+  return xs.length ? median(xs) : undefined;
+}
+
+const metrics = {
+  'MiB/s': (r: Run) => r.mibs,
+  'server CPU s/GiB': (r: Run) => (r.serverCpu === undefined ? undefined : perGiB(r.serverCpu)),
+  'storage CPU s/GiB': (r: Run) => perGiB(sumValues(r.storageCpu)),
+} as const;
+
+/**
+ * The ratios the performance goals are stated in (README): small chunks against 8 MiB chunks on
+ * the same server, and one tus stream against the SDK's multipart upload with 4 parts in flight.
+ */
+function ratioRows(cases: Case[]): Array<Record<string, string>> {
+  const byName = new Map(cases.map((c) => [c.name, c]));
+  const wanted: Array<[keyof typeof metrics, string, string, string]> = [];
+  const modes = Object.keys(benchTuskModes()).map((label) => `tusk.${label}`);
+  for (const kind of ['tusk', ...modes, 'store', 'plain', 'external']) {
+    wanted.push(['MiB/s', `${kind}-1`, `${kind}-8`, '>= 0.6']);
+    wanted.push(['MiB/s', `${kind}-2`, `${kind}-8`, '>= 0.8']);
+    wanted.push(['MiB/s', `${kind}-8`, 'sdk-stream-4', '>= 0.85']);
+    wanted.push(['MiB/s', `${kind}-64`, 'sdk-stream-4', '>= 0.9']);
+    wanted.push(['MiB/s', `${kind}-8`, 'sdk-4', '']);
+    for (const metric of ['server CPU s/GiB', 'storage CPU s/GiB'] as const) {
+      wanted.push([metric, `${kind}-1`, `${kind}-8`, '<= 1.5']);
+      wanted.push([metric, `${kind}-2`, `${kind}-8`, '<= 1.5']);
+    }
+    wanted.push(['storage CPU s/GiB', `${kind}-8`, 'sdk-stream-4', '']);
+  }
+  // Each mode against the default server, chunk size by chunk size.
+  for (const mode of modes) {
+    for (const metric of ['MiB/s', 'server CPU s/GiB', 'storage CPU s/GiB'] as const) {
+      for (const chunk of [1, 2, 8, 64]) wanted.push([metric, `${mode}-${chunk}`, `tusk-${chunk}`, '']);
+    }
+  }
+  const rows: Array<Record<string, string>> = [];
+  for (const [metric, a, b, goal] of wanted) {
+    const ca = byName.get(a);
+    const cb = byName.get(b);
+    if (!ca || !cb) continue;
+    const pick = metrics[metric];
+    const ma = medianOf(ca, pick);
+    const mb = medianOf(cb, pick);
+    if (ma === undefined || mb === undefined) continue;
+    // Run i of every case ran back to back, so run-by-run ratios show how steady the ratio is.
+    const paired = ca.runs.map((r, i) => {
+      const x = pick(r);
+      const y = cb.runs[i] ? pick(cb.runs[i]) : undefined;
+      return x === undefined || y === undefined ? '-' : (x / y).toFixed(2);
+    });
+    rows.push({ ratio: `${metric}: ${a} / ${b}`, 'of medians': (ma / mb).toFixed(2), 'run by run': paired.join(', '), goal: goal || '-' });
+  }
+  return rows;
+}
+
+function report(cases: Case[], peaks: Record<string, number>, stats: Record<string, CallStats>, loadAtStart: string): void {
+  const label = benchTuskEnvLabel();
+  console.log(
+    `\n${cfg.sizeMiB} MiB random file, medians of ${cfg.runs} runs; BENCH_TUSK_ENV: ${label || '(none)'}; load average ${loadAtStart} at start, ${loadAverage()} at end\n`,
+  );
+  console.log(
+    markdownTable(
+      cases.map((c) => ({
+        case: c.name,
+        what: c.what,
+        'runs (MiB/s)': c.runs.map((r) => r.mibs.toFixed(0)).join(', '),
+        'MiB/s': fmt(medianOf(c, metrics['MiB/s'])),
+        'server CPU s/GiB': fmt(medianOf(c, metrics['server CPU s/GiB'])),
+        'storage CPU s/GiB': fmt(medianOf(c, metrics['storage CPU s/GiB'])),
+        'radosgw / osd / mon': ['radosgw', 'ceph-osd', 'ceph-mon'].map((n) => fmt(medianOf(c, (r) => perGiB(r.storageCpu[n] ?? 0)))).join(' / '),
+        'client CPU s/GiB': fmt(medianOf(c, (r) => perGiB(r.clientCpu))),
+        'in S3 after success ms': fmt(medianOf(c, (r) => r.lagMs), 0),
+      })),
+    ),
+  );
+  const ratios = ratioRows(cases);
+  if (ratios.length) console.log(`\nRatios (same run):\n\n${markdownTable(ratios)}`);
+  if (Object.keys(peaks).length) {
+    console.log(`\nServer peak RSS (VmHWM, whole run): ${Object.entries(peaks).map(([k, v]) => `${k} ${v.toFixed(0)} MiB`).join(', ')}`);
+  }
+  for (const [server, calls] of Object.entries(stats)) {
+    const patches = cases.filter((c) => c.server === server).reduce((n, c) => n + (c.patchesPerRun ?? 0) * c.runs.length, 0);
+    if (!patches || !Object.keys(calls).length) continue;
+    console.log(`\n${server}: server-side calls per PATCH (${patches} PATCHes over all its cases)\n`);
+    console.log(
+      markdownTable(
+        Object.entries(calls)
+          .sort()
+          .map(([k, v]) => ({ call: k, 'per PATCH': (v.n / patches).toFixed(2), 'mean ms': (v.ms / v.n).toFixed(1) })),
+      ),
+    );
+  }
+}
+
+// ------------------------------------------------------------------ main
+
 async function main(): Promise<void> {
-  const size = cfg.sizeMiB * MiB;
-  const data = crypto.randomBytes(size);
+  const loadAtStart = loadAverage();
+  const file = await randomFile(cfg.sizeMiB);
+  const data = fs.readFileSync(file);
   const sha = crypto.createHash('sha256').update(data).digest('hex');
   const s3 = new S3(s3Config());
-  await s3.headBucket({ Bucket: cfg.bucket }).catch((err: unknown) => {
-    throw new Error(`bucket ${cfg.bucket} at ${cfg.endpoint} not reachable (set BENCH_S3_*): ${String(err)}`);
+  await s3.headBucket({ Bucket: benchEnv.bucket }).catch((err: unknown) => {
+    throw new Error(`bucket ${benchEnv.bucket} at ${benchEnv.endpoint} not reachable (set BENCH_S3_*): ${String(err)}`);
   });
-  console.error(`# ${cfg.sizeMiB} MiB random file, ${cfg.runs} runs per case, S3 ${cfg.endpoint} bucket ${cfg.bucket}`);
-  let port = cfg.port;
+  const daemons = storagePids();
+  if (!daemons.length) console.error('# no radosgw / ceph-osd / ceph-mon process found: storage CPU will read 0');
+  if (!benchEnv.cephConf) console.error('# BENCH_CEPH_CONF unset: storage CPU counts every radosgw / ceph-osd / ceph-mon on this machine');
+  console.error(`# ${cfg.sizeMiB} MiB, ${cfg.runs} runs per case, S3 ${benchEnv.endpoint}, storage PIDs ${daemons.join(' ') || '-'}`);
 
-  // Set up every case first (tus servers as child processes), then interleave the runs
-  // (run 1 of every case, run 2 of every case, ...) so that load drifting on a shared machine
-  // does not favour one case.
-  interface Runner {
-    r: CaseResult;
-    run: () => Promise<void>;
-    server?: ChildServer;
-  }
-  const runners: Runner[] = [];
-  for (const name of cfg.cases) {
-    const r: CaseResult = { name, what: '', mibs: [], cpu: [] };
-    const sdk = /^sdk(-stream)?$/.exec(name);
-    if (sdk) {
-      const stream = sdk[1] !== undefined;
-      r.what = `AWS SDK multipart, ${cfg.partMiB} MiB parts, ${cfg.sdkConcurrency} concurrent, ${stream ? 'stream' : 'Buffer'} bodies`;
-      runners.push({
-        r,
-        run: async () => {
-          const key = `bench-sdk-${crypto.randomUUID()}`;
-          const sec = await sdkUpload(s3, data, key, stream);
-          if (cfg.verify && (await sha256Of(s3, key)) !== sha) throw new Error(`${name}: object differs`);
-          await cleanup(s3, key);
-          r.mibs.push(cfg.sizeMiB / sec);
-        },
-      });
-      continue;
-    }
-    const m = /^(plain|tusk|external)-(\d+)$/.exec(name);
-    if (!m) throw new Error(`unknown case ${name} (sdk, sdk-stream, plain-<MiB>, tusk-<MiB>, external-<MiB>)`);
-    const kind = m[1]!;
-    const chunk = Number(m[2]) * MiB;
-    r.what = `tus-js-client chunkSize ${m[2]} MiB, ${
-      kind === 'plain' ? 'plain @tus/s3-store' : kind === 'tusk' ? 'TuskS3Store' : `external ${cfg.tusEndpoint}`
-    }`;
-    r.patches = 0;
-    let server: ChildServer | undefined;
-    let endpoint = cfg.tusEndpoint ?? '';
-    if (kind !== 'external') {
-      server = await startServer(kind, port++);
-      endpoint = server.endpoint;
-    } else if (!endpoint) {
-      throw new Error('external-* cases need BENCH_TUS_ENDPOINT');
-    }
-    const pid = server?.proc.pid;
-    runners.push({
-      r,
-      server,
-      run: async () => {
-        const cpu0 = pid ? cpuSeconds(pid) : undefined;
-        const { seconds, id } = await tusUpload(endpoint, data, chunk);
-        const cpu1 = pid ? cpuSeconds(pid) : undefined;
-        if (cpu0 !== undefined && cpu1 !== undefined) r.cpu!.push(cpu1 - cpu0);
-        if (cfg.verify && (await sha256Of(s3, id)) !== sha) throw new Error(`${name}: object differs`);
-        if (kind !== 'external') await cleanup(s3, id);
-        r.mibs.push(cfg.sizeMiB / seconds);
-        r.patches! += Math.ceil(size / chunk);
-      },
-    });
-  }
+  // What the storage's daemons burn doing nothing (their own timers), to judge the figures by.
+  const idle0 = sumValues(storageCpuSeconds(daemons));
+  await new Promise((r) => setTimeout(r, 2000));
+  const idleStoragePerSecond = (sumValues(storageCpuSeconds(daemons)) - idle0) / 2;
+
+  const servers: Servers = { tusk: new Map(), bare: {} };
+  const cases: Case[] = [];
+  const peaks: Record<string, number> = {};
+  const stats: Record<string, CallStats> = {};
   try {
+    for (const name of cfg.cases) cases.push(await buildCase(name, s3, data, file, servers));
+    for (let i = 0; i < cfg.warmup; i++) {
+      for (const c of cases) {
+        const key = await c.upload();
+        await untilInS3(s3, key, data.length);
+        if (!c.name.startsWith('external-')) await cleanup(s3, key);
+        betweenRuns();
+      }
+    }
     for (let i = 0; i < cfg.runs; i++) {
-      for (const { r, run } of runners) {
-        await run();
-        console.error(`${r.name} run ${i + 1}: ${r.mibs.at(-1)!.toFixed(1)} MiB/s`);
-        if (cfg.betweenRuns) execSync(cfg.betweenRuns, { stdio: 'ignore', timeout: 60_000 });
+      for (const c of cases) {
+        const server0 = c.serverPid ? cpuSecondsOf(c.serverPid) : undefined;
+        const storage0 = storageCpuSeconds(daemons);
+        const client0 = process.cpuUsage();
+        const t0 = performance.now();
+        const key = await c.upload();
+        const seconds = (performance.now() - t0) / 1000;
+        const client = process.cpuUsage(client0);
+        // The CPU windows close once the object is complete in S3, not at the last 204.
+        const lagMs = await untilInS3(s3, key, data.length);
+        const storage1 = storageCpuSeconds(daemons);
+        const server1 = c.serverPid ? cpuSecondsOf(c.serverPid) : undefined;
+        const storageCpu: Record<string, number> = {};
+        for (const [k, v] of Object.entries(storage1)) storageCpu[k] = v - (storage0[k] ?? 0);
+        c.runs.push({
+          mibs: cfg.sizeMiB / seconds,
+          serverCpu: server0 !== undefined && server1 !== undefined ? server1 - server0 : undefined,
+          storageCpu,
+          clientCpu: (client.user + client.system) / 1e6,
+          lagMs,
+        });
+        if (cfg.verify && (await sha256Of(s3, key)) !== sha) throw new Error(`${c.name}: the object in S3 differs from the file`);
+        if (!c.name.startsWith('external-')) await cleanup(s3, key);
+        betweenRuns();
+        const r = c.runs.at(-1)!;
+        console.error(
+          `${c.name} run ${i + 1}: ${r.mibs.toFixed(1)} MiB/s, server ${fmt(r.serverCpu, 2)} s, storage ${sumValues(r.storageCpu).toFixed(2)} s CPU`,
+        );
       }
     }
   } finally {
-    for (const { r, server } of runners) {
-      if (!server) continue;
-      r.peakRss = peakRssMiB(server.proc.pid!);
-      server.proc.kill('SIGTERM');
-      r.stats = await server.stats;
+    const peakOf = (pid: number) => {
+      try {
+        return rssOf(pid).peakMiB;
+      } catch {
+        return NaN; // already gone
+      }
+    };
+    for (const [mode, tusk] of servers.tusk) {
+      peaks[mode ? `tusk.${mode}` : 'tusk'] = peakOf(tusk.pid);
+      await tusk.stop();
+    }
+    for (const [kind, bare] of Object.entries(servers.bare)) {
+      peaks[kind] = peakOf(bare.pid);
+      bare.proc.kill('SIGTERM');
+      stats[kind] = await bare.stats;
     }
   }
-  const results = runners.map((x) => x.r);
-
-  const baseOf = (name: string) => {
-    const r = results.find((x) => x.name === name);
-    return r ? median(r.mibs) : undefined;
-  };
-  const bases = (['sdk', 'sdk-stream'] as const).filter((n) => baseOf(n) !== undefined);
-  console.log(
-    `\n| case | what | runs (MiB/s) | median MiB/s | ${bases.map((b) => `ratio to ${b}`).join(' | ')} | server peak RSS | server CPU s/GiB |`,
-  );
-  console.log(`|---|---|---|---|${bases.map(() => '---|').join('')}---|---|`);
-  for (const r of results) {
-    const med = median(r.mibs);
-    console.log(
-      `| ${r.name} | ${r.what} | ${r.mibs.map((x) => x.toFixed(0)).join(', ')} | ${med.toFixed(1)} | ${bases
-        .map((b) => (med / baseOf(b)!).toFixed(2))
-        .join(' | ')} | ${r.peakRss ? `${r.peakRss.toFixed(0)} MiB` : '-'} | ${
-        r.cpu?.length ? ((median(r.cpu) / cfg.sizeMiB) * 1024).toFixed(1) : '-'
-      } |`,
-    );
-  }
-  for (const r of results) {
-    if (!r.stats || !r.patches) continue;
-    console.log(`\n${r.name}: server-side calls per PATCH (${r.patches} PATCHes in ${cfg.runs} runs)`);
-    console.log(`| call | per PATCH | mean ms |`);
-    console.log(`|---|---|---|`);
-    for (const [k, v] of Object.entries(r.stats).sort()) {
-      console.log(`| ${k} | ${(v.n / r.patches).toFixed(2)} | ${(v.ms / v.n).toFixed(1)} |`);
-    }
-  }
+  report(cases, peaks, stats, loadAtStart);
+  console.log(`\nStorage daemons at rest: ${idleStoragePerSecond.toFixed(3)} CPU s per second (included in the storage figures above).`);
 }
 
-if (process.argv[2] === 'serve') {
-  serve(process.argv[3] ?? 'tusk', Number(process.argv[4])).catch((err: unknown) => {
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
     console.error(err);
     process.exit(1);
-  });
-} else {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      console.error(err);
-      process.exit(1);
-    },
-  );
-}
+  },
+);

@@ -88,6 +88,12 @@ const env = z.object({
   S3_MAX_CONCURRENT_PART_UPLOADS: integer('S3_MAX_CONCURRENT_PART_UPLOADS', 1, 1000).default(16),
   S3_BUCKET_BOOTSTRAP: bool('S3_BUCKET_BOOTSTRAP').default(false),
   S3_ABORT_INCOMPLETE_AFTER_DAYS: integer('S3_ABORT_INCOMPLETE_AFTER_DAYS', 1, 3650).default(7),
+  // When a PATCH is acknowledged (lib/stores/s3-write-buffer.ts; README "Performance").
+  UPLOAD_ACK: z.enum(['storage', 'disk'], { message: 'UPLOAD_ACK must be "storage" or "disk"' }).default('storage'),
+  UPLOAD_BUFFER_DIR: z.string().min(1).optional(),
+  UPLOAD_BUFFER_MAX: bytes('UPLOAD_BUFFER_MAX').default(2 * 1024 * MiB),
+  UPLOAD_BUFFER_IDLE_FLUSH: duration('UPLOAD_BUFFER_IDLE_FLUSH').default(10_000),
+  UPLOAD_BUFFER_ABANDON_AFTER: duration('UPLOAD_BUFFER_ABANDON_AFTER').default(3_600_000),
   CORS_ORIGINS: z.string().default('*'),
   REDIS_URL: url('REDIS_URL', ['redis:', 'rediss:', 'unix:']).optional(),
   REDIS_PREFIX: z.string().default('tusk:'),
@@ -182,6 +188,22 @@ export interface S3Config {
   maxConcurrentPartUploads: number;
   bootstrap: boolean;
   abortIncompleteAfterDays: number;
+  /**
+   * UPLOAD_ACK: a PATCH is answered once its bytes are in S3 ('storage', the default), or once
+   * fsynced in this instance's write buffer and pushed to S3 in whole parts afterwards ('disk').
+   */
+  ack: 'storage' | 'disk';
+  /** The write buffer (UPLOAD_ACK=disk). */
+  buffer: {
+    /** UPLOAD_BUFFER_DIR (default DATA_DIR/upload-buffer). */
+    directory: string;
+    /** UPLOAD_BUFFER_MAX: bytes on disk per process; bodies beyond it are acknowledged from S3. */
+    maxBytes: number;
+    /** UPLOAD_BUFFER_IDLE_FLUSH: an upload's bytes go to S3 after this long without a PATCH. */
+    idleFlushMs: number;
+  };
+  /** UPLOAD_BUFFER_ABANDON_AFTER: bytes held by an instance not running this long are given up (any UPLOAD_ACK). */
+  abandonBufferedAfterMs: number;
 }
 
 export interface Config {
@@ -386,7 +408,18 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       maxConcurrentPartUploads: e.S3_MAX_CONCURRENT_PART_UPLOADS,
       bootstrap: e.S3_BUCKET_BOOTSTRAP,
       abortIncompleteAfterDays: e.S3_ABORT_INCOMPLETE_AFTER_DAYS,
+      ack: e.UPLOAD_ACK,
+      buffer: {
+        directory: path.resolve(e.UPLOAD_BUFFER_DIR ?? path.join(e.DATA_DIR, 'upload-buffer')),
+        maxBytes: e.UPLOAD_BUFFER_MAX,
+        idleFlushMs: e.UPLOAD_BUFFER_IDLE_FLUSH,
+      },
+      abandonBufferedAfterMs: e.UPLOAD_BUFFER_ABANDON_AFTER,
     };
+    if (e.UPLOAD_ACK === 'disk' && e.UPLOAD_BUFFER_MAX < 2 * e.S3_PART_SIZE) problems.push(`UPLOAD_BUFFER_MAX: must be at least twice S3_PART_SIZE (${2 * e.S3_PART_SIZE} bytes)`);
+    if (e.UPLOAD_BUFFER_ABANDON_AFTER < 60_000) problems.push('UPLOAD_BUFFER_ABANDON_AFTER: must be at least 1m (an instance restarting must find its uploads)');
+  } else if (e.UPLOAD_ACK === 'disk') {
+    problems.push('UPLOAD_ACK: "disk" applies to S3 storage (STORAGE=file writes to disk already)');
   }
   if (e.MAX_UPLOAD_SIZE <= 0) problems.push('MAX_UPLOAD_SIZE: must be greater than 0');
   if (e.CHECKSUM_SPOOL_LIMIT < MiB) problems.push('CHECKSUM_SPOOL_LIMIT: must be at least 1MiB');

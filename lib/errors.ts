@@ -6,6 +6,7 @@
 export const ERROR_CATALOGUE = {
   // The request itself is wrong.
   invalid_request: { status: 400, message: 'Malformed request' },
+  digest_mismatch: { status: 400, message: 'Content-Digest or Repr-Digest does not match the bytes received' },
   incomplete_upload: { status: 400, message: 'Parts of the upload are missing in storage' },
   part_size_mismatch: { status: 400, message: 'A part in storage has the wrong size' },
   unexpected_parts: { status: 400, message: 'Storage has parts beyond the part count' },

@@ -7,6 +7,7 @@
 //   <p>lock-release, <p>lock-released  pub/sub: "let go of <id>", "<id> was unlocked"
 //   <p>upload:{<id>}, ...:parts        S3 upload state (info JSON; part number -> "size etag")
 //   <p>concat:{<id>}                   "partial" | "final;<urls>"
+//   <p>repr-digest:{<id>}              Repr-Digest a draft upload must match once complete  server/tus/digest.ts
 //   <p>owner:{<id>}                    user id of the upload's owner
 //   <p>user-uploads:{<user>}           zset of the user's uploads (score: creation ms) hooks/ownership.ts
 //   <p>user-uploads-indexed            marker: uploads older than the listing were indexed
@@ -24,6 +25,11 @@
 //   <p>dedup:{<user>}:<sha256>:<size>  upload id of a ready upload with that content
 //   <p>url-signing-key                 key of tusk's signed derived-file URLs (lib/signed-urls.ts)
 //   <p>workers                         hash worker process id -> { queues, seen } (lib/worker-registry.ts)
+//   <p>upload-buffers                  hash buffer instance id -> last heartbeat (ms) (UPLOAD_ACK=disk,
+//                                      lib/stores/s3-write-buffer.ts)
+//   <p>upload-buffer                   pub/sub: "flush <id>": whoever holds bytes of <id>, push them to S3
+//   <p>upload-buffer-flush:<instance>  set of upload ids <instance> is asked to push (the same request,
+//                                      polled: a message published while it was not listening is not lost)
 export class RedisKeys {
   constructor(readonly prefix: string) {}
 
@@ -51,6 +57,10 @@ export class RedisKeys {
 
   concat(id: string): string {
     return `${this.prefix}concat:{${id}}`;
+  }
+
+  reprDigest(id: string): string {
+    return `${this.prefix}repr-digest:{${id}}`;
   }
 
   owner(id: string): string {
@@ -110,6 +120,16 @@ export class RedisKeys {
 
   get workers(): string {
     return `${this.prefix}workers`;
+  }
+
+  get uploadBuffers(): string {
+    return `${this.prefix}upload-buffers`;
+  }
+  get uploadBufferChannel(): string {
+    return `${this.prefix}upload-buffer`;
+  }
+  uploadBufferFlushes(instanceId: string): string {
+    return `${this.prefix}upload-buffer-flush:${instanceId}`;
   }
 
   dedup(userId: string, sha256: string, size: number): string {

@@ -7,6 +7,7 @@ import type { Core } from '../hooks/core.js';
 import { servingRefusal } from '../lib/record-store.js';
 import { processingGap } from '../lib/worker-registry.js';
 import { uploadsDirectory } from '../lib/stores/datastore.js';
+import { TuskS3Store } from '../lib/stores/s3-store.js';
 import { bootstrapBucket } from '../minio/bootstrap.js';
 import { healthz, readyz, type ReadinessDeps } from './health.js';
 import { handleUncaught } from './http/errors.js';
@@ -16,6 +17,7 @@ import { isTusPath } from './http/request-target.js';
 import { requestId } from './http/request-id.js';
 import { SpoolBudget } from './tus/checksum.js';
 import { ConcatRegistry } from './tus/concatenation.js';
+import { ReprDigestRegistry } from './tus/digest.js';
 import { createTusEndpoint } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
 import { createApiRouter } from './status/routes.js';
@@ -46,6 +48,11 @@ export async function startServer(core: Core): Promise<RunningServer> {
     storage = { kind: 'file', directory: uploadsDirectory(config) };
   }
 
+  // UPLOAD_ACK=disk: PATCHes are acknowledged from this process's write buffer; what a previous
+  // process left there goes to S3 first.
+  const writeBuffer = config.s3?.ack === 'disk' && datastore instanceof TuskS3Store ? datastore : undefined;
+  if (writeBuffer && config.s3) await writeBuffer.startWriteBuffer(config.s3.buffer, subscriber);
+
   const locker = new RedisLocker({
     redis,
     subscriber,
@@ -63,6 +70,8 @@ export async function startServer(core: Core): Promise<RunningServer> {
     lifecycle: core.lifecycle,
     downloadStorage: storage.kind === 's3' ? storage : { kind: 'file' },
     concat: new ConcatRegistry(redis, config.redisPrefix, config.uploadExpiryMs + 86_400_000),
+    reprDigests: new ReprDigestRegistry(redis, config.redisPrefix, config.uploadExpiryMs + 86_400_000),
+    storage: core.storage,
     access,
     contentGate,
     spoolBudget: new SpoolBudget(config.checksumSpoolLimit),
@@ -172,6 +181,8 @@ export async function startServer(core: Core): Promise<RunningServer> {
     for (const socket of sockets) socket.destroy();
     await waitUntil(() => tusEndpoint.inFlight() === 0, deadline - 1000);
     if (tusEndpoint.inFlight() > 0) logger.warn({ inFlight: tusEndpoint.inFlight() }, 'shutdown: requests still saving at the deadline');
+    // Acknowledged bytes still on this disk go to S3 now (what does not make it stays for the next start).
+    await writeBuffer?.stopWriteBuffer(deadline);
     await locker.close();
   }
 

@@ -24,6 +24,7 @@ export function createDatastore(config: Config, redis: Redis, logger: Logger, cl
       expirationPeriodInMilliseconds: config.uploadExpiryMs,
       redis,
       redisPrefix: config.redisPrefix,
+      handOver: { abandonAfterMs: config.s3.abandonBufferedAfterMs, handOverTimeoutMs: config.lockAcquireTimeoutMs },
       logger: logger.child({ component: 's3-store' }),
     });
   }

@@ -22,12 +22,12 @@ import { ERRORS, StreamLimiter, TUS_RESUMABLE, Upload } from '@tus/utils';
 import type { Redis } from 'ioredis';
 import type { S3 } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
-import { isNotFoundError } from '../errors.js';
+import { isNotFoundError, TuskError } from '../errors.js';
 import { listAllParts, sdkClientSettings } from '../s3.js';
 import { isUploadId } from '../upload-id.js';
 import type { ConcatenatingStore } from './concatenating-store.js';
 import { finishedUploadsNeverExpire } from './finished-uploads-never-expire.js';
-import { PartWriter, type PartWriterHost } from './s3-part-writer.js';
+import { PartWriter } from './s3-part-writer.js';
 import { concatenateObjects } from './s3-concat.js';
 import { currentUploadRequest } from './s3-request-context.js';
 import {
@@ -37,6 +37,7 @@ import {
   type StoredUploadInfo,
   type UploadState,
 } from './s3-upload-state.js';
+import { HeldBytes, WriteBuffer, type HandOverOptions, type WriteBufferHost, type WriteBufferOptions } from './s3-write-buffer.js';
 
 export interface TuskS3StoreOptions extends S3StoreOptions {
   /** The process's S3 client (lib/s3.ts); without it the store makes one from s3ClientConfig. */
@@ -56,6 +57,11 @@ export interface TuskS3StoreOptions extends S3StoreOptions {
    * file while its upload catches up). Default 4. The store-wide limit is maxConcurrentPartUploads.
    */
   partsInFlightPerWrite?: number;
+  /**
+   * Another instance acknowledged bytes of an upload on its disk (UPLOAD_ACK=disk): how long to
+   * wait for it to push them, and after how long without its heartbeat they are given up.
+   */
+  handOver?: Partial<HandOverOptions>;
 }
 
 const NEXT_PART_META = 'tusk-next-part';
@@ -97,15 +103,19 @@ function infoOf(upload: Upload): StoredUploadInfo {
   return info;
 }
 
-export class TuskS3Store extends S3Store implements PartWriterHost, ConcatenatingStore {
+export class TuskS3Store extends S3Store implements WriteBufferHost, ConcatenatingStore {
   readonly spoolDirectory: string;
   readonly log: Logger | undefined;
   private readonly states: S3UploadStateStore;
-  private readonly spoolRetries: number;
+  readonly spoolRetries: number;
   private readonly partsInFlightPerWrite: number;
+  private readonly redisPrefix: string;
+  private readonly held: HeldBytes;
+  /** Set by startWriteBuffer(): PATCH bytes are acknowledged once fsynced on local disk. */
+  private buffer: WriteBuffer | undefined;
 
   constructor(options: TuskS3StoreOptions) {
-    const { client, redis, redisPrefix = 'tusk:', logger, stateTtlMs, spoolDirectory, spoolRetries, partsInFlightPerWrite, ...s3Options } = options;
+    const { client, redis, redisPrefix = 'tusk:', logger, stateTtlMs, spoolDirectory, spoolRetries, partsInFlightPerWrite, handOver, ...s3Options } = options;
     super({ ...s3Options, s3ClientConfig: { ...sdkClientSettings(logger), ...options.s3ClientConfig } });
     if (client) {
       // One S3 client per process: the one super() made has sent nothing yet.
@@ -120,6 +130,47 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
     this.partsInFlightPerWrite = Math.max(1, partsInFlightPerWrite ?? 4);
     const expiry = this.expirationPeriodInMilliseconds;
     this.states = new S3UploadStateStore(redis, redisPrefix, stateTtlMs ?? (expiry > 0 ? expiry + DAY_MS : 7 * DAY_MS));
+    this.redisPrefix = redisPrefix;
+    this.held = new HeldBytes(redis, this.states, redisPrefix, this.log, {
+      abandonAfterMs: handOver?.abandonAfterMs ?? 3_600_000,
+      handOverTimeoutMs: handOver?.handOverTimeoutMs ?? 20_000,
+    });
+  }
+
+  /**
+   * From now on PATCH bytes are acknowledged once fsynced under `options.directory` and pushed to
+   * S3 in the background (s3-write-buffer.ts); bytes a previous process left there are pushed.
+   * `subscriber` is put in subscriber mode (flush requests from other instances).
+   */
+  async startWriteBuffer(options: WriteBufferOptions, subscriber: Redis): Promise<void> {
+    if (this.buffer) return;
+    this.buffer = await WriteBuffer.open(this, this.states, this.held, subscriber, this.redisPrefix, options);
+    this.log?.info({ directory: options.directory, instance: this.buffer.instanceId }, 'PATCH bytes are acknowledged once on local disk (UPLOAD_ACK=disk)');
+  }
+
+  /** Shutdown: pushes what the write buffer holds until `deadline` (the rest waits on disk). */
+  async stopWriteBuffer(deadline: number): Promise<void> {
+    await this.buffer?.shutdown(deadline);
+  }
+
+  /** Part size, the size below which a write's end becomes the `.part` tail, parts in flight. */
+  partPlan(state: UploadState): { partSize: number; tailThreshold: number; partsInFlight: number } {
+    const size = state.upload.size;
+    const partSize = Math.max(
+      size !== undefined ? this.calcOptimalPartSize(size) : Math.max(this.preferredPartSize, this.minPartSize),
+      state.tail, // a .part left by a store configured with larger parts must fit the first part
+    );
+    // Huge uploads need parts above the preferred size to stay within maxMultipartParts: then
+    // smaller PATCH bodies accumulate in .part until a part of that size is reached.
+    const tailThreshold = size !== undefined && partSize > this.preferredPartSize ? partSize : this.minPartSize;
+    return { partSize, tailThreshold, partsInFlight: this.partsInFlightPerWrite };
+  }
+
+  /** The state with every acknowledged byte in S3: held bytes pushed first (here or by their holder). */
+  private async pushHeld(state: UploadState): Promise<UploadState> {
+    if (state.local === 0) return state;
+    if (this.buffer && state.holder === this.buffer.instanceId) return this.buffer.drain(state);
+    return this.held.takeOver(state);
   }
 
   /**
@@ -178,7 +229,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
         if (p.PartNumber !== parts.length + 1) break;
         parts.push({ number: p.PartNumber, size: p.Size ?? 0, etag: p.ETag ?? '' });
       }
-      state = { upload, uploadId, nparts: parts.length, bytes: parts.reduce((a, p) => a + p.size, 0), tail: 0, done: false };
+      state = { upload, uploadId, nparts: parts.length, bytes: parts.reduce((a, p) => a + p.size, 0), tail: 0, local: 0, holder: '', done: false };
       const tail = await this.headTail(id);
       if (tail) {
         const next = tail.nextPart;
@@ -193,7 +244,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
         const head = await this.client.headObject({ Bucket: this.bucket, Key: id });
         upload.size = head.ContentLength ?? 0;
       }
-      state = { upload, uploadId, nparts: 0, bytes: upload.size, tail: 0, done: true };
+      state = { upload, uploadId, nparts: 0, bytes: upload.size, tail: 0, local: 0, holder: '', done: true };
     }
     this.log?.info({ uploadId: id, offset: stateOffset(state), parts: state.nparts, tail: state.tail, done: state.done }, 'rebuilt upload state from S3');
     if (!(await this.states.init(state, parts))) {
@@ -255,11 +306,15 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
   }
 
   async getTailStream(state: UploadState, expected: number): Promise<Readable> {
-    const res = await this.client.getObject({ Bucket: this.bucket, Key: this.partKey(state.upload.id, true) });
+    // Only the first `expected` bytes: a process that died after replacing `.part` with a longer
+    // one for the same next part (its bytes start the same way) but before recording it in Redis
+    // leaves an object longer than the state says.
+    const res = await this.client.getObject({ Bucket: this.bucket, Key: this.partKey(state.upload.id, true), Range: `bytes=0-${expected - 1}` });
     const body = res.Body as Readable | undefined;
-    if (!body || res.ContentLength !== expected) {
+    const next = res.Metadata?.[NEXT_PART_META];
+    if (!body || res.ContentLength !== expected || (next !== undefined && Number(next) !== state.nparts + 1)) {
       body?.destroy();
-      throw new Error(`upload ${state.upload.id}: .part is ${res.ContentLength} bytes, state says ${expected}`);
+      throw new Error(`upload ${state.upload.id}: .part has ${res.ContentLength} bytes before part ${next}, state says ${expected} before ${state.nparts + 1}`);
     }
     return body;
   }
@@ -292,7 +347,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
     if (!res.UploadId) throw new Error(`upload ${upload.id}: CreateMultipartUpload returned no UploadId`);
     upload.storage = { type: 's3', path: res.Key ?? upload.id, bucket: this.bucket };
     await this.saveMetadata(upload, res.UploadId);
-    const state: UploadState = { upload: infoOf(upload), uploadId: res.UploadId, nparts: 0, bytes: 0, tail: 0, done: false };
+    const state: UploadState = { upload: infoOf(upload), uploadId: res.UploadId, nparts: 0, bytes: 0, tail: 0, local: 0, holder: '', done: false };
     await this.states.delete(upload.id); // a leftover state of an earlier upload with this id
     await this.states.init(state);
     if (upload.size === 0) await this.finish(state);
@@ -301,32 +356,47 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
   }
 
   override async getUpload(id: string): Promise<Upload> {
-    const state = await this.loadState(id);
+    let state = await this.held.visible(await this.loadState(id));
     const size = state.upload.size;
     if (!state.done && size !== undefined && stateOffset(state) === size) {
-      // All bytes are in S3 but completing failed earlier (or the process died in between).
-      await this.finish(state);
+      // Every byte is acknowledged but completing failed earlier (or the process died in between).
+      state = await this.pushHeld(state);
+      if (stateOffset(state) === size) await this.finish(state);
     }
     return this.toUpload(state);
   }
 
   override async write(src: Readable, id: string, offset: number): Promise<number> {
     const started = performance.now();
-    const state = await this.loadState(id);
+    let state = await this.loadState(id);
     if (state.done) {
       src.resume();
       return stateOffset(state);
     }
+    // Bytes another instance acknowledged come first (it pushes them to S3 when asked).
+    if (state.local > 0 && state.holder !== this.buffer?.instanceId) state = await this.held.takeOver(state);
     if (offset !== stateOffset(state)) throw ERRORS.INVALID_OFFSET;
     const expected = this.expectedLength(src, state, offset);
     const size = state.upload.size;
-    const partSize = Math.max(
-      size !== undefined ? this.calcOptimalPartSize(size) : Math.max(this.preferredPartSize, this.minPartSize),
-      state.tail, // a .part left by a store configured with larger parts must fit the first part
-    );
-    // Huge uploads need parts above the preferred size to stay within maxMultipartParts: then
-    // smaller PATCH bodies accumulate in .part until a part of that size is reached.
-    const tailThreshold = size !== undefined && partSize > this.preferredPartSize ? partSize : this.minPartSize;
+    // Small bodies are where the buffer pays (no .part rewrite per PATCH). A body of a whole part
+    // or more, with nothing held, goes straight to S3: through the buffer it would cost a disk
+    // write and read-back more CPU per GiB, which measured slower (bench/README.md, UPLOAD_ACK).
+    const small = expected !== undefined && (state.local > 0 || expected < this.partPlan(state).partSize);
+    if (this.buffer && expected !== undefined && expected > 0 && small && this.buffer.reserve(expected)) {
+      const { received, bodyError } = await this.buffer.append(state, src, expected);
+      const newOffset = offset + received;
+      if (bodyError === undefined && size !== undefined && newOffset === size) {
+        const fresh = await this.states.load(id);
+        if (!fresh) throw ERRORS.FILE_NOT_FOUND;
+        await this.finish(await this.pushHeld(fresh));
+      }
+      this.log?.debug({ uploadId: id, from: offset, to: newOffset, expected, ms: Math.round(performance.now() - started), bodyError: bodyError !== undefined }, 'write buffered');
+      if (bodyError !== undefined) throw bodyError;
+      return newOffset;
+    }
+    // Written straight to S3: this process's own held bytes of the upload go first.
+    state = await this.pushHeld(state);
+    const { partSize, tailThreshold } = this.partPlan(state);
     const writer = new PartWriter(this, state, src, expected, {
       partSize,
       tailThreshold,
@@ -368,6 +438,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
   /** Completes the multipart upload from the part list in Redis (first turning a tail into the last part). */
   private async finish(state: UploadState): Promise<void> {
     const id = state.upload.id;
+    if (state.local > 0) throw new Error(`upload ${id}: completing while ${state.local} bytes are not in S3`);
     if (state.tail > 0) {
       const body = await this.getTailStream(state, state.tail);
       const etag = await this.uploadPartBody(state, state.nparts + 1, body, state.tail).finally(() => body.destroy());
@@ -421,7 +492,13 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
   }
 
   override async remove(id: string): Promise<void> {
-    const state = await this.loadState(id); // FILE_NOT_FOUND without state and .info
+    let state = await this.loadState(id); // FILE_NOT_FOUND without state and .info
+    // An instance still pushing acknowledged bytes would write after the deletion: it finishes
+    // first. One that is not running pushes nothing (its next start drops what it holds).
+    state = await this.pushHeld(state).catch((err: unknown) => {
+      if (err instanceof TuskError) return state;
+      throw err;
+    });
     if (!state.done && state.uploadId) {
       try {
         await this.client.abortMultipartUpload({ Bucket: this.bucket, Key: id, UploadId: state.uploadId });
@@ -490,7 +567,7 @@ export class TuskS3Store extends S3Store implements PartWriterHost, Concatenatin
     });
     const size = final.size ?? 0;
     await this.states.delete(final.id);
-    await this.states.init({ upload: infoOf(final), uploadId, nparts: 0, bytes: size, tail: 0, done: true });
+    await this.states.init({ upload: infoOf(final), uploadId, nparts: 0, bytes: size, tail: 0, local: 0, holder: '', done: true });
     final.offset = size;
     return final;
   }

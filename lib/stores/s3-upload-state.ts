@@ -7,13 +7,19 @@
 //                                       nparts number of committed parts (always 1..nparts, consecutive)
 //                                       bytes  sum of the committed parts' sizes
 //                                       tail   size of the `<id>.part` object (0 = none)
+//                                       local  bytes acknowledged after them that are not in S3 yet,
+//                                              fsynced on one instance's disk (UPLOAD_ACK=disk,
+//                                              s3-write-buffer.ts); 0 or missing = none
+//                                       holder that instance's id while local > 0
 //                                       done   "1" once CompleteMultipartUpload succeeded
 //   <prefix>upload:{<id>}:parts  hash  <partNumber> -> "<size> <etag>"
 //
-// Invariant: nothing is written here before S3 confirmed it; the state may lag behind S3 (crash
-// between the S3 call and the Redis update), never run ahead. When the keys are missing the
-// store rebuilds them from S3 (`<id>.info`, ListParts, HeadObject `<id>.part`).
+// Invariant: parts and tail are written here only after S3 confirmed them, and `local` only after
+// the holder fsynced those bytes; the state may lag behind S3 (crash between the S3 call and the
+// Redis update), never run ahead. When the keys are missing the store rebuilds them from S3
+// (`<id>.info`, ListParts, HeadObject `<id>.part`), which knows nothing of `local`.
 import type { Redis } from 'ioredis';
+import { TuskError } from '../errors.js';
 import { RedisKeys } from '../redis-keys.js';
 import { luaScript } from '../lua.js';
 
@@ -34,6 +40,10 @@ export interface UploadState {
   bytes: number;
   /** Size of the incomplete tail object `<id>.part`; 0 when there is none. */
   tail: number;
+  /** Acknowledged bytes after bytes + tail held on the disk of instance `holder`, not in S3 yet. */
+  local: number;
+  /** The instance holding `local` bytes; '' when local is 0. */
+  holder: string;
   done: boolean;
 }
 
@@ -43,8 +53,13 @@ export interface CommittedPart {
   etag: string;
 }
 
-/** The tus offset of an upload in this state. */
+/** The tus offset of an upload in this state: every byte acknowledged. */
 export function stateOffset(s: UploadState): number {
+  return s.done ? (s.upload.size ?? s.bytes) : s.bytes + s.tail + s.local;
+}
+
+/** How far S3 holds the upload (committed parts and the `.part` tail). */
+export function storedOffset(s: UploadState): number {
   return s.done ? (s.upload.size ?? s.bytes) : s.bytes + s.tail;
 }
 
@@ -54,9 +69,10 @@ const COMMIT_SCRIPT = luaScript('upload-state-commit');
 
 const SET_FIELD_SCRIPT = luaScript('upload-state-set-field');
 
-export class StateConflictError extends Error {
+/** The state changed under a writer: a client retrying finds the offset with HEAD (409). */
+export class StateConflictError extends TuskError {
   constructor(id: string) {
-    super(`upload ${id}: Redis state changed during a write (two writers on one upload?)`);
+    super('in_progress', `upload ${id}: its state changed during this write; retry from the current offset`);
     this.name = 'StateConflictError';
   }
 }
@@ -91,6 +107,8 @@ export class S3UploadStateStore {
       nparts: Number(h.nparts),
       bytes: Number(h.bytes ?? 0),
       tail: Number(h.tail ?? 0),
+      local: Number(h.local ?? 0),
+      holder: h.holder ?? '',
       done: h.done === '1',
     };
   }
@@ -111,10 +129,12 @@ export class S3UploadStateStore {
   }
 
   /**
-   * Records parts that S3 confirmed and the new tail size, if the state is still `prev`.
-   * Mutates `prev` to the new state on success.
+   * Records parts that S3 confirmed, the new tail size and the bytes held locally, if the state is
+   * still `prev` (compare-and-set). Mutates `prev` to the new state on success. Without `local`
+   * the tus offset stays where it was when S3 took over locally held bytes, or the local bytes
+   * stay as they are when there are none.
    */
-  async commit(prev: UploadState, parts: CommittedPart[], newTail: number): Promise<'applied' | 'gone'> {
+  async commit(prev: UploadState, parts: CommittedPart[], newTail: number, local?: { bytes: number; holder: string }): Promise<'applied' | 'gone'> {
     const id = prev.upload.id;
     let nparts = prev.nparts;
     let bytes = prev.bytes;
@@ -123,13 +143,18 @@ export class S3UploadStateStore {
       nparts = p.number;
       bytes += p.size;
     }
-    const args: (string | number)[] = [this.ttlMs, prev.nparts, prev.bytes, prev.tail, nparts, bytes, newTail];
+    const newLocal = local?.bytes ?? (prev.local > 0 ? stateOffset(prev) - bytes - newTail : 0);
+    if (newLocal < 0) throw new Error(`upload ${id}: a commit would move the offset back (local ${newLocal})`);
+    const holder = newLocal > 0 ? (local?.holder ?? prev.holder) : '';
+    const args: (string | number)[] = [this.ttlMs, prev.nparts, prev.bytes, prev.tail, prev.local, prev.holder, nparts, bytes, newTail, newLocal, holder];
     for (const p of parts) args.push(p.number, `${p.size} ${p.etag}`);
     const r = await this.redis.eval(COMMIT_SCRIPT, 2, this.mainKey(id), this.partsKey(id), ...args);
     if (r === -1) throw new StateConflictError(id);
     prev.nparts = nparts;
     prev.bytes = bytes;
     prev.tail = newTail;
+    prev.local = newLocal;
+    prev.holder = holder;
     return r === 1 ? 'applied' : 'gone';
   }
 
@@ -157,13 +182,15 @@ export class S3UploadStateStore {
     const results = await this.redis
       .multi()
       .del(this.partsKey(id))
-      .hset(this.mainKey(id), 'info', info, 'nparts', state.nparts, 'bytes', state.bytes, 'tail', 0, 'done', '1')
+      .hset(this.mainKey(id), 'info', info, 'nparts', state.nparts, 'bytes', state.bytes, 'tail', 0, 'local', 0, 'holder', '', 'done', '1')
       .pexpire(this.mainKey(id), this.ttlMs)
       .exec();
     const failed = results?.find(([err]) => err);
     if (!results || failed) throw failed?.[0] ?? new Error(`upload ${id}: Redis MULTI aborted`);
     state.done = true;
     state.tail = 0;
+    state.local = 0;
+    state.holder = '';
   }
 
   async delete(id: string): Promise<void> {

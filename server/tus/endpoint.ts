@@ -4,10 +4,10 @@
 // flight (for graceful shutdown).
 import fs from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
+import { Readable, pipeline as pipeStreams } from 'node:stream';
 import { finished as streamFinished } from 'node:stream/promises';
 import { Server, type ServerOptions } from '@tus/server';
-import { ERRORS, type DataStore, type Locker, type Upload } from '@tus/utils';
+import { ERRORS, EVENTS, type DataStore, type Locker, type Upload } from '@tus/utils';
 import type { Request as ExpressRequest } from 'express';
 import { NodeRequest, sendNodeResponse } from 'srvx/node';
 import type { Config } from '../../config/index.js';
@@ -17,6 +17,7 @@ import type { UploadLifecycle } from '../../hooks/lifecycle.js';
 import { validateNewUpload } from '../../hooks/upload-create.js';
 import { RETRY_AFTER_SECONDS, TuskError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
+import type { ObjectStorage } from '../../lib/object-storage.js';
 import type { StorageLocation } from '../../lib/queues.js';
 import { baseFromMetadata } from '../../lib/record-store.js';
 import { canConcatenate } from '../../lib/stores/concatenating-store.js';
@@ -29,9 +30,27 @@ import { REQUEST_ID_HEADER } from '../http/request-id.js';
 import { TUS_PATH, tusTarget, uploadIdOfUrl } from '../http/request-target.js';
 import { CHECKSUM_ALGORITHMS, checksumSource, discardSpool, spoolAndVerify, type SpoolBudget } from './checksum.js';
 import { createFinalUpload, parseConcatHeader, type ConcatRegistry } from './concatenation.js';
+import { DigestTap, parseDigestField, streamMatches, type ReprDigestRegistry } from './digest.js';
 import { createDownloadHandler, type ContentGate, type DownloadStorage } from './download.js';
+import {
+  completenessHeader,
+  draftMetadata,
+  draftRulesOf,
+  DRAFT_REQUEST_HEADERS,
+  DRAFT_RESPONSE_HEADERS,
+  INTEROP_HEADER,
+  PARTIAL_UPLOAD,
+  problem,
+  problemBody,
+  requestCompletes,
+  sendInterim104,
+  setRequestHeader,
+  sfInteger,
+  uploadLimit,
+  type DraftRules,
+} from './draft.js';
 import { applyMethodOverride, checkTusRequest, wireMethod } from './protocol-gate.js';
-import { RequestScopedLocker, runInTusRequest, tusRequest } from './request-context.js';
+import { RequestScopedLocker, runInTusRequest, tusRequest, type DraftRequestState } from './request-context.js';
 
 export { TUS_PATH };
 
@@ -44,6 +63,25 @@ export interface TusEndpoint {
 
 const COLLECTION_METHODS = ['OPTIONS', 'POST'];
 const UPLOAD_METHODS = ['OPTIONS', 'HEAD', 'GET', 'PATCH', 'DELETE'];
+
+/**
+ * How often a draft request whose body is streaming looks at the upload's stored offset, to tell
+ * its client in a 104 how far the bytes are safe (only offsets the store has persisted: the draft
+ * makes Upload-Offset a promise that nothing before it needs sending again).
+ */
+const DRAFT_PROGRESS_INTERVAL_MS = 1000;
+
+/** What a draft request was translated into, for the translation of its answer. */
+interface DraftPlan {
+  /** The client says this request ends the upload. */
+  completes?: boolean;
+  /** It ends the upload but its length is known only once the body has arrived (no Content-Length). */
+  completeAfterBody?: boolean;
+  /** A GET handled as offset retrieval (the latest draft: like HEAD). */
+  get?: boolean;
+  /** Answered without the tus handler (an empty append completing an already complete upload). */
+  done?: boolean;
+}
 
 /** Where a tus upload's bytes are, for the processing job. */
 export function storageLocation(upload: Upload): StorageLocation {
@@ -60,6 +98,10 @@ export function createTusEndpoint(deps: {
   lifecycle: UploadLifecycle;
   downloadStorage: DownloadStorage;
   concat: ConcatRegistry;
+  /** Repr-Digests of draft uploads, checked when they complete. */
+  reprDigests: ReprDigestRegistry;
+  /** Reads a completed upload back (a Repr-Digest that spans several requests). */
+  storage: Pick<ObjectStorage, 'openRead'>;
   access: AccessControl;
   /** May an upload's bytes be served yet (scan verdict)? */
   contentGate: ContentGate;
@@ -67,7 +109,7 @@ export function createTusEndpoint(deps: {
   spoolBudget: SpoolBudget;
   logger: Logger;
 }): TusEndpoint {
-  const { config, datastore, locker, lifecycle, concat, access, spoolBudget, logger } = deps;
+  const { config, datastore, locker, lifecycle, concat, reprDigests, access, spoolBudget, logger } = deps;
   const download = createDownloadHandler({ datastore, storage: deps.downloadStorage, gate: deps.contentGate, logger });
   const options: ServerOptions & { datastore: DataStore } = {
     path: TUS_PATH,
@@ -80,7 +122,8 @@ export function createTusEndpoint(deps: {
     getFileIdFromRequest: () => tusRequest().id,
     generateUrl: (_req, { id }) => uploadUrl(tusRequest().baseUrl, id),
     allowedOrigins: config.corsOrigins === '*' ? undefined : config.corsOrigins,
-    exposedHeaders: ['Retry-After', 'Tus-Checksum-Algorithm', 'Upload-Expires', ERROR_CODE_HEADER, REQUEST_ID_HEADER],
+    exposedHeaders: ['Retry-After', 'Tus-Checksum-Algorithm', 'Upload-Expires', ERROR_CODE_HEADER, REQUEST_ID_HEADER, ...DRAFT_RESPONSE_HEADERS],
+    allowedHeaders: DRAFT_REQUEST_HEADERS,
     // How long a PATCH that is asked to give up its lock may take to save what it received.
     lockDrainTimeout: 3000,
     onUploadCreate: async (_req, upload) => {
@@ -91,6 +134,7 @@ export function createTusEndpoint(deps: {
         record: baseFromMetadata(upload.id, upload.size ?? null, upload.metadata ?? {}),
       });
       if (request.creatingPartial) await concat.markPartial(upload.id);
+      if (request.draft?.reprDigest) await reprDigests.remember(upload.id, request.draft.reprDigest);
       return {};
     },
     onUploadFinish: async (_req, upload) => {
@@ -105,16 +149,23 @@ export function createTusEndpoint(deps: {
     },
   };
   const tus = new Server(options);
+  // A draft creation announces its upload's URL in a 104 as soon as the upload exists, before its
+  // body is read (emitted synchronously inside the request's context).
+  tus.on(EVENTS.POST_CREATE, (_req, upload, url) => tusRequest().draft?.created?.(upload.id, url));
   let inFlight = 0;
 
   async function handle(req: ExpressRequest, res: ServerResponse): Promise<void> {
     inFlight++;
+    // A request of the IETF draft is answered in its terms (problem details) from the first refusal on.
+    const speaksDraft = req.headers[INTEROP_HEADER.toLowerCase()] !== undefined;
+    let draft: DraftRules | undefined;
     try {
       applyMethodOverride(req);
       const target = tusTarget(req.url);
       if (!target) throw new TuskError('not_found', 'Not found');
       const allowed = target.route === 'collection' ? COLLECTION_METHODS : UPLOAD_METHODS;
       if (!allowed.includes(req.method ?? '')) throw new TuskError('method_not_allowed', undefined, {}, { Allow: allowed.join(', ') });
+      draft = draftRulesOf(req);
       const id = target.route === 'upload' ? target.id : undefined;
       // Every request but the CORS preflight is authenticated before anything touches storage,
       // and another user's upload is answered exactly like an unknown one.
@@ -123,9 +174,12 @@ export function createTusEndpoint(deps: {
         principal = await access.authenticator.authenticate(req);
         if (id && !(await access.ownership.canAccess(principal, id))) throw new TuskError('not_found', req.method === 'GET' ? 'Upload not found' : ERRORS.FILE_NOT_FOUND.body.trim());
       }
-      await runInTusRequest({ principal, id, baseUrl: publicBaseUrl(req, config) }, () => handleAuthorized(req, res, id));
+      const draftState = draft ? { rules: draft } : undefined;
+      await runInTusRequest({ principal, id, baseUrl: publicBaseUrl(req, config), draft: draftState }, () => handleAuthorized(req, res, id));
     } catch (err) {
-      sendTusError(req, res, toTuskError(err, logger, { method: req.method, url: req.url }), config);
+      const error = toTuskError(err, logger, { method: req.method, url: req.url });
+      if (speaksDraft) sendDraftError(req, res, error, draft, config);
+      else sendTusError(req, res, error, config);
     } finally {
       inFlight--;
     }
@@ -133,6 +187,16 @@ export function createTusEndpoint(deps: {
 
   /** The upload's bytes are complete: processing, unless it is a partial of a concatenation. */
   async function finishUpload(upload: Upload): Promise<void> {
+    // A Repr-Digest sent for the whole representation: the stored bytes must match before anything
+    // processes them.
+    const expected = await reprDigests.expected(upload.id);
+    if (expected) {
+      if (!(await streamMatches(await deps.storage.openRead(storageLocation(upload)), expected))) {
+        await discardUpload(upload.id);
+        throw new TuskError('digest_mismatch', 'Repr-Digest does not match the uploaded representation; the upload was cancelled');
+      }
+      await reprDigests.forget(upload.id);
+    }
     if (tusRequest().creatingPartial || (await concat.headerOf(upload.id)) === 'partial') {
       await lifecycle.finishPartial(upload.id, upload.size ?? upload.offset);
       return;
@@ -141,6 +205,15 @@ export function createTusEndpoint(deps: {
   }
 
   async function handleAuthorized(req: IncomingMessage, res: ServerResponse, id: string | undefined): Promise<void> {
+    const draft = tusRequest().draft;
+    let plan: DraftPlan | undefined;
+    if (draft) {
+      plan = await translateDraftRequest(req, res, id, draft);
+      if (plan.done) {
+        await sendResponse(res, await draftAnswer(req, id, new Response(null, { status: 204 }), draft, plan));
+        return;
+      }
+    }
     if (req.method === 'GET' && id) {
       await download(req, res, id, { 'Tus-Resumable': '1.0.0', ...corsHeaders(req, config), 'Access-Control-Expose-Headers': 'Content-Range, Content-Disposition, ETag, Accept-Ranges' });
       return;
@@ -172,13 +245,20 @@ export function createTusEndpoint(deps: {
       }
     } else {
       if (req.method === 'PATCH' && id) await checkPatch(req, id);
-      response = await forwardToTus(req, res);
+      // A draft body (never checksummed the tus way) reports its progress in 104s while it streams.
+      const stopProgress = draft && (req.method === 'POST' || req.method === 'PATCH') ? reportProgress(req, res, id, draft) : undefined;
+      try {
+        response = await forwardToTus(req, res);
+      } finally {
+        stopProgress?.();
+      }
     }
     const error = tusRequest().error;
     if (error) for (const [name, value] of Object.entries(errorHeaders(error))) response.headers.set(name, value);
     noteReceived(req, response);
     if (id && req.method === 'DELETE' && response.status === 204) {
       await concat.forget(id);
+      await reprDigests.forget(id);
       await lifecycle.terminate(id, 'terminated');
     }
     if (req.method === 'OPTIONS') advertiseExtensions(response, canConcatenate(datastore));
@@ -188,7 +268,238 @@ export function createTusEndpoint(deps: {
       if (concatValue !== 'partial') await ensureFinishQueued(response, id);
       await addUploadExpires(response, id);
     }
+    if (draft && plan) response = await draftAnswer(req, id, response, draft, plan);
     await sendResponse(res, response);
+  }
+
+  /**
+   * Rewrites a draft request into the tus request it means (the same handler then serves both):
+   * its completeness and length into Upload-Length / Upload-Defer-Length, its Content-Disposition
+   * and Content-Type into Upload-Metadata, its body type into tus's. Refuses what the version does
+   * not allow, and lengths that contradict each other or the upload (inconsistent-upload-length).
+   */
+  async function translateDraftRequest(req: IncomingMessage, res: ServerResponse, id: string | undefined, draft: DraftRequestState): Promise<DraftPlan> {
+    const { rules } = draft;
+    const method = req.method ?? '';
+    if (rules.version === 3 && ['HEAD', 'GET', 'DELETE'].includes(method) && (req.headers['upload-offset'] !== undefined || req.headers['upload-incomplete'] !== undefined)) {
+      throw new TuskError('invalid_request', `A ${method} must not carry Upload-Offset or Upload-Incomplete`);
+    }
+    // Never a tus feature through the draft's door: concatenation, tus checksums, overrides.
+    for (const name of ['upload-concat', 'upload-checksum', 'trailer', 'upload-defer-length']) setRequestHeader(req, name, undefined);
+    setRequestHeader(req, 'tus-resumable', '1.0.0');
+    if (method === 'OPTIONS' || method === 'DELETE' || method === 'HEAD') return {};
+    if (method === 'GET') {
+      // The latest draft: a GET of the upload resource is an offset retrieval like HEAD.
+      req.method = 'HEAD';
+      return { get: true };
+    }
+    const bodyLength = contentLengthOf(req);
+    const chunked = bodyLength === undefined && req.headers['transfer-encoding'] !== undefined;
+    const headerName = rules.completeHeader === 'upload-incomplete' ? 'Upload-Incomplete' : 'Upload-Complete';
+    const declared = sfInteger(req.headers['upload-length']);
+    if (method === 'POST') {
+      if (rules.version === 3 && req.headers['upload-offset'] !== undefined) throw new TuskError('invalid_request', 'A creation must not carry Upload-Offset');
+      const completes = requestCompletes(req, rules, true);
+      if (completes === undefined) throw new TuskError('invalid_request', `${headerName} (?0 or ?1) is required to create a resumable upload`);
+      let length = declared;
+      if (completes && bodyLength !== undefined) {
+        if (length !== undefined && length !== bodyLength) throw problem('inconsistent-upload-length', `Upload-Length ${length} contradicts the complete body of ${bodyLength} bytes`);
+        length = bodyLength;
+      }
+      if (length !== undefined && bodyLength !== undefined && bodyLength > length) throw problem('inconsistent-upload-length', `A body of ${bodyLength} bytes does not fit Upload-Length ${length}`);
+      const metadata = draftMetadata(req, typeof req.headers['content-type'] === 'string' ? req.headers['content-type'] : undefined);
+      setRequestHeader(req, 'upload-metadata', metadata);
+      setRequestHeader(req, 'upload-length', length === undefined ? undefined : String(length));
+      setRequestHeader(req, 'upload-defer-length', length === undefined ? '1' : undefined);
+      setRequestHeader(req, 'upload-offset', undefined);
+      setRequestHeader(req, 'content-type', (bodyLength ?? 0) > 0 || chunked ? 'application/offset+octet-stream' : undefined);
+      await prepareDigests(req, undefined, draft, completes, !chunked && (bodyLength ?? 0) === 0);
+      draft.created = (uploadId, url) => {
+        draft.createdId = uploadId;
+        draft.createdUrl = url;
+        const headers: Record<string, string> = { Location: url };
+        if (rules.lengthAndLimits) headers['Upload-Limit'] = uploadLimit(rules, config.maxUploadSize, expirySeconds(Date.now()));
+        sendInterim104(req, res, rules, headers);
+      };
+      return { completes, completeAfterBody: completes && length === undefined };
+    }
+    // PATCH: an append.
+    const contentType = typeof req.headers['content-type'] === 'string' ? req.headers['content-type'].split(';')[0]!.trim().toLowerCase() : undefined;
+    if (rules.partialUploadType && contentType !== PARTIAL_UPLOAD) throw new TuskError('unsupported_media_type', `Content-Type must be ${PARTIAL_UPLOAD}`);
+    const offset = sfInteger(req.headers['upload-offset']);
+    if (offset === undefined) throw new TuskError('invalid_request', 'Upload-Offset must be a non-negative integer');
+    const completes = requestCompletes(req, rules, false);
+    if (completes === undefined) throw new TuskError('invalid_request', `${headerName} must be ?0 or ?1`);
+    const upload = await datastore.getUpload(id!);
+    if (offset !== upload.offset) throw offsetMismatch(upload.offset, offset);
+    const size = upload.size;
+    const empty = bodyLength === 0 || (bodyLength === undefined && !chunked);
+    if (size !== undefined && upload.offset === size) {
+      // Already complete: an empty append that completes it again is answered as done (its first
+      // answer may have been lost); any byte more contradicts the length.
+      if (empty && completes) return { completes, done: true };
+      throw problem(empty ? 'completed-upload' : 'inconsistent-upload-length', empty ? 'The upload is already complete' : 'The upload is complete; no more bytes can be appended');
+    }
+    let length = declared;
+    if (completes && bodyLength !== undefined) {
+      if (length !== undefined && length !== offset + bodyLength) throw problem('inconsistent-upload-length', `Upload-Length ${length} contradicts the final body ending at ${offset + bodyLength}`);
+      length = offset + bodyLength;
+    }
+    if (length !== undefined && size !== undefined && length !== size) throw problem('inconsistent-upload-length', `The upload's length is ${size}, not ${length}`);
+    if (size !== undefined && bodyLength !== undefined && offset + bodyLength > size) throw problem('inconsistent-upload-length', `A body ending at ${offset + bodyLength} goes beyond the upload's length ${size}`);
+    await prepareDigests(req, id, draft, completes && offset === 0, empty);
+    setRequestHeader(req, 'upload-offset', String(offset));
+    setRequestHeader(req, 'upload-length', size === undefined && length !== undefined ? String(length) : undefined);
+    setRequestHeader(req, 'content-type', 'application/offset+octet-stream');
+    return { completes, completeAfterBody: completes && length === undefined && size === undefined };
+  }
+
+  /**
+   * The tus answer to a translated draft request, in the draft version's terms: its status codes,
+   * Upload-Complete / Upload-Incomplete, Upload-Length and Upload-Limit where the version has
+   * them, problem details for refusals. An append that ends an upload of unknown length declares
+   * the length the body brought.
+   */
+  async function draftAnswer(req: IncomingMessage, id: string | undefined, response: Response, draft: DraftRequestState, plan: DraftPlan): Promise<Response> {
+    const { rules } = draft;
+    const uploadId = draft.createdId ?? id;
+    if (draft.tap?.mismatch) {
+      await response.body?.cancel().catch(() => {});
+      if (uploadId) await discardUpload(uploadId);
+      return draftErrorResponse(req, new TuskError('digest_mismatch', `${draft.tap.mismatch} does not match the content received; the upload was cancelled (its bytes cannot be taken back)`), rules, config);
+    }
+    if (response.status >= 400) {
+      await response.body?.cancel().catch(() => {});
+      const error = tusRequest().error ?? new TuskError('internal');
+      const expected = error.code === 'offset_mismatch' && uploadId ? await datastore.getUpload(uploadId).then((u) => u.offset).catch(() => undefined) : undefined;
+      const withOffset = expected === undefined ? error : offsetMismatch(expected, sfInteger(req.headers['upload-offset']) ?? -1);
+      return draftErrorResponse(req, withOffset, rules, config);
+    }
+    const headers = new Headers();
+    response.headers.forEach((value, name) => {
+      if (!TUS_ONLY_HEADERS.has(name)) headers.set(name, value);
+    });
+    headers.set(INTEROP_HEADER, String(rules.version));
+    if (req.method === 'OPTIONS') {
+      headers.set('Accept-Patch', PARTIAL_UPLOAD);
+      if (rules.lengthAndLimits) headers.set('Upload-Limit', uploadLimit(rules, config.maxUploadSize, expirySeconds(Date.now())));
+      return new Response(null, { status: response.status, headers });
+    }
+    if (req.method === 'DELETE' || !uploadId) return new Response(null, { status: response.status, headers });
+    let upload = await datastore.getUpload(uploadId);
+    if (plan.completeAfterBody && req.complete && upload.size === undefined) upload = await declareLengthReceived(req, uploadId);
+    const complete = upload.size !== undefined && upload.offset === upload.size;
+    if (plan.completes && req.complete && !complete) {
+      return draftErrorResponse(req, problem('inconsistent-upload-length', `The body ended at ${upload.offset}, before the upload's length ${upload.size ?? '?'}`, {}, { 'Upload-Offset': String(upload.offset) }), rules, config);
+    }
+    headers.set('Upload-Offset', String(upload.offset));
+    headers.set(...completenessHeader(rules, complete));
+    if (rules.lengthAndLimits && upload.size !== undefined) headers.set('Upload-Length', String(upload.size));
+    if (rules.lengthAndLimits && req.method !== 'PATCH') {
+      const created = upload.creation_date ? new Date(upload.creation_date).getTime() : Date.now();
+      headers.set('Upload-Limit', uploadLimit(rules, config.maxUploadSize, complete ? undefined : expirySeconds(created)));
+    }
+    if (req.method === 'HEAD') headers.set('Cache-Control', 'no-store');
+    if (plan.get) headers.set('Content-Length', '0');
+    const status = req.method === 'POST' ? 201 : req.method === 'PATCH' ? rules.appendStatus : plan.get ? 200 : rules.headStatus;
+    return new Response(null, { status, headers });
+  }
+
+  /**
+   * Cancels an upload whose bytes cannot be trusted (a digest did not match): its stored bytes and
+   * everything tusk keeps about it go, as for a DELETE.
+   */
+  async function discardUpload(id: string): Promise<void> {
+    await datastore.remove(id).catch((err: unknown) => logger.warn({ err, uploadId: id }, 'could not remove an upload whose digest did not match'));
+    await concat.forget(id);
+    await reprDigests.forget(id);
+    await lifecycle.terminate(id, 'aborted');
+  }
+
+  /**
+   * The digests a draft request's body must match (RFC 9530): Content-Digest always; Repr-Digest
+   * directly when this body is the whole representation, else remembered for the upload's
+   * completion. Prepares the tap that hashes the body; an empty body is checked at once.
+   */
+  async function prepareDigests(req: IncomingMessage, id: string | undefined, draft: DraftRequestState, whole: boolean, empty: boolean): Promise<void> {
+    const content = parseDigestField('Content-Digest', req.headers['content-digest']);
+    const repr = parseDigestField('Repr-Digest', req.headers['repr-digest']);
+    const checks: Array<{ field: string; expected: NonNullable<typeof content> }> = [];
+    if (content) checks.push({ field: 'Content-Digest', expected: content });
+    if (repr && whole) checks.push({ field: 'Repr-Digest', expected: repr });
+    else if (repr && id) await reprDigests.remember(id, repr);
+    else if (repr) draft.reprDigest = repr;
+    if (checks.length === 0) return;
+    const tap = new DigestTap(checks);
+    if (empty) {
+      const failed = await new Promise<string | undefined>((resolve) => {
+        tap.on('error', () => resolve(tap.mismatch));
+        tap.on('finish', () => resolve(undefined));
+        tap.end();
+        tap.resume();
+      });
+      if (failed) throw new TuskError('digest_mismatch', `${failed} does not match the empty content`);
+      return;
+    }
+    draft.tap = tap;
+  }
+
+  /** Seconds an upload created at `created` has left (UPLOAD_EXPIRY), undefined when uploads never expire. */
+  function expirySeconds(created: number): number | undefined {
+    const expiry = datastore.getExpiration();
+    return expiry > 0 ? (created + expiry - Date.now()) / 1000 : undefined;
+  }
+
+  /**
+   * An upload of unknown length whose final body (no Content-Length) has arrived: its length is
+   * its offset now. Under the upload's lock, as a tus PATCH declaring it would be.
+   */
+  async function declareLengthReceived(req: IncomingMessage, id: string): Promise<Upload> {
+    const lock = await takeLock(req, id);
+    try {
+      const upload = await datastore.getUpload(id);
+      if (upload.size !== undefined) return upload;
+      await lifecycle.grow(id, upload.offset);
+      await datastore.declareUploadLength(id, upload.offset);
+      const declared = await datastore.getUpload(id);
+      await finishUpload(declared);
+      return declared;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * While a draft request's body streams, 104s with the offset the store has persisted (each time
+   * it moved), from interop 5 on. A creation's carry its Location too; an append's must not.
+   */
+  function reportProgress(req: IncomingMessage, res: ServerResponse, id: string | undefined, draft: DraftRequestState): () => void {
+    if (!draft.rules.progress) return () => {};
+    let last = req.method === 'PATCH' ? (sfInteger(req.headers['upload-offset']) ?? 0) : 0;
+    let stopped = false;
+    let busy = false;
+    const timer = setInterval(() => {
+      const uploadId = draft.createdId ?? id;
+      // Once the body is in, the final answer follows (and the store may be completing the upload).
+      if (!uploadId || stopped || busy || req.complete || res.headersSent) return;
+      busy = true;
+      datastore
+        .getUpload(uploadId)
+        .then((upload) => {
+          if (stopped || req.complete || upload.offset <= last) return;
+          last = upload.offset;
+          sendInterim104(req, res, draft.rules, { 'Upload-Offset': String(upload.offset), ...(draft.createdUrl ? { Location: draft.createdUrl } : {}) });
+        })
+        .catch(() => {})
+        .finally(() => {
+          busy = false;
+        });
+    }, DRAFT_PROGRESS_INTERVAL_MS);
+    timer.unref();
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+    };
   }
 
   /**
@@ -246,7 +557,7 @@ export function createTusEndpoint(deps: {
     if (!finished && expiry > 0 && Date.now() > created + expiry) throw new TuskError('expired', ERRORS.FILE_NO_LONGER_EXISTS.body.trim());
     if ((await concat.headerOf(id))?.startsWith('final;')) throw new TuskError('forbidden', 'A final upload (Upload-Concat: final) cannot be patched');
     const offset = Number(req.headers['upload-offset']);
-    if (offset !== upload.offset) throw new TuskError('offset_mismatch', ERRORS.INVALID_OFFSET.body.trim());
+    if (offset !== upload.offset) throw offsetMismatch(upload.offset, offset);
     const bodyLength = contentLengthOf(req);
     const declaredHeader = req.headers['upload-length'];
     const declared = typeof declaredHeader === 'string' ? Number(declaredHeader) : undefined;
@@ -275,7 +586,7 @@ export function createTusEndpoint(deps: {
     if (parsed.kind === 'partial') {
       await checkCreation(req);
       // @tus/server would refuse the header (501): it creates a plain upload we remember as partial.
-      removeHeader(req, 'upload-concat');
+      setRequestHeader(req, 'upload-concat', undefined);
       tusRequest().creatingPartial = true;
       const response = await forwardToTus(req, res);
       noteReceived(req, response);
@@ -324,6 +635,23 @@ export function createTusEndpoint(deps: {
    */
   async function forwardToTus(req: IncomingMessage, res: ServerResponse, upload?: Upload, signal?: AbortSignal): Promise<Response> {
     const source = req.method === 'PATCH' || req.method === 'POST' ? checksumSource(req) : undefined;
+    const tap = tusRequest().draft?.tap;
+    if (!source && tap) {
+      // A draft body with digests: hashed on its way to the store (digest.ts).
+      const headers = new Headers();
+      for (const [name, value] of Object.entries(req.headers)) {
+        if (value === undefined || ['transfer-encoding', 'connection', 'host'].includes(name)) continue;
+        headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+      }
+      const body = pipeStreams(req, tap, () => {});
+      const tapped = new Request(`http://localhost${TUS_PATH}/${tusRequest().id ?? ''}`, {
+        method: req.method,
+        headers,
+        body: Readable.toWeb(body) as ReadableStream<Uint8Array>,
+        duplex: 'half',
+      } as RequestInit);
+      return runWithUploadRequest(tapped, () => tus.handleWeb(tapped));
+    }
     if (!source) {
       // The S3 store reads the request's Content-Length to cut the body into parts up front.
       return runWithUploadRequest(req, () => tus.handleWeb(new NodeRequest({ req, res })));
@@ -447,12 +775,44 @@ function contentLengthOf(req: IncomingMessage): number | undefined {
   return typeof raw === 'string' && /^\d+$/.test(raw) ? Number(raw) : undefined;
 }
 
-/** Removes a request header before the request is handed on (srvx reads rawHeaders too). */
-function removeHeader(req: IncomingMessage, lowerName: string): void {
-  delete req.headers[lowerName];
-  for (let i = req.rawHeaders.length - 2; i >= 0; i -= 2) {
-    if (req.rawHeaders[i]?.toLowerCase() === lowerName) req.rawHeaders.splice(i, 2);
+/** Offset mismatch (409), with both offsets: the draft answers them as problem details and Upload-Offset. */
+function offsetMismatch(expected: number, provided: number): TuskError {
+  return problem('mismatching-upload-offset', ERRORS.INVALID_OFFSET.body.trim(), { expectedOffset: expected, providedOffset: provided }, {});
+}
+
+/** Headers of tus answers that mean nothing to a draft client. */
+const TUS_ONLY_HEADERS = new Set(['tus-resumable', 'tus-version', 'tus-extension', 'tus-max-size', 'tus-checksum-algorithm', 'upload-defer-length', 'upload-expires', 'upload-metadata', 'upload-concat', 'upload-length', 'upload-offset', 'content-type', 'content-length']);
+
+/** A draft error answer: problem details (RFC 9457), the catalogue code, Upload-Offset on a mismatch. */
+function draftErrorResponse(req: IncomingMessage, err: TuskError, rules: DraftRules | undefined, config: Config): Response {
+  const body = JSON.stringify(problemBody(err, rules));
+  const headers: Record<string, string> = {
+    'Content-Type': 'application/problem+json',
+    ...corsHeaders(req, config),
+    'Access-Control-Expose-Headers': `${EXPOSED}, ${DRAFT_RESPONSE_HEADERS.join(', ')}`,
+    ...errorHeaders(err),
+  };
+  const expected = (err.details as { expectedOffset?: unknown }).expectedOffset;
+  if (typeof expected === 'number') headers['Upload-Offset'] = String(expected);
+  if (rules) headers[INTEROP_HEADER] = String(rules.version);
+  return new Response(wireMethod(req) === 'HEAD' ? null : body, { status: err.status, headers });
+}
+
+/** A draft refusal written directly (before or instead of the tus handler). */
+function sendDraftError(req: IncomingMessage, res: ServerResponse, err: TuskError, rules: DraftRules | undefined, config: Config): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
   }
+  const headers: Record<string, string> = {};
+  draftErrorResponse(req, err, rules, config).headers.forEach((value, name) => {
+    headers[name] = value;
+  });
+  const body = wireMethod(req) === 'HEAD' ? '' : JSON.stringify(problemBody(err, rules));
+  headers['content-length'] = String(Buffer.byteLength(body));
+  res.writeHead(err.status, headers);
+  if ((req.headers['content-length'] ?? '0') !== '0' || req.headers['transfer-encoding']) res.shouldKeepAlive = false;
+  res.end(body || undefined);
 }
 
 /** OPTIONS: checksum and concatenation live in this layer, not in the stores @tus/server asks. */

@@ -7,6 +7,8 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Lock, Locker, RequestRelease } from '@tus/utils';
 import { ANONYMOUS, type Principal } from '../../hooks/auth.js';
 import type { TuskError } from '../../lib/errors.js';
+import type { DigestTap, ExpectedDigest } from './digest.js';
+import type { DraftRules } from './draft.js';
 
 export interface TusRequestContext {
   principal: Principal;
@@ -22,6 +24,21 @@ export interface TusRequestContext {
   heldLock?: string;
   /** The refusal @tus/server answered with (its code and headers go on the response). */
   error?: TuskError;
+  /** A request of the IETF draft (server/tus/draft.ts): its version's rules, and what it created. */
+  draft?: DraftRequestState;
+}
+
+export interface DraftRequestState {
+  rules: DraftRules;
+  /** Called when a creation has stored its new upload (the 104 with its URL goes out then). */
+  created?: (id: string, url: string) => void;
+  /** The upload a creation made. */
+  createdId?: string;
+  createdUrl?: string;
+  /** Hashes the request body for its Content-Digest / Repr-Digest while it streams. */
+  tap?: DigestTap;
+  /** A Repr-Digest for the whole upload, to remember when the creation makes it. */
+  reprDigest?: ExpectedDigest[];
 }
 
 const contexts = new AsyncLocalStorage<TusRequestContext>();

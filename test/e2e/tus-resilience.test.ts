@@ -38,18 +38,36 @@ const COMMON_ENV = { LOCK_TTL: '3s', LOCK_ACQUIRE_TIMEOUT: '15s', LOG_LEVEL: 'in
 interface StoreSetup {
   env: Record<string, string>;
   target: StoreTarget;
+  /** UPLOAD_ACK=disk: the processes' shared write-buffer directory. */
+  bufferDir?: string;
 }
 
-async function storeSetup(kind: StoreKind, label: string): Promise<StoreSetup> {
+/** The S3 store acknowledging from S3 (the default) or from the instance's disk (UPLOAD_ACK=disk). */
+type Setup = StoreKind | 's3, UPLOAD_ACK=disk';
+
+async function storeSetup(kind: Setup, label: string): Promise<StoreSetup> {
   if (kind === 's3') {
     const bucket = await createTestBucket(`resil-${label}`);
     return { env: { ...tuskEnvForTests(bucket), S3_PART_SIZE: '5MiB', ...COMMON_ENV }, target: { kind, bucket } };
+  }
+  if (kind !== 'file') {
+    const bucket = await createTestBucket(`resil-disk-${label}`);
+    const bufferDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-resil-buffer-'));
+    const env = { ...tuskEnvForTests(bucket), S3_PART_SIZE: '5MiB', UPLOAD_ACK: 'disk', UPLOAD_BUFFER_DIR: bufferDir, ...COMMON_ENV };
+    return { env, target: { kind: 's3', bucket }, bufferDir };
   }
   const dataDir = await mkdtemp(path.join(os.tmpdir(), `tusk-resil-${label}-`));
   return {
     env: { STORAGE: 'file', DATA_DIR: dataDir, REDIS_URL: testRedisUrl(), REDIS_PREFIX: uniqueRedisPrefix(), ...COMMON_ENV },
     target: { kind, dataDir },
   };
+}
+
+async function removeStore(store: StoreSetup | undefined): Promise<void> {
+  if (!store) return;
+  if (store.target.kind === 'file') await rm(store.target.dataDir as string, { recursive: true, force: true });
+  else await emptyBucket(store.target.bucket as string);
+  if (store.bufferDir) await rm(store.bufferDir, { recursive: true, force: true });
 }
 
 /** The same upload URL on another tusk process (as a load balancer would route it). */
@@ -88,18 +106,14 @@ async function withOutput<T>(procs: () => Array<TuskProcess | undefined>, fn: ()
   }
 }
 
-describe.each<StoreKind>(['s3', 'file'])('resilience, %s store', (kind) => {
+describe.each<Setup>(['s3', 'file', 's3, UPLOAD_ACK=disk'])('resilience, %s store', (kind) => {
   let store: StoreSetup;
 
   beforeAll(async () => {
-    store = await storeSetup(kind, kind);
+    store = await storeSetup(kind, kind === 'file' ? 'file' : 's3');
   });
 
-  afterAll(async () => {
-    if (!store) return;
-    if (store.target.kind === 'file') await rm(store.target.dataDir as string, { recursive: true, force: true });
-    else await emptyBucket(store.target.bucket as string);
-  });
+  afterAll(() => removeStore(store));
 
   const start = (extra: Record<string, string> = {}) => startTusk({ env: { ...store.env, ...extra }, mode: 'server' });
 
@@ -373,6 +387,45 @@ describe.each<StoreKind>(['s3', 'file'])('resilience, %s store', (kind) => {
     });
     await b?.kill('SIGKILL');
   }, 60_000);
+});
+
+describe('UPLOAD_ACK=disk: a 204 means fsynced on the instance\'s disk', () => {
+  let store: StoreSetup;
+
+  beforeAll(async () => {
+    store = await storeSetup('s3, UPLOAD_ACK=disk', 'ack');
+  });
+
+  afterAll(() => removeStore(store));
+
+  test('kill -9 right after 204s of 1 MiB chunks: the next process on the buffer directory shows every acknowledged byte, pushes them, and the upload completes byte-identically', async () => {
+    const a = await startTusk({ env: store.env, mode: 'server' });
+    let b: TuskProcess | undefined;
+    await withOutput(() => [a, b], async () => {
+      const data = randomBytes(13 * MiB + 5);
+      const created = await createUpload(a.url, { length: data.length });
+      expect(created.status).toBe(201);
+      let offset = 0;
+      for (let i = 0; i < 7; i++) {
+        const res = await patchUpload(created.url, offset, data.subarray(offset, offset + MiB));
+        expect(res.status).toBe(204);
+        offset += MiB;
+        expect(res.headers.get('upload-offset')).toBe(String(offset));
+      }
+      // 7 MiB acknowledged, at most one 5 MiB part of it in S3: the rest exists only on A's disk.
+      expect((await a.kill('SIGKILL')).signal).toBe('SIGKILL');
+
+      b = await startTusk({ env: store.env, mode: 'server' });
+      const url = on(b, created.url);
+      expect((await headUpload(url, undefined, 20_000)).offset).toBe(offset);
+      await patchRest(url, data, offset, MiB);
+      expect(await offsetOf(url)).toBe(data.length);
+      expect(await storedSha256(store.target, created.id)).toBe(sha256(data));
+      const leftovers = (await readdir(store.bufferDir as string, { recursive: true })).filter((f) => f.includes(created.id));
+      expect(leftovers).toEqual([]);
+    });
+    await b?.kill('SIGKILL');
+  }, 90_000);
 });
 
 describe('storage outage (S3 endpoint on a dead port)', () => {

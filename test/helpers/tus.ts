@@ -232,7 +232,8 @@ export function controlledPatch(url: string, offset: number, contentLength: numb
       res.on('aborted', done);
       res.on('error', done);
     });
-    req.on('error', (err) => resolve(err));
+    // Re-made in the test's realm: node's own errors fail `instanceof Error` inside jest.
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(Object.assign(new Error(err.message), { code: err.code })));
   });
   req.flushHeaders();
   return {
@@ -296,6 +297,9 @@ export interface TusJsOptions {
   abortAt?: number;
   retryDelays?: number[];
   timeoutMs?: number;
+  /** tus 1.0 (default) or the IETF draft (interop 5: 'ietf-draft-03', interop 6: 'ietf-draft-05'). */
+  protocol?: 'tus-v1' | 'ietf-draft-03' | 'ietf-draft-05';
+  headers?: Record<string, string>;
 }
 
 export interface TusJsResult {
@@ -330,6 +334,8 @@ export function tusJsUpload(options: TusJsOptions): Promise<TusJsResult> {
       uploadSize: data.length,
       retryDelays: options.retryDelays ?? [200, 500, 1000],
       storeFingerprintForResuming: false,
+      ...(options.protocol ? { protocol: options.protocol } : {}),
+      ...(options.headers ? { headers: options.headers } : {}),
       removeFingerprintOnSuccess: false,
       onProgress: (sent) => {
         if (abortAt !== undefined && !settled && sent >= abortAt * data.length) {

@@ -4,7 +4,8 @@
 // so multi-part cases stay small. What the file store must do as well (create, write at offsets,
 // deferred lengths, remove, expiry, concatenation, finished vs unfinished) is in
 // store-conformance.test.ts, run against both; this file has what is particular to S3: parts,
-// the .part tail, spool files, the Redis state and its rebuild from S3, S3 outages, tags.
+// the .part tail, spool files, the Redis state and its rebuild from S3, S3 outages, tags, and
+// acknowledging from the local write buffer (UPLOAD_ACK=disk).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,6 +16,7 @@ import { StreamLimiter, Upload } from '@tus/utils';
 import { Redis } from 'ioredis';
 import { TuskS3Store, type TuskS3StoreOptions } from '../../lib/stores/s3-store.js';
 import { runWithUploadRequest } from '../../lib/stores/s3-request-context.js';
+import { newUploadId } from '../../lib/upload-id.js';
 
 const REQUIRED = ['TEST_S3_ENDPOINT', 'TEST_S3_ACCESS_KEY_ID', 'TEST_S3_SECRET_ACCESS_KEY', 'TEST_S3_REGION', 'TEST_S3_BUCKET', 'TEST_REDIS_URL'];
 const missing = REQUIRED.filter((k) => !process.env[k]);
@@ -435,5 +437,233 @@ describe('TuskS3Store', () => {
     expect(await tag(`${id}.part`)).toBe('false');
     await write(store, id, MiB, body(data.subarray(MiB)), data.length - MiB);
     expect(await tag(`${id}.info`)).toBe('true');
+  });
+});
+
+describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
+  let bufferDir: string;
+  const subscribers: Redis[] = [];
+  const buffered: TuskS3Store[] = [];
+  /** Upload ids of the real form (the buffer takes no other), removed after each test. */
+  const ids: string[] = [];
+
+  async function create(store: TuskS3Store, size: number | undefined): Promise<string> {
+    const id = newUploadId();
+    ids.push(id);
+    await store.create(new Upload({ id, size, offset: 0, metadata: { filename: 'x.bin' } }));
+    return id;
+  }
+
+  beforeEach(() => {
+    bufferDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tusk-buffer-test-'));
+  });
+
+  afterEach(async () => {
+    for (const st of buffered.splice(0)) await st.stopWriteBuffer(Date.now() + 5000);
+    for (const sub of subscribers.splice(0)) await sub.quit();
+    for (const id of ids.splice(0)) {
+      await s3.deleteObjects({ Bucket: bucket, Delete: { Objects: [{ Key: id }, { Key: `${id}.info` }, { Key: `${id}.part` }] } });
+      const mp = await s3.listMultipartUploads({ Bucket: bucket, Prefix: id });
+      for (const u of mp.Uploads ?? []) await s3.abortMultipartUpload({ Bucket: bucket, Key: u.Key!, UploadId: u.UploadId! });
+    }
+    // Nothing but the (released) instance directories is left.
+    const left = fs.readdirSync(bufferDir, { recursive: true }).map(String);
+    fs.rmSync(bufferDir, { recursive: true, force: true });
+    expect(left.filter((f) => f.includes('/'))).toEqual([]);
+  });
+
+  async function bufferedStore(buffer: { maxBytes?: number; idleFlushMs?: number } = {}, over: Partial<TuskS3StoreOptions> = {}): Promise<TuskS3Store> {
+    const store = newStore(over);
+    const sub = new Redis(env('TEST_REDIS_URL'));
+    subscribers.push(sub);
+    await store.startWriteBuffer({ directory: bufferDir, maxBytes: buffer.maxBytes ?? 64 * MiB, idleFlushMs: buffer.idleFlushMs ?? 60_000 }, sub);
+    buffered.push(store);
+    return store;
+  }
+
+  const state = async (id: string) => redis.hgetall(`${prefix}upload:{${id}}`);
+
+  async function until(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** The files of an upload in the write buffer (any instance directory). */
+  const bufferFiles = (id: string) =>
+    fs
+      .readdirSync(bufferDir, { recursive: true })
+      .map(String)
+      .filter((f) => f.includes(id) && /\/\d+$/.test(f));
+
+  test('1 MiB writes are acknowledged from disk and reach S3 as whole parts: no .part rewritten, nothing read back', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(12 * MiB + 1000);
+    const id = await create(store, data.length);
+    const calls = countCalls(store);
+    let offset = 0;
+    for (; offset + MiB < data.length; ) {
+      offset = await write(store, id, offset, body(data.subarray(offset, offset + MiB)), MiB);
+      expect((await store.getUpload(id)).offset).toBe(offset);
+    }
+    // 12 MiB acknowledged: the two whole parts go up in the background, 2 MiB wait on disk.
+    await until('two parts are in S3', async () => (await state(id)).nparts === '2');
+    const st = await state(id);
+    expect({ bytes: st.bytes, tail: st.tail, local: st.local }).toEqual({ bytes: String(2 * PART), tail: '0', local: String(2 * MiB) });
+    expect(st.holder).toMatch(/^[0-9a-f]{16}$/);
+    expect(bufferFiles(id).length).toBeGreaterThan(0);
+    expect(calls['GetObject ok'] ?? 0).toBe(0);
+    expect(calls['PutObject ok'] ?? 0).toBe(0);
+    expect(calls['UploadPart ok']).toBe(2);
+
+    // The last write completes the upload before it is acknowledged.
+    expect(await write(store, id, offset, body(data.subarray(offset)), data.length - offset)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+    expect(calls['UploadPart ok']).toBe(3);
+    expect(calls['GetObject ok'] ?? 0).toBe(0);
+    expect(await exists(`${id}.part`)).toBe(false);
+    expect((await state(id)).done).toBe('1');
+    expect(bufferFiles(id)).toEqual([]);
+  });
+
+  test('a large write after held bytes is buffered too: parts go up while the body is still arriving; byte-identical', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(23 * MiB + 5);
+    const id = await create(store, data.length);
+    await write(store, id, 0, body(data.subarray(0, MiB)), MiB);
+    expect((await state(id)).local).toBe(String(MiB));
+    expect(await write(store, id, MiB, body(data.subarray(MiB)), data.length - MiB)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+    expect(bufferFiles(id)).toEqual([]);
+  });
+
+  test('a write of a whole part or more with nothing held goes straight to S3 (acknowledged from storage)', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(3 * PART);
+    const id = await create(store, data.length);
+    expect(await write(store, id, 0, body(data.subarray(0, PART)), PART)).toBe(PART);
+    const st = await state(id);
+    expect({ local: st.local, nparts: st.nparts }).toEqual({ local: '0', nparts: '1' });
+    expect(bufferFiles(id)).toEqual([]);
+    expect(await write(store, id, PART, body(data.subarray(PART)), 2 * PART)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('writes alternating between two instances: each asks the holder to push first; byte-identical, nothing duplicated', async () => {
+    const a = await bufferedStore();
+    const b = await bufferedStore();
+    const data = crypto.randomBytes(17 * MiB + 3);
+    const id = await create(a, data.length);
+    const chunk = 1536 * 1024 + 7; // tails change hands, parts form across instances
+    let offset = 0;
+    for (let i = 0; offset < data.length; i++) {
+      const n = Math.min(chunk, data.length - offset);
+      offset = await write(i % 2 ? b : a, id, offset, body(data.subarray(offset, offset + n)), n);
+      expect((await (i % 2 ? a : b).getUpload(id)).offset).toBe(offset);
+    }
+    expect(await objectSha(id)).toBe(sha(data));
+    expect(bufferFiles(id)).toEqual([]);
+  });
+
+  test('a holder that missed the flush message (not subscribed at that moment) still hands over', async () => {
+    const a = await bufferedStore();
+    const b = await bufferedStore({}, { handOver: { abandonAfterMs: 60_000, handOverTimeoutMs: 5_000 } });
+    const data = crypto.randomBytes(5 * MiB);
+    const id = await create(a, data.length);
+    await write(a, id, 0, body(data.subarray(0, 2 * MiB)), 2 * MiB);
+    await subscribers[0]!.unsubscribe();
+    expect(await write(b, id, 2 * MiB, body(data.subarray(2 * MiB)), 3 * MiB)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('a write arriving while the upload\'s bytes are being flushed goes on from the flushed state', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(6 * MiB);
+    const id = await create(store, data.length);
+    await write(store, id, 0, body(data.subarray(0, 2 * MiB)), 2 * MiB);
+    // A flush (idle, shutdown, another instance asking) starts; the next PATCH comes meanwhile.
+    const flushing = (store as unknown as { buffer: { flush(id: string): Promise<void> } }).buffer.flush(id);
+    expect(await write(store, id, 2 * MiB, body(data.subarray(2 * MiB, 3 * MiB)), MiB)).toBe(3 * MiB);
+    await flushing;
+    expect(await write(store, id, 3 * MiB, body(data.subarray(3 * MiB)), 3 * MiB)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('after UPLOAD_BUFFER_IDLE_FLUSH without a write the bytes are in S3 (.part) and off the disk', async () => {
+    const store = await bufferedStore({ idleFlushMs: 300 });
+    const data = crypto.randomBytes(8 * MiB);
+    const id = await create(store, data.length);
+    await write(store, id, 0, body(data.subarray(0, 2 * MiB)), 2 * MiB);
+    expect((await state(id)).local).toBe(String(2 * MiB));
+    await until('the bytes are pushed', async () => (await state(id)).local === '0');
+    expect(await tailSize(id)).toBe(2 * MiB);
+    await until('the buffer files are gone', async () => bufferFiles(id).length === 0);
+    // and the upload goes on from the .part (read back once, as without a buffer)
+    expect(await write(store, id, 2 * MiB, body(data.subarray(2 * MiB)), 6 * MiB)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('a body beyond UPLOAD_BUFFER_MAX is acknowledged from S3 instead', async () => {
+    const store = await bufferedStore({ maxBytes: 2 * PART });
+    const data = crypto.randomBytes(11 * MiB);
+    const id = await create(store, 30 * MiB);
+    await write(store, id, 0, body(data.subarray(0, MiB)), MiB); // buffered
+    expect((await state(id)).local).toBe(String(MiB));
+    // 10 MiB more do not fit: the held MiB goes first, then the body straight to S3
+    expect(await write(store, id, MiB, body(data.subarray(MiB)), 10 * MiB)).toBe(11 * MiB);
+    const st = await state(id);
+    expect({ local: st.local, bytes: st.bytes, tail: st.tail }).toEqual({ local: '0', bytes: String(11 * MiB), tail: '0' });
+    expect(bufferFiles(id)).toEqual([]);
+  });
+
+  test('the holder not running: writes elsewhere answer 503 until it is back; past UPLOAD_BUFFER_ABANDON_AFTER its bytes are given up', async () => {
+    const a = await bufferedStore();
+    const b = await bufferedStore({}, { handOver: { abandonAfterMs: 60_000, handOverTimeoutMs: 5_000 } });
+    const data = crypto.randomBytes(6 * MiB);
+    const id = await create(a, data.length);
+    await write(a, id, 0, body(data.subarray(0, 2 * MiB)), 2 * MiB);
+    const holder = (await state(id)).holder!;
+    // A stops answering (its heartbeat ends, as when its process is killed).
+    const heartbeat = (a as unknown as { buffer: { heartbeat: NodeJS.Timeout } }).buffer.heartbeat;
+    clearInterval(heartbeat);
+    await redis.hset(`${prefix}upload-buffers`, holder, Date.now() - 30_000);
+    // HEAD shows what was acknowledged; writing must wait for A.
+    expect((await b.getUpload(id)).offset).toBe(2 * MiB);
+    const refused = await write(b, id, 2 * MiB, body(data.subarray(2 * MiB)), 4 * MiB).catch((err: unknown) => err);
+    expect(refused).toMatchObject({ code: 'unavailable', status: 503, headers: { 'Retry-After': expect.any(String) } });
+    // A gone for longer than the abandon period: the offset returns to what S3 has (0) and the
+    // client re-sends from there.
+    await redis.hset(`${prefix}upload-buffers`, holder, Date.now() - 120_000);
+    expect((await b.getUpload(id)).offset).toBe(0);
+    expect(await write(b, id, 0, body(data), data.length)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+  });
+
+  test('remove() of an upload whose bytes another instance holds: the holder pushes first, then nothing is left anywhere', async () => {
+    const a = await bufferedStore();
+    const b = newStore();
+    const data = crypto.randomBytes(7 * MiB);
+    const id = await create(a, 20 * MiB);
+    await write(a, id, 0, body(data), data.length); // part 1 on its way, 2 MiB held
+    await b.remove(id);
+    expect(await exists(`${id}.info`)).toBe(false);
+    expect(await exists(`${id}.part`)).toBe(false);
+    expect((await s3.listMultipartUploads({ Bucket: bucket, Prefix: id })).Uploads ?? []).toHaveLength(0);
+    expect(await stateKeys(id)).toEqual([]);
+    await until('the buffer files are gone', async () => bufferFiles(id).length === 0);
+  });
+
+  test('shutdown pushes what the buffer holds; the instance directory is released', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(3 * MiB);
+    const id = await create(store, 10 * MiB);
+    await write(store, id, 0, body(data), data.length);
+    await store.stopWriteBuffer(Date.now() + 10_000);
+    expect((await state(id)).local).toBe('0');
+    expect(await tailSize(id)).toBe(3 * MiB);
+    expect(bufferFiles(id)).toEqual([]);
+    expect(fs.readdirSync(bufferDir, { recursive: true }).map(String).filter((f) => f.endsWith('owner'))).toEqual([]);
   });
 });

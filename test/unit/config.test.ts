@@ -107,10 +107,19 @@ describe('loadConfig', () => {
       maxConcurrentPartUploads: 16,
       bootstrap: false,
       abortIncompleteAfterDays: 7,
+      ack: 'storage',
+      buffer: { directory: path.resolve('data/upload-buffer'), maxBytes: 2048 * MiB, idleFlushMs: 10_000 },
+      abandonBufferedAfterMs: 3_600_000,
     });
     expect(loadConfig({ S3_ENDPOINT: 'http://minio:9000/', S3_BUCKET: 'b-1' }).s3?.endpoint).toBe('http://minio:9000');
     // only the endpoint: S3 is chosen, and the missing bucket is reported
     expect(problemsOf({ S3_ENDPOINT: 'http://minio:9000' }).join('\n')).toMatch(/S3_BUCKET/);
+  });
+
+  test('UPLOAD_ACK=disk: the write buffer settings', () => {
+    const s3 = loadConfig({ S3_BUCKET: 'b-1', DATA_DIR: '/srv/tusk', UPLOAD_ACK: 'disk', UPLOAD_BUFFER_MAX: '256MiB', UPLOAD_BUFFER_IDLE_FLUSH: '2s', UPLOAD_BUFFER_ABANDON_AFTER: '30m' }).s3;
+    expect(s3).toMatchObject({ ack: 'disk', buffer: { directory: '/srv/tusk/upload-buffer', maxBytes: 256 * MiB, idleFlushMs: 2000 }, abandonBufferedAfterMs: 1_800_000 });
+    expect(loadConfig({ S3_BUCKET: 'b-1', UPLOAD_ACK: 'disk', UPLOAD_BUFFER_DIR: '/fast/nvme' }).s3?.buffer.directory).toBe('/fast/nvme');
   });
 
   test('STORAGE overrides the guess', () => {
@@ -184,6 +193,11 @@ describe('loadConfig', () => {
     ['MIN_VIDEO_BITS_PER_PIXEL=-0.1', { MIN_VIDEO_BITS_PER_PIXEL: '-0.1' }, /^MIN_VIDEO_BITS_PER_PIXEL: .*from 0 to 1/],
     ['MIN_VIDEO_BITS_PER_PIXEL=low', { MIN_VIDEO_BITS_PER_PIXEL: 'low' }, /^MIN_VIDEO_BITS_PER_PIXEL: .*"low"/],
     ['REPROCESS_FORCE_AFTER=later', { REPROCESS_FORCE_AFTER: 'later' }, /^REPROCESS_FORCE_AFTER: /],
+    ['UPLOAD_ACK=memory', { S3_BUCKET: 'b-1', UPLOAD_ACK: 'memory' }, /^UPLOAD_ACK: .*"storage" or "disk"/],
+    ['UPLOAD_ACK=disk with file storage', { UPLOAD_ACK: 'disk' }, /^UPLOAD_ACK: .*S3/],
+    ['UPLOAD_BUFFER_MAX below two parts', { S3_BUCKET: 'b-1', UPLOAD_ACK: 'disk', S3_PART_SIZE: '8MiB', UPLOAD_BUFFER_MAX: '15MiB' }, /^UPLOAD_BUFFER_MAX: .*twice S3_PART_SIZE/],
+    ['UPLOAD_BUFFER_ABANDON_AFTER=10s', { S3_BUCKET: 'b-1', UPLOAD_BUFFER_ABANDON_AFTER: '10s' }, /^UPLOAD_BUFFER_ABANDON_AFTER: .*1m/],
+    ['UPLOAD_BUFFER_IDLE_FLUSH=never', { S3_BUCKET: 'b-1', UPLOAD_BUFFER_IDLE_FLUSH: 'never' }, /^UPLOAD_BUFFER_IDLE_FLUSH: /],
   ])('rejects %s, naming the variable', (_label, env, message) => {
     const problems = problemsOf(env);
     expect(problems).toHaveLength(1);

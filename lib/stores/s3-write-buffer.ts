@@ -1,0 +1,884 @@
+// Acknowledging writes on local disk (UPLOAD_ACK=disk) for the S3 store.
+//
+// What a 204 promises here: every acknowledged byte is fsynced in this process's buffer directory
+// and recorded in Redis as the upload's `local` bytes, held by this instance (s3-upload-state.ts).
+// The bytes reach S3 in the background in whole parts of the store's part size, several at once,
+// so the client sends its next chunk while earlier ones upload, and a 1 MiB chunk costs S3 one
+// write instead of the `.part` read-rewrite it costs when every 204 waits for S3 (s3-part-writer).
+//
+// Buffer directory: <directory>/<instance>/<upload id>/<start offset>, one segment file per PATCH
+// body (or per resumed part of one), named by the upload offset of its first byte. Only the bytes
+// the Redis state acknowledges count: a segment may hold more after a crash, never less.
+// <directory>/<instance>/owner holds the pid of the process using it. A process takes a directory
+// whose owner is gone (its uploads are then pushed to S3: crash recovery) or makes a new one, so
+// several processes can share one DATA_DIR.
+//
+// Other instances: a PATCH for an upload whose bytes another instance holds asks it to push them
+// ("flush <id>" on the upload-buffer channel) and waits until the state shows local = 0; its own
+// write then starts where S3 ends. The holder also pushes everything after idleFlushMs without an
+// append, at the end of the upload, and on shutdown. If the holder's heartbeat stops (killed,
+// its machine gone), the upload answers 503 (Retry-After) until it is back; after abandonAfterMs
+// its claim is dropped and the offset returns to what S3 holds (the client re-sends from there).
+//
+// Bounds: one upload keeps at most `highWater` bytes not yet in S3 (its PATCH body is read no
+// faster than S3 takes the parts), and the process at most maxBytes on disk (further bodies wait,
+// then go the storage-acknowledged way).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { ERRORS } from '@tus/utils';
+import { RETRY_AFTER_SECONDS, TuskError } from '../errors.js';
+import { RedisKeys } from '../redis-keys.js';
+import { isUploadId } from '../upload-id.js';
+import type { PartWriterHost } from './s3-part-writer.js';
+import { stateOffset, storedOffset, StateConflictError, type CommittedPart, type S3UploadStateStore, type UploadState } from './s3-upload-state.js';
+
+export interface WriteBufferOptions {
+  /** Parent of the instance directories. */
+  directory: string;
+  /** Bytes of segments this process keeps on disk at most. */
+  maxBytes: number;
+  /** Push an upload's bytes (down to a `.part` tail) after this long without an append. */
+  idleFlushMs: number;
+}
+
+export interface HandOverOptions {
+  /** A holder without heartbeat this long loses its claim on its uploads' local bytes. */
+  abandonAfterMs: number;
+  /** How long a request waits for another instance to push an upload's bytes. */
+  handOverTimeoutMs: number;
+}
+
+export interface WriteBufferHost extends PartWriterHost {
+  readonly spoolRetries: number;
+  /** Part size, the size below which the end of a non-final flush becomes a tail, parts in flight. */
+  partPlan(state: UploadState): { partSize: number; tailThreshold: number; partsInFlight: number };
+}
+
+interface Segment {
+  start: number;
+  /** Bytes of the file recorded as acknowledged: the only ones ever read. */
+  acked: number;
+  /** Bytes written to the file (disk usage). */
+  written: number;
+  file: string;
+  /** Still being appended to. */
+  open: boolean;
+}
+
+interface InFlightPart {
+  number: number;
+  start: number;
+  len: number;
+  etag?: string;
+  failed?: unknown;
+  done: Promise<void>;
+}
+
+const HEARTBEAT_MS = 5_000;
+/** How often the holder looks for flush requests whose message it may have missed. */
+const POLL_REQUESTS_MS = 1_000;
+/** How often instances gone for good are removed from the heartbeat hash. */
+const PRUNE_EVERY_BEATS = 12;
+/** After a failed push (storage down), the next attempt. */
+const RETRY_PUSH_MS = 30_000;
+/** A holder whose heartbeat is older than this is not running. */
+const ALIVE_WITHIN_MS = 3 * HEARTBEAT_MS;
+const noop = () => {};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Why an upload cannot be written or completed right now: its latest bytes are elsewhere. */
+function heldElsewhere(message: string): TuskError {
+  return new TuskError('unavailable', message, {}, { 'Retry-After': String(RETRY_AFTER_SECONDS) });
+}
+
+function sameState(a: UploadState, b: UploadState): boolean {
+  return a.nparts === b.nparts && a.bytes === b.bytes && a.tail === b.tail && a.local === b.local && a.holder === b.holder && a.done === b.done;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  const fh = await fs.promises.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** One upload whose bytes this process holds (or is pushing). */
+class Entry {
+  readonly segments: Segment[] = [];
+  /** Appends under way (a PATCH writing a segment); the final push waits for them. */
+  appending = 0;
+  closing = false;
+  discarded = false;
+  /** The pusher ended (everything pushed, discarded, or failed with `stopError`). */
+  stopped = false;
+  stopError: unknown;
+  /** Resolves when the entry is gone: everything pushed (or discarded, or pushing failed). */
+  closed: Promise<void>;
+  resolveClosed!: () => void;
+  /** Serializes this process's updates of the upload's Redis state. */
+  private chain: Promise<unknown> = Promise.resolve();
+  private wakers: (() => void)[] = [];
+  idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly dir: string,
+    /** Shared by the appends and the pusher; every change goes through update(). */
+    readonly state: UploadState,
+  ) {
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+  }
+
+  update<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn);
+    this.chain = next.catch(noop);
+    return next;
+  }
+
+  /** Counts wake() calls, so that a change while the waiter was busy is not missed. */
+  version = 0;
+
+  /** Resolves at the next append, pushed part, close or discard after `seen` (a version). */
+  changedSince(seen: number): Promise<void> {
+    if (this.version !== seen) return Promise.resolve();
+    return new Promise((r) => this.wakers.push(r));
+  }
+
+  wake(): void {
+    this.version++;
+    const w = this.wakers;
+    this.wakers = [];
+    for (const f of w) f();
+  }
+
+  /** Acknowledged bytes not in S3 yet. */
+  get unpushed(): number {
+    return this.state.local;
+  }
+}
+
+/**
+ * Bytes of an upload that one instance acknowledged and holds on its disk, seen from any process
+ * sharing the Redis (with or without a write buffer of its own): who holds them, asking the holder
+ * to push them, dropping the claim of a holder gone for good, telling it an upload was deleted.
+ */
+export class HeldBytes {
+  /** The write buffer's instance id in this process, if it has one. */
+  selfId = '';
+  private readonly keys: RedisKeys;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly states: S3UploadStateStore,
+    prefix: string,
+    private readonly log: Logger | undefined,
+    private readonly opts: HandOverOptions,
+  ) {
+    this.keys = new RedisKeys(prefix);
+  }
+
+  /** The heartbeat: the holder's last sign of life. */
+  async beat(instanceId: string): Promise<void> {
+    await this.redis.hset(this.keys.uploadBuffers, instanceId, Date.now());
+  }
+
+  /** Forgets instances gone longer than the abandon period (their claims are void anyway). */
+  async prune(): Promise<void> {
+    const all = await this.redis.hgetall(this.keys.uploadBuffers);
+    const old = Object.entries(all)
+      .filter(([, seen]) => !(Date.now() - Number(seen) <= this.opts.abandonAfterMs))
+      .map(([instance]) => instance);
+    if (old.length > 0) await this.redis.hdel(this.keys.uploadBuffers, ...old);
+  }
+
+  /**
+   * Asks `holder` to push the upload's bytes: a message for speed, and a request it polls, so
+   * that a message it missed (reconnecting, still subscribing) costs a second, not the timeout.
+   */
+  private async ask(holder: string, id: string): Promise<void> {
+    const requests = this.keys.uploadBufferFlushes(holder);
+    await this.redis.multi().sadd(requests, id).pexpire(requests, this.opts.handOverTimeoutMs * 2).publish(this.keys.uploadBufferChannel, `flush ${id}`).exec();
+  }
+
+  /** Upload ids this instance was asked to push (and forgets the requests). */
+  async requests(instanceId: string): Promise<string[]> {
+    return (await this.redis.spop(this.keys.uploadBufferFlushes(instanceId), 1000)) ?? [];
+  }
+
+  /** 'alive', 'down' (may come back: wait), or 'abandoned' (its claim may be dropped). */
+  private async status(holder: string): Promise<'alive' | 'down' | 'abandoned'> {
+    const seen = Number(await this.redis.hget(this.keys.uploadBuffers, holder));
+    const age = Number.isFinite(seen) && seen > 0 ? Date.now() - seen : Infinity;
+    if (age <= ALIVE_WITHIN_MS) return 'alive';
+    return age > this.opts.abandonAfterMs ? 'abandoned' : 'down';
+  }
+
+  private async drop(state: UploadState): Promise<void> {
+    this.log?.warn({ uploadId: state.upload.id, holder: state.holder, bytes: state.local }, 'the instance holding bytes of this upload is gone; its bytes are given up and the client re-sends them');
+    try {
+      await this.states.commit(state, [], state.tail, { bytes: 0, holder: '' });
+    } catch (err) {
+      if (!(err instanceof StateConflictError)) throw err;
+    }
+  }
+
+  /** The state to show (HEAD): without the bytes of a holder gone longer than abandonAfterMs. */
+  async visible(state: UploadState): Promise<UploadState> {
+    if (state.local === 0 || state.holder === this.selfId || (await this.status(state.holder)) !== 'abandoned') return state;
+    await this.drop(state);
+    return (await this.states.load(state.upload.id)) ?? state;
+  }
+
+  /**
+   * Before a process writes or completes an upload whose bytes another instance holds: asks the
+   * holder to push them and waits until it did. Resolves to the state to go on from. Throws 503
+   * while the holder is not running (its bytes come back with it) or does not finish in time.
+   */
+  async takeOver(state: UploadState): Promise<UploadState> {
+    const id = state.upload.id;
+    const deadline = Date.now() + this.opts.handOverTimeoutMs;
+    let current: UploadState | undefined = state;
+    let asked = -Infinity;
+    let backoff = 20;
+    while (current && current.local > 0 && current.holder !== this.selfId) {
+      const status = await this.status(current.holder);
+      if (status === 'abandoned') {
+        await this.drop(current);
+      } else if (status === 'down') {
+        throw heldElsewhere('The latest bytes of this upload are on a tusk instance that is not running; retry when it is back');
+      } else {
+        if (Date.now() > deadline) throw heldElsewhere('The latest bytes of this upload are still being moved to storage by another tusk instance; retry shortly');
+        if (Date.now() - asked >= 500) {
+          asked = Date.now();
+          await this.ask(current.holder, id);
+        }
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 250);
+      }
+      current = await this.states.load(id);
+    }
+    if (!current) throw new StateConflictError(id);
+    return current;
+  }
+}
+
+export class WriteBuffer {
+  readonly instanceId: string;
+  private readonly keys: RedisKeys;
+  private readonly entries = new Map<string, Entry>();
+  private readonly instanceDir: string;
+  private diskBytes = 0;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private poller: NodeJS.Timeout | undefined;
+  private beats = 0;
+  private closedForGood = false;
+  private readonly log: Logger | undefined;
+
+  private constructor(
+    private readonly host: WriteBufferHost,
+    private readonly states: S3UploadStateStore,
+    private readonly held: HeldBytes,
+    private readonly subscriber: Redis,
+    prefix: string,
+    private readonly opts: WriteBufferOptions,
+    instanceDir: string,
+  ) {
+    this.keys = new RedisKeys(prefix);
+    this.instanceDir = instanceDir;
+    this.instanceId = path.basename(instanceDir);
+    this.log = host.log?.child({ component: 'write-buffer', instance: this.instanceId });
+  }
+
+  /**
+   * Takes an instance directory (one whose process is gone, else a new one), starts the
+   * heartbeat, listens for flush requests and pushes what a previous process left to S3.
+   */
+  static async open(host: WriteBufferHost, states: S3UploadStateStore, held: HeldBytes, subscriber: Redis, prefix: string, opts: WriteBufferOptions): Promise<WriteBuffer> {
+    await fs.promises.mkdir(opts.directory, { recursive: true });
+    const dir = (await WriteBuffer.adoptDirectory(opts.directory)) ?? (await WriteBuffer.newDirectory(opts.directory));
+    const buffer = new WriteBuffer(host, states, held, subscriber, prefix, opts, dir);
+    held.selfId = buffer.instanceId;
+    await buffer.beat();
+    buffer.heartbeat = setInterval(() => void buffer.beat(), HEARTBEAT_MS);
+    buffer.heartbeat.unref();
+    buffer.poller = setInterval(() => void buffer.pollRequests(), POLL_REQUESTS_MS);
+    buffer.poller.unref();
+    subscriber.on('message', buffer.onMessage);
+    await subscriber.subscribe(buffer.keys.uploadBufferChannel);
+    await buffer.recover();
+    return buffer;
+  }
+
+  private static async claim(dir: string): Promise<boolean> {
+    const owner = path.join(dir, 'owner');
+    try {
+      await fs.promises.writeFile(owner, String(process.pid), { flag: 'wx' });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const pid = Number(await fs.promises.readFile(owner, 'utf8').catch(() => ''));
+    if (Number.isInteger(pid) && pid > 0 && (pid === process.pid || processAlive(pid))) return false;
+    // Whoever renames the dead owner's file away first may take the directory.
+    const gone = `${owner}.gone-${crypto.randomBytes(4).toString('hex')}`;
+    try {
+      await fs.promises.rename(owner, gone);
+    } catch {
+      return false;
+    }
+    await fs.promises.rm(gone, { force: true });
+    try {
+      await fs.promises.writeFile(owner, String(process.pid), { flag: 'wx' });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private static async adoptDirectory(parent: string): Promise<string | undefined> {
+    for (const name of (await fs.promises.readdir(parent)).sort()) {
+      if (!/^[0-9a-f]{16}$/.test(name)) continue;
+      const dir = path.join(parent, name);
+      if (await WriteBuffer.claim(dir)) return dir;
+    }
+    return undefined;
+  }
+
+  private static async newDirectory(parent: string): Promise<string> {
+    const dir = path.join(parent, crypto.randomBytes(8).toString('hex'));
+    await fs.promises.mkdir(dir);
+    if (!(await WriteBuffer.claim(dir))) throw new Error(`could not claim the new buffer directory ${dir}`);
+    return dir;
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      await this.held.beat(this.instanceId);
+      if (++this.beats % PRUNE_EVERY_BEATS === 0) await this.held.prune();
+    } catch (err) {
+      this.log?.warn({ err }, 'write buffer heartbeat failed');
+    }
+  }
+
+  private async pollRequests(): Promise<void> {
+    if (this.closedForGood) return;
+    try {
+      for (const id of await this.held.requests(this.instanceId)) this.flushRequested(id);
+    } catch (err) {
+      this.log?.warn({ err }, 'could not read flush requests');
+    }
+  }
+
+  private readonly onMessage = (channel: string, message: string): void => {
+    if (channel !== this.keys.uploadBufferChannel) return;
+    const [verb, id] = message.split(' ');
+    if (verb === 'flush' && id) this.flushRequested(id);
+  };
+
+  /** Another instance waits for this upload's bytes to be in S3. */
+  private flushRequested(id: string): void {
+    if (this.closedForGood || !isUploadId(id)) return;
+    const entry = this.entries.get(id);
+    if (entry) this.close(entry);
+    else void this.pushHeld(id); // held, but its pusher stopped (storage was down)
+  }
+
+  /** Pushes an upload whose bytes this process holds on disk without a running pusher. */
+  private async pushHeld(id: string): Promise<void> {
+    try {
+      const state = await this.states.load(id);
+      if (!state || state.holder !== this.instanceId || state.local === 0 || this.entries.has(id)) return;
+      this.close(await this.entryFor(state));
+    } catch (err) {
+      this.log?.warn({ err, uploadId: id }, 'could not restart pushing buffered bytes');
+    }
+  }
+
+  // ------------------------------------------------------------------ entries
+
+  private uploadDir(id: string): string {
+    return path.join(this.instanceDir, id);
+  }
+
+  /** The entry of an upload this process holds or starts holding, with its segments on disk. */
+  private async entryFor(state: UploadState): Promise<Entry> {
+    const id = state.upload.id;
+    let waited = false;
+    for (;;) {
+      const existing = this.entries.get(id);
+      if (!existing) break;
+      if (!existing.closing && !existing.discarded) return existing;
+      await existing.closed; // a flush under way: the next append starts a new entry
+      waited = true;
+    }
+    if (waited) {
+      // The flush changed the state (bytes moved from this disk to S3): go on from Redis's.
+      const fresh = await this.states.load(id);
+      if (!fresh) throw ERRORS.FILE_NOT_FOUND as unknown as Error;
+      state = fresh;
+    }
+    const entry = new Entry(id, this.uploadDir(id), state);
+    this.entries.set(id, entry);
+    await fs.promises.mkdir(entry.dir, { recursive: true });
+    if (state.local > 0) await this.loadSegments(entry);
+    this.runPusher(entry);
+    return entry;
+  }
+
+  /** Segments of the acknowledged local bytes, from the upload's directory. */
+  private async loadSegments(entry: Entry): Promise<void> {
+    const names = await fs.promises.readdir(entry.dir).catch(() => [] as string[]);
+    const found: Segment[] = [];
+    for (const name of names) {
+      if (!/^\d+$/.test(name)) continue;
+      const file = path.join(entry.dir, name);
+      const st = await fs.promises.stat(file);
+      found.push({ start: Number(name), acked: 0, written: st.size, file, open: false });
+    }
+    found.sort((a, b) => a.start - b.start);
+    // Keep the chain that covers [stored offset, acknowledged end) without gaps.
+    let at = storedOffset(entry.state);
+    const end = stateOffset(entry.state);
+    for (const seg of found) {
+      // On the chain: starts at or before `at` (partly in S3 already) and reaches beyond it.
+      if (seg.start <= at && seg.start + seg.written > at && at < end) {
+        seg.acked = Math.min(seg.written, end - seg.start);
+        at = seg.start + seg.acked;
+        if (seg.written > seg.acked) {
+          // What a crash left after the acknowledged bytes is no part of the upload.
+          await fs.promises.truncate(seg.file, seg.acked);
+          seg.written = seg.acked;
+        }
+        if (seg.acked > 0) {
+          entry.segments.push(seg);
+          this.diskBytes += seg.written;
+          continue;
+        }
+      }
+      // Not on the chain from the stored offset (all in S3 already, or never acknowledged).
+      await fs.promises.rm(seg.file, { force: true });
+    }
+    if (at < end) {
+      // Acknowledged bytes missing from disk (the directory was damaged): give them up, so that
+      // the offset shows what can still be had and the client re-sends the rest.
+      this.log?.error({ uploadId: entry.id, missingFrom: at, acknowledgedTo: end }, 'acknowledged bytes missing from the write buffer; the offset goes back');
+      await entry.update(() => this.states.commit(entry.state, [], entry.state.tail, { bytes: at - storedOffset(entry.state), holder: this.instanceId }));
+    }
+  }
+
+  /** Uploads left by a previous process with this directory: push them to S3. */
+  private async recover(): Promise<void> {
+    const names = await fs.promises.readdir(this.instanceDir);
+    let recovered = 0;
+    for (const id of names) {
+      if (id === 'owner' || id.startsWith('owner.')) continue;
+      const dir = this.uploadDir(id);
+      const state = isUploadId(id) ? await this.states.load(id) : undefined;
+      if (!state || state.done || state.holder !== this.instanceId || state.local === 0) {
+        await fs.promises.rm(dir, { recursive: true, force: true });
+        continue;
+      }
+      const entry = await this.entryFor(state);
+      recovered++;
+      this.close(entry);
+    }
+    if (recovered > 0) this.log?.info({ uploads: recovered }, 'pushing uploads a previous process acknowledged to S3');
+  }
+
+  // ------------------------------------------------------------------ writing
+
+  /**
+   * Reserves disk for a body of `length` bytes; false when the buffer is full (or shutting down)
+   * and the body must go the storage-acknowledged way.
+   */
+  reserve(length: number): boolean {
+    if (this.closedForGood || this.diskBytes + length > this.opts.maxBytes) return false;
+    this.diskBytes += length;
+    return true;
+  }
+
+  /**
+   * Appends a PATCH body of at most `reserved` bytes (reserve() succeeded): written to a new
+   * segment file, fsynced and recorded (local += n) every part size and at its end. Resolves to
+   * the bytes it recorded, with `bodyError` when the body stream failed (what arrived is kept).
+   * Rejects on disk or Redis failures (what was recorded before stays acknowledged).
+   */
+  async append(state: UploadState, src: Readable, reserved: number): Promise<{ received: number; bodyError?: unknown }> {
+    let entry: Entry;
+    try {
+      entry = await this.entryFor(state);
+      if (entry.unpushed === 0 && !sameState(entry.state, state)) {
+        // Another instance wrote since this process pushed its last bytes of the upload (while
+        // it holds bytes, the state names it and nobody else writes): start from Redis's state.
+        this.close(entry);
+        await entry.closed;
+        const fresh = await this.states.load(state.upload.id);
+        if (!fresh || stateOffset(fresh) !== stateOffset(state)) throw new StateConflictError(state.upload.id);
+        entry = await this.entryFor(fresh);
+      }
+      if (stateOffset(entry.state) !== stateOffset(state)) throw new StateConflictError(state.upload.id);
+    } catch (err) {
+      this.releaseDisk(reserved);
+      throw err;
+    }
+    const { partSize, partsInFlight } = this.host.partPlan(entry.state);
+    const highWater = partsInFlight * partSize + partSize;
+    entry.appending++;
+    if (entry.idleTimer) clearTimeout(entry.idleTimer);
+    const start = stateOffset(entry.state);
+    // The body continues the last segment while that one is short of a part (one directory
+    // fsync per part, not per PATCH); else it starts a new segment file named by its offset.
+    const last = entry.segments.at(-1);
+    const reuse = last !== undefined && !last.open && last.start + last.acked === start && last.written === last.acked && last.acked < partSize;
+    const seg: Segment = reuse ? last : { start, acked: 0, written: 0, file: path.join(entry.dir, String(start)), open: true };
+    seg.open = true;
+    const base = seg.written; // bytes of the segment before this body
+    let fh: fs.promises.FileHandle | undefined;
+    let pending = 0;
+    let received = 0;
+    let bodyError: unknown;
+    let failure: unknown;
+    const record = async () => {
+      if (pending === 0) return;
+      await fh!.datasync();
+      const n = pending;
+      pending = 0;
+      const r = await entry.update(() => this.states.commit(entry.state, [], entry.state.tail, { bytes: entry.state.local + n, holder: this.instanceId }));
+      if (r === 'gone') throw this.gone(entry);
+      seg.acked += n;
+      received += n;
+      entry.wake();
+    };
+    try {
+      if (reuse) {
+        fh = await fs.promises.open(seg.file, 'r+');
+      } else {
+        // A file left at this offset holds no acknowledged byte (they would be part of the offset).
+        entry.segments.splice(0, entry.segments.length, ...entry.segments.filter((x) => x.start !== start || x.acked > 0));
+        fh = await fs.promises.open(seg.file, 'w');
+        await fsyncDirectory(entry.dir);
+        entry.segments.push(seg);
+      }
+      const body = (src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      for (;;) {
+        let next: IteratorResult<Buffer>;
+        try {
+          next = await body.next();
+        } catch (err) {
+          bodyError = err;
+          break;
+        }
+        if (next.done) break;
+        const chunk = next.value;
+        if (seg.written - base + chunk.length > reserved) throw new Error(`upload ${entry.id}: body longer than the ${reserved} bytes reserved`);
+        await fh.write(chunk, 0, chunk.length, seg.written);
+        seg.written += chunk.length;
+        pending += chunk.length;
+        if (pending >= partSize) await record();
+        // Read the body no faster than S3 takes this upload's parts.
+        while (entry.unpushed + pending > highWater) {
+          await record();
+          if (entry.discarded) throw this.gone(entry);
+          if (entry.stopped) throw entry.stopError ?? new StateConflictError(entry.id);
+          if (entry.unpushed > highWater) await entry.changedSince(entry.version);
+        }
+      }
+      await record();
+    } catch (err) {
+      failure = err;
+      await record().catch((e: unknown) => this.log?.error({ err: e, uploadId: entry.id }, 'could not record buffered bytes'));
+    } finally {
+      seg.open = false;
+      if (seg.written > seg.acked) {
+        // Bytes written but not recorded are no part of the upload: off the disk, so that the
+        // segment can be continued and a later load never takes them for acknowledged ones.
+        await fh?.truncate(seg.acked).catch(noop);
+        this.releaseDisk(seg.written - seg.acked);
+        seg.written = seg.acked;
+      }
+      await fh?.close().catch(noop);
+      this.releaseDisk(reserved - (seg.written - base));
+      if (seg.acked === 0) {
+        const i = entry.segments.indexOf(seg);
+        if (i >= 0) entry.segments.splice(i, 1);
+        await fs.promises.rm(seg.file, { force: true }).catch(noop);
+      }
+      entry.appending--;
+      entry.wake();
+      if (!entry.closing && !entry.discarded && !entry.stopped) {
+        entry.idleTimer = setTimeout(() => this.close(entry), this.opts.idleFlushMs);
+        entry.idleTimer.unref();
+      }
+    }
+    if (failure !== undefined) throw failure;
+    return { received, bodyError };
+  }
+
+  /** Frees disk reserved or used by segments. */
+  releaseDisk(n: number): void {
+    if (n > 0) this.diskBytes = Math.max(0, this.diskBytes - n);
+  }
+
+  /** Pushes everything the process holds of the upload; resolves when the entry is gone. */
+  async flush(id: string): Promise<void> {
+    const entry = this.entries.get(id);
+    if (!entry) return;
+    this.close(entry);
+    await entry.closed;
+  }
+
+  private close(entry: Entry): void {
+    if (entry.closing) return;
+    entry.closing = true;
+    if (entry.idleTimer) clearTimeout(entry.idleTimer);
+    entry.wake();
+  }
+
+  /** The upload's state is gone (deleted or expired meanwhile): its bytes here are dropped. */
+  private gone(entry: Entry): Error {
+    if (!entry.discarded) {
+      entry.discarded = true;
+      if (entry.idleTimer) clearTimeout(entry.idleTimer);
+      this.log?.info({ uploadId: entry.id }, 'upload deleted while its bytes were buffered; dropping them');
+      entry.wake();
+    }
+    return ERRORS.FILE_NOT_FOUND as unknown as Error;
+  }
+
+  /** Waits until the upload's bytes in this process are all in S3 (final PATCH, HEAD of a full upload). */
+  async drain(state: UploadState): Promise<UploadState> {
+    if (state.local === 0) return state;
+    if (state.holder !== this.instanceId) return this.held.takeOver(state);
+    let entry = this.entries.get(state.upload.id);
+    entry ??= await this.entryFor(state);
+    this.close(entry);
+    await entry.closed;
+    const after = await this.states.load(state.upload.id);
+    if (!after || after.local > 0) throw heldElsewhere('The upload could not be moved to storage yet; retry shortly');
+    return after;
+  }
+
+  /**
+   * Shutdown: pushes what it can until `deadline`; the rest stays on disk for the next process
+   * with this directory. Stops the heartbeat and releases the directory.
+   */
+  async shutdown(deadline: number): Promise<void> {
+    if (this.closedForGood) return;
+    this.closedForGood = true;
+    for (const entry of this.entries.values()) this.close(entry);
+    const all = Promise.all([...this.entries.values()].map((e) => e.closed));
+    await Promise.race([all, sleep(Math.max(0, deadline - Date.now()))]);
+    clearInterval(this.heartbeat);
+    clearInterval(this.poller);
+    this.subscriber.off('message', this.onMessage);
+    const left = [...this.entries.values()].filter((e) => e.unpushed > 0);
+    if (left.length > 0) {
+      this.log?.warn({ uploads: left.length, bytes: left.reduce((a, e) => a + e.unpushed, 0) }, 'shutdown: acknowledged bytes stay in the write buffer; the next start pushes them');
+    } else {
+      await fs.promises.rm(path.join(this.instanceDir, 'owner'), { force: true });
+    }
+  }
+
+  // ------------------------------------------------------------------ pushing
+
+  private runPusher(entry: Entry): void {
+    this.push(entry)
+      .catch((err: unknown) => {
+        entry.stopError = err;
+        if (entry.discarded) return;
+        if (err instanceof StateConflictError) {
+          // Another instance changed the state: it took over this upload from a holder it
+          // believed gone (abandoned). What is here is no longer part of the upload.
+          this.log?.warn({ uploadId: entry.id, bytes: entry.unpushed }, 'another instance took this upload over; dropping the buffered bytes');
+          entry.discarded = true;
+          return;
+        }
+        this.log?.error({ err, uploadId: entry.id, bytes: entry.unpushed }, 'pushing buffered bytes failed; they stay on disk and are pushed again later');
+        if (!this.closedForGood) setTimeout(() => void this.pushHeld(entry.id), RETRY_PUSH_MS).unref();
+      })
+      .finally(async () => {
+        entry.stopped = true;
+        if (entry.idleTimer) clearTimeout(entry.idleTimer);
+        if (entry.discarded || entry.unpushed === 0) {
+          const bytes = entry.segments.reduce((a, x) => a + x.written, 0);
+          entry.segments.length = 0;
+          await fs.promises.rm(entry.dir, { recursive: true, force: true }).catch(noop);
+          this.releaseDisk(bytes);
+        }
+        // Only now: the next entry of this upload uses the same directory.
+        if (this.entries.get(entry.id) === entry) this.entries.delete(entry.id);
+        entry.wake();
+        entry.resolveClosed();
+      });
+  }
+
+  /** A stream of the upload's bytes [from, to): the `.part` tail from S3 first if `tail` > 0. */
+  private bodyOf(entry: Entry, from: number, to: number, tail: number): Readable {
+    const { host } = this;
+    const state = entry.state;
+    const segments = entry.segments.slice(); // pushed segments leave the list meanwhile
+    return Readable.from(
+      (async function* () {
+        let at = from;
+        if (tail > 0) {
+          const s3 = await host.getTailStream(state, tail);
+          try {
+            for await (const c of s3 as AsyncIterable<Buffer>) yield c;
+          } finally {
+            s3.destroy();
+          }
+          at += tail;
+        }
+        for (const seg of segments) {
+          if (at >= to) break;
+          const segEnd = seg.start + seg.acked;
+          if (segEnd <= at || seg.start > at) continue;
+          const end = Math.min(segEnd, to);
+          const file = fs.createReadStream(seg.file, { start: at - seg.start, end: end - seg.start - 1, highWaterMark: 1024 * 1024 });
+          for await (const c of file as AsyncIterable<Buffer>) yield c;
+          at = end;
+        }
+        if (at !== to) throw new Error(`upload ${state.upload.id}: write buffer has bytes up to ${at}, ${to} needed`);
+      })(),
+      { objectMode: false },
+    );
+  }
+
+  private async withRetries<T>(what: string, entry: Entry, fn: () => Promise<T>): Promise<T> {
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < Math.max(1, this.host.spoolRetries); attempt++) {
+      if (attempt > 0) await sleep(250 * 2 ** (attempt - 1));
+      try {
+        return await fn();
+      } catch (err) {
+        lastErr = err;
+        this.log?.warn({ err, uploadId: entry.id, attempt: attempt + 1 }, `${what} from the write buffer failed`);
+      }
+    }
+    throw lastErr;
+  }
+
+  private async uploadPart(entry: Entry, part: InFlightPart, tail: number): Promise<void> {
+    const permit = await this.host.acquirePermit();
+    try {
+      part.etag = await this.withRetries(`part ${part.number}`, entry, () =>
+        this.host.uploadPartBody(entry.state, part.number, this.bodyOf(entry, part.start, part.start + part.len, tail), part.len),
+      );
+    } catch (err) {
+      part.failed = err;
+    } finally {
+      await permit.release().catch(noop);
+    }
+  }
+
+  /** Segments entirely in S3 are deleted. */
+  private async dropPushed(entry: Entry): Promise<void> {
+    const stored = storedOffset(entry.state);
+    let freed = 0;
+    while (entry.segments.length > 0) {
+      const seg = entry.segments[0]!;
+      if (seg.open || seg.start + seg.acked > stored) break;
+      entry.segments.shift();
+      freed += seg.written;
+      await fs.promises.rm(seg.file, { force: true }).catch(noop);
+    }
+    if (freed > 0) this.releaseDisk(freed);
+  }
+
+  /**
+   * The upload's pusher: uploads whole parts as soon as they are acknowledged (up to
+   * partsInFlight at once), commits them in order; once closing (flush, idle, shutdown, end of
+   * the upload) and no append is under way, pushes the rest as a last part or as the `.part` tail.
+   */
+  private async push(entry: Entry): Promise<void> {
+    const { state } = entry;
+    const inFlight: InFlightPart[] = [];
+    let nextStart = state.bytes;
+    let nextNumber = state.nparts + 1;
+    // Bytes of the first part that come from S3's `.part` object, not from the buffer.
+    const tailInS3 = state.tail;
+    let tailConsumed = false;
+    let firstLaunched = false;
+    const launch = (len: number) => {
+      const part: InFlightPart = { number: nextNumber++, start: nextStart, len, done: Promise.resolve() };
+      const tail = firstLaunched ? 0 : tailInS3;
+      firstLaunched = true;
+      part.done = this.uploadPart(entry, part, tail).then(() => entry.wake());
+      inFlight.push(part);
+      nextStart += len;
+    };
+
+    const commitDone = async () => {
+      const batch: InFlightPart[] = [];
+      while (inFlight.length > 0 && inFlight[0]!.etag !== undefined) batch.push(inFlight.shift()!);
+      if (batch.length === 0) return;
+      const parts: CommittedPart[] = batch.map((p) => ({ number: p.number, size: p.len, etag: p.etag! }));
+      const r = await entry.update(() => this.states.commit(state, parts, 0));
+      if (r === 'gone') throw this.gone(entry);
+      if (tailInS3 > 0 && !tailConsumed) {
+        tailConsumed = true;
+        // Awaited: a delete still in flight could remove the `.part` a flush writes next.
+        await this.host.deleteTail(state).catch((err: unknown) => {
+          this.log?.warn({ err, uploadId: entry.id }, 'could not delete the consumed .part object (ignored on rebuild)');
+        });
+      }
+      await this.dropPushed(entry);
+      entry.wake();
+    };
+
+    for (;;) {
+      if (entry.discarded) return;
+      const seen = entry.version;
+      const failed = inFlight.find((p) => p.failed !== undefined);
+      if (failed) {
+        await Promise.allSettled(inFlight.map((p) => p.done));
+        throw failed.failed;
+      }
+      await commitDone();
+      const { partSize, tailThreshold, partsInFlight } = this.host.partPlan(state);
+      const acknowledged = stateOffset(state);
+      const size = state.upload.size;
+      const final = size !== undefined && acknowledged === size;
+      // Whole parts as soon as they are acknowledged.
+      while (inFlight.length < partsInFlight && acknowledged - nextStart >= partSize) launch(partSize);
+      const finishing = (entry.closing || final) && entry.appending === 0;
+      if (finishing && acknowledged - nextStart < partSize) {
+        const rest = acknowledged - nextStart;
+        if (rest > 0 && (final || rest >= tailThreshold)) {
+          if (inFlight.length < partsInFlight) launch(rest);
+        } else if (inFlight.length === 0) {
+          if (rest > 0) await this.pushTail(entry);
+          return; // everything is in S3
+        }
+      }
+      if (entry.discarded) return;
+      await entry.changedSince(seen);
+    }
+  }
+
+  /** The rest (below the tail threshold, not the end): `.part` = the S3 tail + the buffered bytes. */
+  private async pushTail(entry: Entry): Promise<void> {
+    const { state } = entry;
+    const from = state.bytes;
+    const to = stateOffset(state);
+    await this.withRetries('.part', entry, () => this.host.putTailBody(state, this.bodyOf(entry, from, to, state.tail), to - from, state.nparts + 1));
+    const r = await entry.update(() => this.states.commit(state, [], to - from, { bytes: 0, holder: '' }));
+    if (r === 'gone') throw this.gone(entry);
+    await this.dropPushed(entry);
+  }
+}
