@@ -20,7 +20,7 @@ import type { Scanner } from './lib/scanner.js';
  * BullMQ or sharp in its memory).
  */
 async function loadModules() {
-  const [bullmq, config, access, auth, lifecycle, embeddedRedis, banner, logger, metrics, objectStorage, queues, recordStore, redis, redisKeys, s3, datastore, workerRegistry, scanner, server, workers] =
+  const [bullmq, config, access, auth, lifecycle, embeddedRedis, banner, logger, metrics, objectStorage, queues, recordStore, redis, redisKeys, s3, datastore, workerRegistry, scanner, signedUrls, server, workers] =
     await Promise.all([
       import('bullmq'),
       import('./config/index.js'),
@@ -40,6 +40,7 @@ async function loadModules() {
       import('./lib/stores/datastore.js'),
       import('./lib/worker-registry.js'),
       import('./lib/scanner.js'),
+      import('./lib/signed-urls.js'),
       import('./server/main.js'),
       import('./workers/main.js'),
     ]);
@@ -62,6 +63,7 @@ async function loadModules() {
     ...datastore,
     ...workerRegistry,
     ...scanner,
+    ...signedUrls,
     ...server,
     ...workers,
   };
@@ -155,7 +157,8 @@ function compose(m: Modules, config: Config, redisUrl: string, logger: Logger): 
     const client = m.createS3Client(config.s3, logger.child({ component: 's3' }), metrics);
     s3 = { client, presigner: new m.Presigner(client, config.s3, config.pipeline.s3PublicEndpoint), bucket: config.s3.bucket };
   }
-  const storage = m.createObjectStorage(config, s3);
+  const signer = new m.DerivedUrlSigner(m.signingKeyLoader(redis, keys, config.urlSigningSecret), config.pipeline.signedGetUrlTtlMs);
+  const storage = m.createObjectStorage(config, s3, signer);
   const datastore = m.createDatastore(config, redis, logger, s3?.client);
   const records = new m.RecordStore(redis, config.redisPrefix);
   const access = m.createAccessControl(config, redis, keys, metrics);
@@ -164,7 +167,7 @@ function compose(m: Modules, config: Config, redisUrl: string, logger: Logger): 
   const lifecycle = new m.UploadLifecycle({ access, records, processQueue, storage, redis, keys, logger: logger.child({ component: 'lifecycle' }) });
   const workers = new m.WorkerRegistry(redis, keys);
   m.countUploads(lifecycle, metrics);
-  const core: Core = { config, logger, redis, subscriber, bullmq, keys, s3, datastore, storage, records, access, lifecycle, workers, metrics };
+  const core: Core = { config, logger, redis, subscriber, bullmq, keys, s3, datastore, storage, signer, records, access, lifecycle, workers, metrics };
   const close = async () => {
     await processQueue.close().catch(() => {});
     storage.close();

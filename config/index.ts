@@ -110,6 +110,10 @@ const env = z.object({
   METRICS: bool('METRICS').default(true),
   METRICS_PORT: integer('METRICS_PORT', 0, 65535).optional(),
   METRICS_TOKEN: z.string().regex(/^[\x21-\x7e]{16,256}$/, 'METRICS_TOKEN must be 16 to 256 printable characters without spaces').optional(),
+  // The upload page (web/, served by server/http/web-ui.ts) and tusk's signed derived-file URLs (lib/signed-urls.ts).
+  WEB_UI: bool('WEB_UI').default(true),
+  WEB_UI_TOKEN_COOKIE: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'WEB_UI_TOKEN_COOKIE must be a cookie name (letters, digits, _ and -)').optional(),
+  URL_SIGNING_SECRET: z.string().min(32, 'URL_SIGNING_SECRET must be at least 32 characters').optional(),
   // Authentication, quotas and rate limits (hooks/auth.ts, hooks/quota.ts, hooks/rate-limit.ts).
   AUTH_JWT_SECRET: z.string().optional(),
   AUTH_JWT_PUBLIC_KEY: z.string().optional(),
@@ -233,6 +237,10 @@ export interface Config {
   /** Direct-to-storage uploads. */
   direct: DirectConfig;
   metrics: MetricsConfig;
+  /** WEB_UI: the upload page at `/` (default true); WEB_UI_TOKEN_COOKIE: a cookie it takes the token from. */
+  webUi: { enabled: boolean; tokenCookie?: string };
+  /** URL_SIGNING_SECRET: key of the signed derived-file URLs; unset: one kept in Redis. */
+  urlSigningSecret?: string;
 }
 
 export interface MetricsConfig {
@@ -446,7 +454,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (e.SIGNED_URL_TTL < 1000 || e.SIGNED_URL_TTL > 7 * 86_400_000) problems.push('SIGNED_URL_TTL: must be between 1s and 7d (the S3 limit)');
   if (problems.length) throw new ConfigError(problems);
   const corsOrigins = e.CORS_ORIGINS.trim() === '*' ? '*' : e.CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
-  const config: Omit<Config, 'pipeline' | 'access' | 'direct' | 'metrics'> = {
+  const config: Omit<Config, 'pipeline' | 'access' | 'direct' | 'metrics' | 'webUi' | 'urlSigningSecret'> = {
     port: e.PORT,
     host: e.HOST ?? '127.0.0.1',
     publicUrl: e.PUBLIC_URL,
@@ -514,7 +522,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     token: e.METRICS_TOKEN,
     onApiPort: e.METRICS && e.METRICS_PORT === undefined && (e.METRICS_TOKEN !== undefined || (isLoopbackHost(config.host) && !behindProxy)),
   };
-  return { ...config, access, direct, pipeline, metrics };
+  return { ...config, access, direct, pipeline, metrics, webUi: { enabled: e.WEB_UI, tokenCookie: e.WEB_UI_TOKEN_COOKIE }, urlSigningSecret: e.URL_SIGNING_SECRET };
 }
 
 /** AUTH_*: one key source, a sane secret or PEM, algorithms that fit it (never `none`). */

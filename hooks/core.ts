@@ -14,6 +14,7 @@ import type { RedisKeys } from '../lib/redis-keys.js';
 import type { WorkerRegistry } from '../lib/worker-registry.js';
 import type { Presigner } from '../lib/s3.js';
 import type { Scanner } from '../lib/scanner.js';
+import type { DerivedUrlSigner } from '../lib/signed-urls.js';
 import type { AccessControl } from './access.js';
 import type { UploadLifecycle } from './lifecycle.js';
 
@@ -33,6 +34,8 @@ export interface Core {
   datastore: DataStore;
   /** Reading uploads, writing and serving derived outputs. */
   storage: ObjectStorage;
+  /** tusk's signed derived-file URLs (HLS playlists; the file store's outputs). */
+  signer: DerivedUrlSigner;
   records: RecordStore;
   access: AccessControl;
   lifecycle: UploadLifecycle;

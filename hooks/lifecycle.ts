@@ -94,7 +94,7 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
     });
     if (!reserved.ok) throw new TuskError(reserved.code, reserved.message);
     try {
-      await access.ownership.setOwner(id, owner.userId);
+      await access.ownership.setOwner(id, owner.userId, Date.parse(opts.record.created_at) || Date.now());
       await records.create(opts.record, opts.complete ? 'uploaded' : 'uploading');
     } catch (err) {
       await access.quota.release(id).catch(() => {});
@@ -111,7 +111,7 @@ export class UploadLifecycle extends EventEmitter<LifecycleEvents> {
    */
   async duplicate(owner: Principal, id: string, sourceId: string, base: RecordBase): Promise<void> {
     const { access, records } = this.deps;
-    await access.ownership.setOwner(id, owner.userId);
+    await access.ownership.setOwner(id, owner.userId, Date.parse(base.created_at) || Date.now());
     if (!(await records.copyAs(sourceId, id, base))) {
       await access.ownership.forget(id);
       throw new TuskError('not_found', 'The upload to share is gone');

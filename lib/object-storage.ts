@@ -24,6 +24,7 @@ import {
 import type { Config } from '../config/index.js';
 import { isNotFoundError } from './errors.js';
 import type { Presigner } from './s3.js';
+import { DerivedUrlSigner } from './signed-urls.js';
 import { DERIVED_PREFIX, derivedKey, derivedPrefix, quarantineKey } from './s3-keys.js';
 import type { StorageLocation } from './queues.js';
 
@@ -70,19 +71,33 @@ export interface ObjectStorage {
   exists(key: string): Promise<boolean>;
   /** A URL a client can GET the key from (presigned, or served through tusk). */
   urlFor(key: string, baseUrl: string): Promise<string>;
+  /**
+   * A URL of a derived key that storage serves itself, valid until `expiresAtMs` (S3: presigned; the
+   * file store: tusk's signed URL, whose expiry is its own): what a served playlist names.
+   */
+  mediaUrlFor(key: string, baseUrl: string, token: string, expiresAtMs: number): Promise<string>;
+  /** A derived object's bytes (a playlist: small); undefined when it does not exist. */
+  readDerived(key: string): Promise<Buffer | undefined>;
   /** File store only: absolute path of a derived key (for serving it). */
   localPath?(key: string): string;
   close(): void;
 }
 
 /** The object storage of the configured store; S3 uses the process's client and presigner. */
-export function createObjectStorage(config: Config, s3?: { client: S3Client; presigner: Presigner }): ObjectStorage {
+/**
+ * `signer`: URLs of HLS playlists (both stores) and of the file store's derived files are tusk's
+ * signed URLs (lib/signed-urls.ts), which a player or <img> loads without a token; without one,
+ * the file store's URLs need the token (`/api/files/derived/...`) and playlists are presigned.
+ */
+export function createObjectStorage(config: Config, s3?: { client: S3Client; presigner: Presigner }, signer?: DerivedUrlSigner): ObjectStorage {
   if (config.storage === 's3' && config.s3) {
     if (!s3) throw new Error('STORAGE=s3 needs the S3 client');
-    return new S3ObjectStorage(s3.client, config.s3.bucket, s3.presigner, Math.round(config.pipeline.signedGetUrlTtlMs / 1000));
+    return new S3ObjectStorage(s3.client, config.s3.bucket, s3.presigner, Math.round(config.pipeline.signedGetUrlTtlMs / 1000), signer);
   }
-  return new FileObjectStorage(config);
+  return new FileObjectStorage(config, signer);
 }
+
+const isPlaylist = (key: string) => key.toLowerCase().endsWith('.m3u8');
 
 async function listFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -101,6 +116,7 @@ class S3ObjectStorage implements ObjectStorage {
     private readonly bucket: string,
     private readonly presigner: Presigner,
     private readonly urlTtlSeconds: number,
+    private readonly signer?: DerivedUrlSigner,
   ) {}
 
   private where(location: StorageLocation): { Bucket: string; Key: string } {
@@ -182,8 +198,24 @@ class S3ObjectStorage implements ObjectStorage {
     }
   }
 
-  urlFor(key: string): Promise<string> {
+  urlFor(key: string, baseUrl: string): Promise<string> {
+    // A presigned playlist would name its variants and segments unsigned: tusk serves playlists.
+    if (this.signer && isPlaylist(key)) return this.signer.url(baseUrl, key);
     return this.presigner.getObject(this.bucket, key, this.urlTtlSeconds);
+  }
+
+  mediaUrlFor(key: string, _baseUrl: string, _token: string, expiresAtMs: number): Promise<string> {
+    return this.presigner.getObject(this.bucket, key, Math.min(7 * 86_400, Math.max(1, Math.ceil((expiresAtMs - Date.now()) / 1000))));
+  }
+
+  async readDerived(key: string): Promise<Buffer | undefined> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      return Buffer.from(await (out.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
+    } catch (err) {
+      if (isNotFoundError(err)) return undefined;
+      throw err;
+    }
   }
 
   close(): void {
@@ -194,7 +226,10 @@ class S3ObjectStorage implements ObjectStorage {
 class FileObjectStorage implements ObjectStorage {
   readonly kind = 'file' as const;
   private readonly root: string;
-  constructor(config: Config) {
+  constructor(
+    config: Config,
+    private readonly signer?: DerivedUrlSigner,
+  ) {
     this.root = config.dataDir;
   }
 
@@ -276,7 +311,21 @@ class FileObjectStorage implements ObjectStorage {
   }
 
   async urlFor(key: string, baseUrl: string): Promise<string> {
+    if (this.signer) return this.signer.url(baseUrl, key);
     return `${baseUrl}/api/files/${key.split('/').map(encodeURIComponent).join('/')}`;
+  }
+
+  async mediaUrlFor(key: string, baseUrl: string, token: string): Promise<string> {
+    return DerivedUrlSigner.urlWith(baseUrl, key, token);
+  }
+
+  async readDerived(key: string): Promise<Buffer | undefined> {
+    try {
+      return await fs.readFile(this.localPath(key));
+    } catch (err) {
+      if (isNotFoundError(err)) return undefined;
+      throw err;
+    }
   }
 
   close(): void {}

@@ -9,6 +9,8 @@
 //   <p>concat:{<id>}                   "partial" | "final;<urls>"
 //   <p>repr-digest:{<id>}              Repr-Digest a draft upload must match once complete  server/tus/digest.ts
 //   <p>owner:{<id>}                    user id of the upload's owner
+//   <p>user-uploads:{<user>}           zset of the user's uploads (score: creation ms) hooks/ownership.ts
+//   <p>user-uploads-indexed            marker: uploads older than the listing were indexed
 //   <p>quota:user:{<user>}             hash bytes, active
 //   <p>quota:upload:{<id>}             hash user, bytes, state, expires_at
 //   <p>quota:expiring                  zset unfinished reservations by expiry
@@ -21,6 +23,7 @@
 //   <p>direct-pending-put              zset Companion single PUTs awaiting their object
 //   <p>direct-stale-put                zset completed PUTs whose PUT key is deleted once URLs expired
 //   <p>dedup:{<user>}:<sha256>:<size>  upload id of a ready upload with that content
+//   <p>url-signing-key                 key of tusk's signed derived-file URLs (lib/signed-urls.ts)
 //   <p>workers                         hash worker process id -> { queues, seen } (lib/worker-registry.ts)
 //   <p>upload-buffers                  hash buffer instance id -> last heartbeat (ms) (UPLOAD_ACK=disk,
 //                                      lib/stores/s3-write-buffer.ts)
@@ -63,6 +66,12 @@ export class RedisKeys {
   owner(id: string): string {
     return `${this.prefix}owner:{${id}}`;
   }
+  userUploads(userId: string): string {
+    return `${this.prefix}user-uploads:{${userId}}`;
+  }
+  get userUploadsIndexed(): string {
+    return `${this.prefix}user-uploads-indexed`;
+  }
 
   /** The part of quotaUser(user) before the hash tag, for Lua scripts that find the user themselves. */
   get quotaUserPrefix(): string {
@@ -103,6 +112,10 @@ export class RedisKeys {
   }
   get directStalePut(): string {
     return `${this.prefix}direct-stale-put`;
+  }
+
+  get urlSigningKey(): string {
+    return `${this.prefix}url-signing-key`;
   }
 
   get workers(): string {

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const stamp = path.join(root, 'dist', '.build-stamp');
-const SOURCES = ['tusk.ts', 'config', 'lib', 'hooks', 'server', 'workers', 'minio', 'cli', 'bench', 'package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json'];
+const SOURCES = ['tusk.ts', 'config', 'lib', 'hooks', 'server', 'workers', 'minio', 'cli', 'bench', 'web', 'package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json'];
 
 function newest(entry) {
   let stat;
@@ -19,7 +19,7 @@ function newest(entry) {
   } catch {
     return 0;
   }
-  if (!stat.isDirectory()) return /\.(ts|lua|json)$/.test(entry) ? stat.mtimeMs : 0;
+  if (!stat.isDirectory()) return /\.(ts|lua|json|html|css|mjs)$/.test(entry) ? stat.mtimeMs : 0;
   let latest = stat.mtimeMs; // a deleted or renamed file changes its folder
   for (const name of fs.readdirSync(entry)) latest = Math.max(latest, newest(path.join(entry, name)));
   return latest;

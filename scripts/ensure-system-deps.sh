@@ -6,7 +6,8 @@
 #                                         clamd, unless CLAMD_SOCKET / CLAMD_HOST is set
 #   scripts/ensure-system-deps.sh test    the test suite: redis-server, Ceph RGW (mon, osd, radosgw), curl,
 #                                         clamd (own test signatures), ffmpeg/ffprobe, promtool (the
-#                                         alert rules are checked and unit-tested with it)
+#                                         alert rules are checked and unit-tested with it), chromium
+#                                         (the upload page's browser tests)
 # Idempotent: when every program is already there it only checks PATH (no apt-get update).
 # Installs as root, or through sudo; otherwise prints the command to run and exits non-zero.
 set -euo pipefail
@@ -35,6 +36,7 @@ case "$1" in
       curl:curl
       clamd:clamav-daemon clamscan:clamav ffmpeg:ffmpeg ffprobe:ffmpeg
       promtool:prometheus
+      chromium:chromium
     )
     ;;
   *) usage ;;

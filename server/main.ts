@@ -22,6 +22,8 @@ import { createTusEndpoint } from './tus/endpoint.js';
 import { RedisLocker } from './tus/redis-locker.js';
 import { createApiRouter } from './status/routes.js';
 import { createDirectUploadsRouter } from './direct/routes.js';
+import { createSignedDerivedRouter } from './status/signed-derived.js';
+import { createWebUiRouter } from './http/web-ui.js';
 
 export interface RunningServer {
   port: number;
@@ -99,8 +101,11 @@ export async function startServer(core: Core): Promise<RunningServer> {
     if (!isTusPath(req.url)) return next();
     void tusEndpoint.handle(req, res);
   });
+  app.use(createSignedDerivedRouter(core));
   app.use(createDirectUploadsRouter(core));
   app.use(api.router);
+  const webUi = createWebUiRouter(config);
+  if (webUi) app.use(webUi);
   app.use((_req, res) => {
     res.status(404).json({ error: { code: 'not_found', message: 'No such route' } });
   });
@@ -148,6 +153,16 @@ export async function startServer(core: Core): Promise<RunningServer> {
     lastGap = now;
   };
   void watchWorkers();
+  // Uploads made before the listing existed get their place in it, once per Redis.
+  void access.ownership
+    .indexExisting(async (id) => {
+      const rec = await records.get(id);
+      return rec ? Date.parse(rec.base.created_at) || 0 : undefined;
+    })
+    .then(
+      (n) => n > 0 && logger.info({ uploads: n }, 'uploads made before the listing existed were indexed'),
+      (err: unknown) => logger.warn({ err }, 'could not index earlier uploads for the listing; the next start tries again'),
+    );
   const workersWatch = setInterval(() => void watchWorkers(), 30_000);
   workersWatch.unref();
 

@@ -1,4 +1,5 @@
 // The status API (JSON):
+//   GET  /api/uploads                 the caller's uploads, newest first, paginated (listing.ts)
 //   GET  /api/uploads/:id             the upload's status document (404 {error:{code,message}})
 //   GET  /api/uploads/:id/events      Server-Sent Events: the current document first, then the
 //                                     document again on every status/progress change (Redis
@@ -20,6 +21,7 @@ import { RETRY_AFTER_SECONDS, TuskError } from '../../lib/errors.js';
 import { sendJsonError, unavailable } from '../http/errors.js';
 import { publicBaseUrl } from '../http/public-url.js';
 import { derivedTarget, uploadIdOfSegment } from '../http/request-target.js';
+import { encodeCursor, LISTING_SCAN_BUDGET, parseListingQuery } from './listing.js';
 
 const HEARTBEAT_MS = 15_000;
 /**
@@ -69,11 +71,53 @@ export function createApiRouter(core: Core): { router: Router; close(): void } {
   };
 
   const router = express.Router({ caseSensitive: true, strict: true });
+  const { authenticator, ownership } = core.access;
+
+  // The listing names no upload: it reads the caller's own index, so it needs no ownership check
+  // (and `/api/uploads/` with its slash falls through to the per-upload routes: 404).
+  router.get('/api/uploads', requireAuth(authenticator), async (req, res) => {
+    let query;
+    try {
+      query = parseListingQuery(req);
+    } catch (err) {
+      return sendJsonError(res, err as TuskError);
+    }
+    const user = principalOf(res).userId;
+    try {
+      const uploads: unknown[] = [];
+      let cursor = query.after;
+      let scanned = 0;
+      let exhausted = false;
+      while (uploads.length < query.limit && scanned < LISTING_SCAN_BUDGET) {
+        const batch = await ownership.uploadsOf(user, Math.min(100, Math.max(query.limit - uploads.length, 10)), cursor);
+        if (batch.length === 0) {
+          exhausted = true;
+          break;
+        }
+        const records_ = await Promise.all(batch.map((e) => records.get(e.id)));
+        const gone: string[] = [];
+        for (const [i, entry] of batch.entries()) {
+          if (uploads.length >= query.limit) break;
+          cursor = entry;
+          scanned++;
+          const rec = records_[i];
+          if (!rec) gone.push(entry.id); // its record expired (an upload never finished): nothing to show
+          else if (!query.statuses || query.statuses.has(rec.status)) uploads.push(await documentOf(entry.id, req));
+        }
+        await ownership.unlist(user, gone);
+      }
+      // A full page says whether there is more, so that the last page has no cursor.
+      if (!exhausted && cursor && uploads.length >= query.limit) exhausted = (await ownership.uploadsOf(user, 1, cursor)).length === 0;
+      res.set('Cache-Control', 'no-store').json({ uploads: uploads.filter(Boolean), next_cursor: !exhausted && cursor ? encodeCursor(cursor) : null });
+    } catch (err) {
+      log.warn({ err }, 'listing failed');
+      storeUnavailable(res);
+    }
+  });
 
   // Every route needs a Bearer token (SSE and derived files may carry it as ?access_token=,
   // EventSource and <img> cannot send headers) and names one upload; another user's upload is 404
   // like an unknown one. The id is parsed once, here, and the handlers act on exactly that id.
-  const { authenticator, ownership } = core.access;
   router.use(['/api/uploads', '/api/files'], (req, res, next) => {
     const files = req.baseUrl === '/api/files';
     const allowQueryToken = files || req.path.endsWith('/events');

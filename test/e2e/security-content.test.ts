@@ -105,9 +105,11 @@ test('bytes are served only after a clean verdict; rejected ones never; derived 
   expect(refused.body).toMatch(/rejected/);
 
   // Derived files: the owner by the canonical URL; B by no form at all.
-  const thumb = new URL(ready.outputs.thumbnails[0]!.url);
-  const thumbPath = thumb.pathname;
-  expect(thumbPath).toBe(`/api/files/derived/${clean}/thumbnails/160.webp`);
+  // The status API gives a signed URL (no token needed); the token route serves the same file.
+  const signedPath = new URL(ready.outputs.thumbnails[0]!.url).pathname;
+  expect(signedPath).toMatch(new RegExp(`^/api/derived/${clean}/\\d+\\.[\\w-]{43}/thumbnails/160\\.webp$`));
+  expect((await rawRequest(server.url, { method: 'GET', path: signedPath })).status).toBe(200);
+  const thumbPath = `/api/files/derived/${clean}/thumbnails/160.webp`;
   expect((await rawRequest(server.url, { method: 'GET', path: thumbPath, headers: bearer(alice) })).status).toBe(200);
   const rest = 'thumbnails/160.webp';
   for (const form of [
@@ -133,4 +135,5 @@ test('bytes are served only after a clean verdict; rejected ones never; derived 
   expect(again.status).toBe(202);
   expect((await download(alice, clean)).status).toBe(409);
   expect((await rawRequest(server.url, { method: 'GET', path: thumbPath, headers: bearer(alice) })).status).toBe(409);
+  expect((await rawRequest(server.url, { method: 'GET', path: signedPath })).status).toBe(409);
 });

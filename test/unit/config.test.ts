@@ -80,6 +80,8 @@ describe('loadConfig', () => {
       access: expect.objectContaining({ quotaBytes: 0, maxConcurrentUploads: 0 }),
       direct: expect.objectContaining({ singlePutMax: 100 * MiB }),
       metrics: { enabled: true, port: undefined, token: undefined, onApiPort: true },
+      webUi: { enabled: true, tokenCookie: undefined },
+      urlSigningSecret: undefined,
     });
   });
 
