@@ -652,7 +652,7 @@ export class WriteBuffer {
   }
 
   /** Frees disk reserved or used by segments. */
-  releaseDisk(n: number): void {
+  private releaseDisk(n: number): void {
     if (n > 0) this.diskBytes = Math.max(0, this.diskBytes - n);
   }
 
@@ -686,14 +686,13 @@ export class WriteBuffer {
   async drain(state: UploadState): Promise<UploadState> {
     if (state.local === 0) return state;
     if (state.holder !== this.instanceId) return this.held.takeOver(state);
-    let entry = this.entries.get(state.upload.id);
-    entry ??= await this.entryFor(state);
-    this.close(entry);
-    await entry.closed;
+    if (!this.entries.has(state.upload.id)) await this.entryFor(state);
+    await this.flush(state.upload.id);
     const after = await this.states.load(state.upload.id);
     if (!after || after.local > 0) throw heldElsewhere('The upload could not be moved to storage yet; retry shortly');
     return after;
   }
+
 
   /**
    * Shutdown: pushes what it can until `deadline`; the rest stays on disk for the next process

@@ -312,12 +312,19 @@ test('the page\'s files: only what the bundle holds, never anything beside it', 
   const js = await fetch(`${server.url}${script}`);
   expect(js.status).toBe(200);
   expect(js.headers.get('cache-control')).toMatch(/immutable/);
-  for (const p of ['/assets/', '/assets/nothing.js', '/assets/%2e%2e/index.html', '/assets/..%2findex.html', '/assets/%2e%2e%2f%2e%2e%2fpackage.json', '/INDEX.html', '/index.html/', '/web/index.html', '/src/main.ts', '/assets/.hidden']) {
+  for (const p of ['/assets/', '/assets/nothing.js', '/assets/%2e%2e/index.html', '/assets/..%2findex.html', '/assets/%2e%2e%2f%2e%2e%2fpackage.json', '/INDEX.html', '/index.html/', '/web/index.html', '/src/main.ts', '/assets/.hidden', '/UI/config.json', '/ui/config.json/', '/ui//config.json', '/ui/%2e/config.json', '/ui/config.json/..%2f..%2fpackage.json', '//index.html']) {
     const res = await rawRequest(server.url, { method: 'GET', path: p });
     expect([p, res.status]).toEqual([p, 404]);
   }
   const config = (await (await fetch(`${server.url}/ui/config.json`)).json()) as Record<string, unknown>;
   expect(config).toEqual({ auth: true, token_cookie: null, direct: true, single_put_max: 5 * 1024 * 1024 });
+  // The page and its settings hold nothing of any user: the same for everyone, whatever token or
+  // query comes with them (a query never selects a file).
+  const withQuery = await fetch(`${server.url}/ui/config.json?user=bob&path=../../package.json`, { headers: { Authorization: 'Bearer not-a-token' } });
+  expect(await withQuery.json()).toEqual(config);
+  expect(await (await fetch(`${server.url}/?file=../package.json`)).text()).toBe(html);
+  // Only GET/HEAD: anything else is not a route of the page.
+  expect((await fetch(`${server.url}/ui/config.json`, { method: 'POST', body: '{}' })).status).toBe(404);
 });
 
 test('authentication off, the file store (as `npm start` runs): no sign-in, uploads reach ready, previews load', async () => {
