@@ -3,6 +3,7 @@
 import { execSync, spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -163,6 +164,37 @@ export async function freePort(): Promise<number> {
       srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/**
+ * A balancer without affinity on 127.0.0.1: each request goes to the next of `ports` in turn
+ * (nginx's default round robin), headers (Host included) passed as they are, bodies streamed.
+ */
+export async function startRoundRobin(ports: number[]): Promise<{ endpointBase: string; close: () => Promise<void> }> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  let next = 0;
+  const server = http.createServer((req, res) => {
+    const port = ports[next++ % ports.length]!;
+    const upstream = http.request({ host: '127.0.0.1', port, method: req.method, path: req.url, headers: req.headers, agent }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on('error', () => {
+      if (!res.headersSent) res.writeHead(502);
+      res.end();
+    });
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    endpointBase: `http://127.0.0.1:${port}`,
+    close: async () => {
+      agent.destroy();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 /** A file of random bytes under .tmp/bench (reused across runs when it already has the size). */

@@ -33,6 +33,7 @@ import {
   MiB,
   randomFile,
   rssOf,
+  startRoundRobin,
   startTuskServer,
   stopProcess,
   storageCpuSeconds,
@@ -57,7 +58,7 @@ const cfg = {
 };
 
 const CASE_HELP =
-  'tusk-<chunk MiB>, tusk.<BENCH_TUSK_MODES label>-<chunk MiB>, store-<chunk MiB>, plain-<chunk MiB>, external-<chunk MiB>, sdk-<in flight>, sdk-unsigned-<in flight>, sdk-stream-<in flight>';
+  'tusk-<chunk MiB>, tusk.<BENCH_TUSK_MODES label>-<chunk MiB>, lb<1|2>[.<label>]-<chunk MiB>, store-<chunk MiB>, plain-<chunk MiB>, external-<chunk MiB>, sdk-<in flight>, sdk-unsigned-<in flight>, sdk-stream-<in flight>';
 
 function s3Config(): S3ClientConfig {
   return {
@@ -202,8 +203,8 @@ interface Case {
   name: string;
   what: string;
   runs: Run[];
-  /** PID of the tus server process the case goes through (tusk or a bare server). */
-  serverPid?: number;
+  /** PIDs of the tus server processes the case goes through (tusk or a bare server). */
+  serverPids: number[];
   server?: string;
   patchesPerRun?: number;
   /** The upload itself; resolves with the object key to verify and remove. */
@@ -211,8 +212,11 @@ interface Case {
 }
 
 interface Servers {
-  /** One tusk server per mode: '' = BENCH_TUSK_ENV alone, else a BENCH_TUSK_MODES label. */
-  tusk: Map<string, { pid: number; endpoint: string; stop: () => Promise<void> }>;
+  /**
+   * Per mode ('' = BENCH_TUSK_ENV alone, else a BENCH_TUSK_MODES label): one tusk server, and for
+   * `lb1`/`lb2` cases (key `lb<n>.<mode>`) one or two sharing a Redis prefix behind a round-robin balancer.
+   */
+  tusk: Map<string, { pids: number[]; endpoint: string; stop: () => Promise<void> }>;
   bare: Partial<Record<'plain' | 'store', BareServer>>;
 }
 
@@ -226,6 +230,7 @@ async function buildCase(name: string, s3: S3, data: Buffer, file: string, serve
         name,
         what: `AWS SDK multipart like @aws-sdk/lib-storage: the file read in order into ${cfg.partMiB} MiB parts, ${inFlight} in flight, Buffer bodies (signed SHA-256)`,
         runs: [],
+        serverPids: [],
         upload: async () => {
           const k = key();
           await sdkStreamUpload(s3, file, k, inFlight);
@@ -238,6 +243,7 @@ async function buildCase(name: string, s3: S3, data: Buffer, file: string, serve
       name,
       what: `AWS SDK multipart from memory, ${cfg.partMiB} MiB parts, ${inFlight} in flight, ${unsigned ? 'stream bodies (UNSIGNED-PAYLOAD)' : 'Buffer bodies (signed SHA-256)'}`,
       runs: [],
+      serverPids: [],
       upload: async () => {
         const k = key();
         await sdkUpload(s3, data, k, inFlight, unsigned);
@@ -245,36 +251,55 @@ async function buildCase(name: string, s3: S3, data: Buffer, file: string, serve
       },
     };
   }
-  const m = /^(tusk(?:\.(\w+))?|store|plain|external)-(\d+)$/.exec(name);
-  if (!m) throw new Error(`unknown case ${name} (${CASE_HELP})`);
-  const kind = m[2] === undefined ? m[1]! : 'tusk';
+  const m = /^(tusk|lb[12]|store|plain|external)(?:\.(\w+))?-(\d+)$/.exec(name);
+  if (!m || (m[2] !== undefined && !/^(tusk|lb)/.test(m[1]!))) throw new Error(`unknown case ${name} (${CASE_HELP})`);
+  const kind = m[1]!;
   const mode = m[2] ?? '';
   const chunkMiB = m[3]!;
   const chunk = Number(chunkMiB) * MiB;
   let endpoint: string;
-  let serverPid: number | undefined;
+  let serverPids: number[] = [];
   let what: string;
   let server: string | undefined;
-  if (kind === 'tusk') {
+  if (kind === 'tusk' || kind.startsWith('lb')) {
     const modes = benchTuskModes();
     if (mode && !modes[mode]) throw new Error(`case ${name}: no mode "${mode}" in BENCH_TUSK_MODES`);
     const modeEnv = mode ? modes[mode]! : {};
-    let tusk = servers.tusk.get(mode);
+    const behind = kind.startsWith('lb') ? Number(kind.slice(2)) : 0; // servers behind a balancer
+    const key = behind ? `${kind}.${mode}` : mode;
+    let tusk = servers.tusk.get(key);
     if (!tusk) {
-      const port = await freePort();
-      const proc = await startTuskServer(port, modeEnv);
-      tusk = { pid: proc.pid!, endpoint: `http://127.0.0.1:${port}/files/`, stop: () => stopProcess(proc) };
-      servers.tusk.set(mode, tusk);
+      if (behind) {
+        // One upload's state shared by all: one Redis prefix (and so one DATA_DIR).
+        const env = { REDIS_PREFIX: `bench-${crypto.randomBytes(4).toString('hex')}:`, ...modeEnv };
+        const ports = await Promise.all(Array.from({ length: behind }, () => freePort()));
+        const procs = await Promise.all(ports.map((port) => startTuskServer(port, env)));
+        const balancer = await startRoundRobin(ports);
+        tusk = {
+          pids: procs.map((p) => p.pid!),
+          endpoint: `${balancer.endpointBase}/files/`,
+          stop: async () => {
+            await balancer.close();
+            await Promise.all(procs.map((p) => stopProcess(p)));
+          },
+        };
+      } else {
+        const port = await freePort();
+        const proc = await startTuskServer(port, modeEnv);
+        tusk = { pids: [proc.pid!], endpoint: `http://127.0.0.1:${port}/files/`, stop: () => stopProcess(proc) };
+      }
+      servers.tusk.set(key, tusk);
     }
     endpoint = tusk.endpoint;
-    serverPid = tusk.pid;
-    server = mode ? `tusk.${mode}` : 'tusk';
+    serverPids = tusk.pids;
+    server = `${kind}${mode ? `.${mode}` : ''}`;
     const label = benchTuskEnvLabel({ ...benchTuskEnv(), ...modeEnv });
-    what = `tus-js-client chunkSize ${chunkMiB} MiB, \`tusk server\`${label ? ` (${label})` : ''}`;
+    const servedBy = behind === 2 ? 'two `tusk server`s behind a round-robin balancer (no affinity; server CPU of both)' : behind === 1 ? 'the same balancer in front of one `tusk server`' : '`tusk server`';
+    what = `tus-js-client chunkSize ${chunkMiB} MiB, ${servedBy}${label ? ` (${label})` : ''}`;
   } else if (kind === 'plain' || kind === 'store') {
     const bare = (servers.bare[kind] ??= await startBareServer(kind, await freePort()));
     endpoint = bare.endpoint;
-    serverPid = bare.pid;
+    serverPids = [bare.pid];
     server = kind;
     what = `tus-js-client chunkSize ${chunkMiB} MiB, bare @tus/server + ${kind === 'plain' ? 'plain @tus/s3-store' : 'TuskS3Store'}`;
   } else {
@@ -286,7 +311,7 @@ async function buildCase(name: string, s3: S3, data: Buffer, file: string, serve
     name,
     what,
     runs: [],
-    serverPid,
+    serverPids,
     server,
     patchesPerRun: Math.ceil(data.length / chunk),
     upload: () => tusUpload(endpoint, data, chunk),
@@ -333,6 +358,15 @@ function ratioRows(cases: Case[]): Array<Record<string, string>> {
   for (const mode of modes) {
     for (const metric of ['MiB/s', 'server CPU s/GiB', 'storage CPU s/GiB'] as const) {
       for (const chunk of [1, 2, 8, 64]) wanted.push([metric, `${mode}-${chunk}`, `tusk-${chunk}`, '']);
+    }
+  }
+  // Two instances behind a balancer without affinity against one behind the same balancer, and
+  // each mode without affinity against the default mode's, mode by mode.
+  const labels = ['', ...Object.keys(benchTuskModes()).map((label) => `.${label}`)];
+  for (const metric of ['MiB/s', 'server CPU s/GiB', 'storage CPU s/GiB'] as const) {
+    for (const chunk of [1, 2, 8, 64]) {
+      for (const mode of labels) wanted.push([metric, `lb2${mode}-${chunk}`, `lb1${mode}-${chunk}`, '']);
+      for (const mode of labels.slice(1)) for (const other of labels.slice(1)) if (other !== mode) wanted.push([metric, `lb2${mode}-${chunk}`, `lb2${other}-${chunk}`, '']);
     }
   }
   const rows: Array<Record<string, string>> = [];
@@ -431,7 +465,8 @@ async function main(): Promise<void> {
     }
     for (let i = 0; i < cfg.runs; i++) {
       for (const c of cases) {
-        const server0 = c.serverPid ? cpuSecondsOf(c.serverPid) : undefined;
+        const serverCpuNow = () => (c.serverPids.length ? c.serverPids.reduce((sum, pid) => sum + (cpuSecondsOf(pid) ?? NaN), 0) : undefined);
+        const server0 = serverCpuNow();
         const storage0 = storageCpuSeconds(daemons);
         const client0 = process.cpuUsage();
         const t0 = performance.now();
@@ -441,7 +476,7 @@ async function main(): Promise<void> {
         // The CPU windows close once the object is complete in S3, not at the last 204.
         const lagMs = await untilInS3(s3, key, data.length);
         const storage1 = storageCpuSeconds(daemons);
-        const server1 = c.serverPid ? cpuSecondsOf(c.serverPid) : undefined;
+        const server1 = serverCpuNow();
         const storageCpu: Record<string, number> = {};
         for (const [k, v] of Object.entries(storage1)) storageCpu[k] = v - (storage0[k] ?? 0);
         c.runs.push({
@@ -468,8 +503,9 @@ async function main(): Promise<void> {
         return NaN; // already gone
       }
     };
-    for (const [mode, tusk] of servers.tusk) {
-      peaks[mode ? `tusk.${mode}` : 'tusk'] = peakOf(tusk.pid);
+    for (const [key, tusk] of servers.tusk) {
+      const name = key.startsWith('lb') ? key.replace(/\.$/, '') : `tusk${key ? `.${key}` : ''}`;
+      peaks[name] = Math.max(...tusk.pids.map(peakOf));
       await tusk.stop();
     }
     for (const [kind, bare] of Object.entries(servers.bare)) {

@@ -94,6 +94,9 @@ const env = z.object({
   UPLOAD_BUFFER_MAX: bytes('UPLOAD_BUFFER_MAX').default(2 * 1024 * MiB),
   UPLOAD_BUFFER_IDLE_FLUSH: duration('UPLOAD_BUFFER_IDLE_FLUSH').default(10_000),
   UPLOAD_BUFFER_ABANDON_AFTER: duration('UPLOAD_BUFFER_ABANDON_AFTER').default(3_600_000),
+  UPLOAD_BUFFER_FORWARD: bool('UPLOAD_BUFFER_FORWARD').default(true),
+  UPLOAD_BUFFER_PEER_PORT: integer('UPLOAD_BUFFER_PEER_PORT', 0, 65535).default(0),
+  UPLOAD_BUFFER_PEER_URL: url('UPLOAD_BUFFER_PEER_URL', ['http:']).optional(),
   CORS_ORIGINS: z.string().default('*'),
   REDIS_URL: url('REDIS_URL', ['redis:', 'rediss:', 'unix:']).optional(),
   REDIS_PREFIX: z.string().default('tusk:'),
@@ -201,6 +204,12 @@ export interface S3Config {
     maxBytes: number;
     /** UPLOAD_BUFFER_IDLE_FLUSH: an upload's bytes go to S3 after this long without a PATCH. */
     idleFlushMs: number;
+    /**
+     * UPLOAD_BUFFER_FORWARD (default on): where this instance takes PATCH bodies that other
+     * instances received for uploads it holds: HOST, UPLOAD_BUFFER_PEER_PORT (0: any free port),
+     * advertised as UPLOAD_BUFFER_PEER_URL (default from HOST). Undefined: they hand over instead.
+     */
+    peer?: { host: string; port: number; url?: string };
   };
   /** UPLOAD_BUFFER_ABANDON_AFTER: bytes held by an instance not running this long are given up (any UPLOAD_ACK). */
   abandonBufferedAfterMs: number;
@@ -413,6 +422,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
         directory: path.resolve(e.UPLOAD_BUFFER_DIR ?? path.join(e.DATA_DIR, 'upload-buffer')),
         maxBytes: e.UPLOAD_BUFFER_MAX,
         idleFlushMs: e.UPLOAD_BUFFER_IDLE_FLUSH,
+        peer: e.UPLOAD_BUFFER_FORWARD ? { host: e.HOST ?? '127.0.0.1', port: e.UPLOAD_BUFFER_PEER_PORT, url: e.UPLOAD_BUFFER_PEER_URL } : undefined,
       },
       abandonBufferedAfterMs: e.UPLOAD_BUFFER_ABANDON_AFTER,
     };

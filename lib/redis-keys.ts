@@ -27,6 +27,8 @@
 //   <p>workers                         hash worker process id -> { queues, seen } (lib/worker-registry.ts)
 //   <p>upload-buffers                  hash buffer instance id -> last heartbeat (ms) (UPLOAD_ACK=disk,
 //                                      lib/stores/s3-write-buffer.ts)
+//   <p>upload-buffer-peers             hash buffer instance id -> { url, token } where it takes PATCH
+//                                      bodies other instances forward (lib/stores/s3-buffer-peers.ts)
 //   <p>upload-buffer                   pub/sub: "flush <id>": whoever holds bytes of <id>, push them to S3
 //   <p>upload-buffer-flush:<instance>  set of upload ids <instance> is asked to push (the same request,
 //                                      polled: a message published while it was not listening is not lost)
@@ -124,6 +126,9 @@ export class RedisKeys {
 
   get uploadBuffers(): string {
     return `${this.prefix}upload-buffers`;
+  }
+  get uploadBufferPeers(): string {
+    return `${this.prefix}upload-buffer-peers`;
   }
   get uploadBufferChannel(): string {
     return `${this.prefix}upload-buffer`;

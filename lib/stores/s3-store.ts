@@ -373,26 +373,25 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
       src.resume();
       return stateOffset(state);
     }
-    // Bytes another instance acknowledged come first (it pushes them to S3 when asked).
-    if (state.local > 0 && state.holder !== this.buffer?.instanceId) state = await this.held.takeOver(state);
     if (offset !== stateOffset(state)) throw ERRORS.INVALID_OFFSET;
     const expected = this.expectedLength(src, state, offset);
     const size = state.upload.size;
+    if (state.local > 0 && state.holder !== this.buffer?.instanceId) {
+      // Bytes another instance acknowledged come first: the body goes on after them on that
+      // instance's disk, else that instance pushes them to S3 and the body is written here.
+      if (expected !== undefined && expected > 0) {
+        const forwarded = await this.held.forward(state, src, expected);
+        if (forwarded) return this.afterBuffered(id, size, offset, expected, forwarded, started, 'write forwarded to the holder');
+      }
+      state = await this.held.takeOver(state);
+      if (offset !== stateOffset(state)) throw ERRORS.INVALID_OFFSET;
+    }
     // Small bodies are where the buffer pays (no .part rewrite per PATCH). A body of a whole part
     // or more, with nothing held, goes straight to S3: through the buffer it would cost a disk
     // write and read-back more CPU per GiB, which measured slower (bench/README.md, UPLOAD_ACK).
     const small = expected !== undefined && (state.local > 0 || expected < this.partPlan(state).partSize);
     if (this.buffer && expected !== undefined && expected > 0 && small && this.buffer.reserve(expected)) {
-      const { received, bodyError } = await this.buffer.append(state, src, expected);
-      const newOffset = offset + received;
-      if (bodyError === undefined && size !== undefined && newOffset === size) {
-        const fresh = await this.states.load(id);
-        if (!fresh) throw ERRORS.FILE_NOT_FOUND;
-        await this.finish(await this.pushHeld(fresh));
-      }
-      this.log?.debug({ uploadId: id, from: offset, to: newOffset, expected, ms: Math.round(performance.now() - started), bodyError: bodyError !== undefined }, 'write buffered');
-      if (bodyError !== undefined) throw bodyError;
-      return newOffset;
+      return this.afterBuffered(id, size, offset, expected, await this.buffer.append(state, src, expected), started, 'write buffered');
     }
     // Written straight to S3: this process's own held bytes of the upload go first.
     state = await this.pushHeld(state);
@@ -418,6 +417,20 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
       },
       'write done',
     );
+    if (bodyError !== undefined) throw bodyError;
+    return newOffset;
+  }
+
+  /** A body appended to a write buffer (here or the holder's): completes the upload if it was the last. */
+  private async afterBuffered(id: string, size: number | undefined, offset: number, expected: number, result: { received: number; bodyError?: unknown }, started: number, what: string): Promise<number> {
+    const { received, bodyError } = result;
+    const newOffset = offset + received;
+    if (bodyError === undefined && size !== undefined && newOffset === size) {
+      const fresh = await this.states.load(id);
+      if (!fresh) throw ERRORS.FILE_NOT_FOUND;
+      await this.finish(await this.pushHeld(fresh));
+    }
+    this.log?.debug({ uploadId: id, from: offset, to: newOffset, expected, ms: Math.round(performance.now() - started), bodyError: bodyError !== undefined }, what);
     if (bodyError !== undefined) throw bodyError;
     return newOffset;
   }

@@ -13,9 +13,12 @@
 // whose owner is gone (its uploads are then pushed to S3: crash recovery) or makes a new one, so
 // several processes can share one DATA_DIR.
 //
-// Other instances: a PATCH for an upload whose bytes another instance holds asks it to push them
-// ("flush <id>" on the upload-buffer channel) and waits until the state shows local = 0; its own
-// write then starts where S3 ends. The holder also pushes everything after idleFlushMs without an
+// Other instances: a PATCH for an upload whose bytes another instance holds is streamed to the
+// holder, which appends it here (s3-buffer-peers.ts), so that a balancer without affinity costs a
+// hop, not a flush. When that is not possible (the holder refuses or cannot be reached, or
+// forwarding is off) the instance asks the holder to push the bytes ("flush <id>" on the
+// upload-buffer channel) and waits until the state shows local = 0; its own write then starts
+// where S3 ends. The holder also pushes everything after idleFlushMs without an
 // append, at the end of the upload, and on shutdown. If the holder's heartbeat stops (killed,
 // its machine gone), the upload answers 503 (Retry-After) until it is back; after abandonAfterMs
 // its claim is dropped and the offset returns to what S3 holds (the client re-sends from there).
@@ -33,6 +36,7 @@ import { ERRORS } from '@tus/utils';
 import { RETRY_AFTER_SECONDS, TuskError } from '../errors.js';
 import { RedisKeys } from '../redis-keys.js';
 import { isUploadId } from '../upload-id.js';
+import { PeerClient, PeerServer, type ForwardTarget, type PeerAddress, type PeerListenOptions } from './s3-buffer-peers.js';
 import type { PartWriterHost } from './s3-part-writer.js';
 import { stateOffset, storedOffset, StateConflictError, type CommittedPart, type S3UploadStateStore, type UploadState } from './s3-upload-state.js';
 
@@ -43,6 +47,8 @@ export interface WriteBufferOptions {
   maxBytes: number;
   /** Push an upload's bytes (down to a `.part` tail) after this long without an append. */
   idleFlushMs: number;
+  /** Take PATCH bodies other instances received for uploads held here (s3-buffer-peers.ts); else they hand over. */
+  peer?: PeerListenOptions;
 }
 
 export interface HandOverOptions {
@@ -183,6 +189,7 @@ export class HeldBytes {
   /** The write buffer's instance id in this process, if it has one. */
   selfId = '';
   private readonly keys: RedisKeys;
+  private readonly peers = new PeerClient();
 
   constructor(
     private readonly redis: Redis,
@@ -199,13 +206,46 @@ export class HeldBytes {
     await this.redis.hset(this.keys.uploadBuffers, instanceId, Date.now());
   }
 
+  /** Where the holder `instanceId` takes forwarded bodies (kept until pruned or withdrawn). */
+  async advertise(instanceId: string, address: PeerAddress): Promise<void> {
+    await this.redis.hset(this.keys.uploadBufferPeers, instanceId, JSON.stringify(address));
+  }
+
+  async withdraw(instanceId: string): Promise<void> {
+    await this.redis.hdel(this.keys.uploadBufferPeers, instanceId);
+  }
+
   /** Forgets instances gone longer than the abandon period (their claims are void anyway). */
   async prune(): Promise<void> {
     const all = await this.redis.hgetall(this.keys.uploadBuffers);
     const old = Object.entries(all)
       .filter(([, seen]) => !(Date.now() - Number(seen) <= this.opts.abandonAfterMs))
       .map(([instance]) => instance);
-    if (old.length > 0) await this.redis.hdel(this.keys.uploadBuffers, ...old);
+    if (old.length > 0) await this.redis.multi().hdel(this.keys.uploadBuffers, ...old).hdel(this.keys.uploadBufferPeers, ...old).exec();
+  }
+
+  /**
+   * Streams a PATCH body for an upload whose bytes another instance holds to that instance, which
+   * appends it to its write buffer (the caller holds the upload's lock). Resolves to what the
+   * holder recorded, or to undefined when the body could not be forwarded and `src` is untouched
+   * (no running holder with an address, it refused: hand over instead).
+   */
+  async forward(state: UploadState, src: Readable, length: number): Promise<{ received: number; bodyError?: unknown } | undefined> {
+    if (state.local === 0 || state.holder === this.selfId || (await this.status(state.holder)) !== 'alive') return undefined;
+    const raw = await this.redis.hget(this.keys.uploadBufferPeers, state.holder);
+    if (!raw) return undefined;
+    let peer: PeerAddress;
+    try {
+      peer = JSON.parse(raw) as PeerAddress;
+    } catch {
+      return undefined;
+    }
+    if (typeof peer.url !== 'string' || typeof peer.token !== 'string') return undefined;
+    return this.peers.forward(peer, state.upload.id, stateOffset(state), length, src);
+  }
+
+  close(): void {
+    this.peers.close();
   }
 
   /**
@@ -290,6 +330,7 @@ export class WriteBuffer {
   private poller: NodeJS.Timeout | undefined;
   private beats = 0;
   private closedForGood = false;
+  private peerServer: PeerServer | undefined;
   private readonly log: Logger | undefined;
 
   private constructor(
@@ -324,8 +365,28 @@ export class WriteBuffer {
     subscriber.on('message', buffer.onMessage);
     await subscriber.subscribe(buffer.keys.uploadBufferChannel);
     await buffer.recover();
+    if (opts.peer) {
+      buffer.peerServer = await PeerServer.listen(buffer.forwardTarget, opts.peer, buffer.log);
+      await held.advertise(buffer.instanceId, buffer.peerServer.address);
+      buffer.log?.info({ url: buffer.peerServer.address.url }, 'taking PATCH bodies other instances receive for uploads held here');
+    }
     return buffer;
   }
+
+  /** The peer server's view of this buffer. */
+  private readonly forwardTarget: ForwardTarget = {
+    acceptForwarded: async (id, offset, length) => {
+      if (this.closedForGood) return 'shutting_down';
+      const state = await this.states.load(id);
+      if (!state || state.done) return 'not_held';
+      // Pushed meanwhile (idle, a hand-over): the caller writes it itself.
+      if (state.holder !== this.instanceId || state.local === 0) return 'not_held';
+      if (stateOffset(state) !== offset) return 'offset_moved';
+      if (!this.reserve(length)) return 'buffer_full';
+      return state;
+    },
+    append: (state, src, reserved) => this.append(state, src, reserved),
+  };
 
   private static async claim(dir: string): Promise<boolean> {
     const owner = path.join(dir, 'owner');
@@ -707,6 +768,11 @@ export class WriteBuffer {
     clearInterval(this.heartbeat);
     clearInterval(this.poller);
     this.subscriber.off('message', this.onMessage);
+    if (this.peerServer) {
+      await this.held.withdraw(this.instanceId).catch(noop);
+      await this.peerServer.close();
+    }
+    this.held.close();
     const left = [...this.entries.values()].filter((e) => e.unpushed > 0);
     if (left.length > 0) {
       this.log?.warn({ uploads: left.length, bytes: left.reduce((a, e) => a + e.unpushed, 0) }, 'shutdown: acknowledged bytes stay in the write buffer; the next start pushes them');

@@ -8,6 +8,8 @@
 // acknowledging from the local write buffer (UPLOAD_ACK=disk).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -472,11 +474,13 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     expect(left.filter((f) => f.includes('/'))).toEqual([]);
   });
 
-  async function bufferedStore(buffer: { maxBytes?: number; idleFlushMs?: number } = {}, over: Partial<TuskS3StoreOptions> = {}): Promise<TuskS3Store> {
+  /** `forward`: takes bodies other instances forward (UPLOAD_BUFFER_FORWARD), on a free loopback port. */
+  async function bufferedStore(buffer: { maxBytes?: number; idleFlushMs?: number; forward?: boolean } = {}, over: Partial<TuskS3StoreOptions> = {}): Promise<TuskS3Store> {
     const store = newStore(over);
     const sub = new Redis(env('TEST_REDIS_URL'));
     subscribers.push(sub);
-    await store.startWriteBuffer({ directory: bufferDir, maxBytes: buffer.maxBytes ?? 64 * MiB, idleFlushMs: buffer.idleFlushMs ?? 60_000 }, sub);
+    const peer = buffer.forward ? { host: '127.0.0.1', port: 0 } : undefined;
+    await store.startWriteBuffer({ directory: bufferDir, maxBytes: buffer.maxBytes ?? 64 * MiB, idleFlushMs: buffer.idleFlushMs ?? 60_000, peer }, sub);
     buffered.push(store);
     return store;
   }
@@ -565,6 +569,109 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     }
     expect(await objectSha(id)).toBe(sha(data));
     expect(bufferFiles(id)).toEqual([]);
+  });
+
+  describe('bodies forwarded to the holder (UPLOAD_BUFFER_FORWARD)', () => {
+    const peerOf = async (instance: string) => JSON.parse((await redis.hget(`${prefix}upload-buffer-peers`, instance))!) as { url: string; token: string };
+
+    test('1 MiB writes alternating between two instances all land on the holder: no flush, no .part, nothing read back; byte-identical', async () => {
+      const a = await bufferedStore({ forward: true });
+      const b = await bufferedStore({ forward: true });
+      const data = crypto.randomBytes(17 * MiB + 3);
+      const id = await create(a, data.length);
+      const calls = { a: countCalls(a), b: countCalls(b) };
+      let offset = 0;
+      let holder = '';
+      for (let i = 0; offset < data.length; i++) {
+        const n = Math.min(MiB, data.length - offset);
+        offset = await write(i % 2 ? b : a, id, offset, body(data.subarray(offset, offset + n)), n);
+        if (offset < data.length) {
+          expect((await (i % 2 ? a : b).getUpload(id)).offset).toBe(offset);
+          const st = await state(id);
+          holder ||= st.holder!;
+          expect(st.holder).toBe(holder); // never handed over
+        }
+      }
+      expect(await objectSha(id)).toBe(sha(data));
+      // No .part written or read: the one PutObject is the completed upload's .info.
+      expect((calls.a['PutObject ok'] ?? 0) + (calls.b['PutObject ok'] ?? 0)).toBe(1);
+      expect((calls.a['GetObject ok'] ?? 0) + (calls.b['GetObject ok'] ?? 0)).toBe(0);
+      // 17 MiB + 3 in 5 MiB parts: every part uploaded once, by the holder.
+      expect((calls.a['UploadPart ok'] ?? 0) + (calls.b['UploadPart ok'] ?? 0)).toBe(4);
+      expect(bufferFiles(id)).toEqual([]);
+    });
+
+    test('a forwarded body the client cuts off: the holder keeps what arrived, the offset says so, and the upload resumes byte-identically', async () => {
+      const a = await bufferedStore({ forward: true });
+      const b = await bufferedStore({ forward: true });
+      const data = crypto.randomBytes(6 * MiB);
+      const id = await create(a, data.length);
+      await write(a, id, 0, body(data.subarray(0, MiB)), MiB);
+      const failed = await write(b, id, MiB, body(data.subarray(MiB, 3 * MiB), { errorAt: MiB + 100_000 }), 2 * MiB).catch((e: unknown) => e);
+      expect(failed).toMatchObject({ message: 'client went away' });
+      const offset = (await b.getUpload(id)).offset;
+      expect(offset).toBeGreaterThan(MiB);
+      expect(offset).toBeLessThanOrEqual(2 * MiB + 100_000);
+      expect(await write(b, id, offset, body(data.subarray(offset)), data.length - offset)).toBe(data.length);
+      expect(await objectSha(id)).toBe(sha(data));
+    });
+
+    test('a holder that cannot be reached (its advertised address is dead) is asked to push instead; byte-identical', async () => {
+      const a = await bufferedStore({ forward: true });
+      const b = await bufferedStore({ forward: true });
+      const data = crypto.randomBytes(4 * MiB);
+      const id = await create(a, data.length);
+      await write(a, id, 0, body(data.subarray(0, MiB)), MiB);
+      const holder = (await state(id)).holder!;
+      const closed = await new Promise<number>((resolve) => {
+        const srv = net.createServer().listen(0, '127.0.0.1', () => {
+          const port = (srv.address() as net.AddressInfo).port;
+          srv.close(() => resolve(port));
+        });
+      });
+      await redis.hset(`${prefix}upload-buffer-peers`, holder, JSON.stringify({ ...(await peerOf(holder)), url: `http://127.0.0.1:${closed}` }));
+      expect(await write(b, id, MiB, body(data.subarray(MiB, 2 * MiB)), MiB)).toBe(2 * MiB);
+      expect((await state(id)).holder).not.toBe(holder); // handed over: B holds the upload now
+      expect(await write(a, id, 2 * MiB, body(data.subarray(2 * MiB)), 2 * MiB)).toBe(data.length);
+      expect(await objectSha(id)).toBe(sha(data));
+    });
+
+    test('the peer endpoint answers only the holder\'s token, for the upload\'s own offset; what it refuses changes nothing', async () => {
+      const a = await bufferedStore({ forward: true });
+      const data = crypto.randomBytes(2 * MiB);
+      const id = await create(a, 4 * MiB);
+      const other = await create(a, 4 * MiB); // nothing held
+      await write(a, id, 0, body(data.subarray(0, MiB)), MiB);
+      const peer = await peerOf((await state(id)).holder!);
+      const send = (p: string, headers: Record<string, string>, method = 'PUT', payload = Buffer.alloc(0)) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const { hostname, port } = new URL(peer.url);
+          const req = http.request({ hostname, port, path: p, method, headers: { 'tusk-offset': String(MiB), 'tusk-length': '10', authorization: `Bearer ${peer.token}`, ...headers } }, (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (c: string) => (text += c));
+            res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+          });
+          req.on('error', reject);
+          req.end(payload);
+        });
+      const expectHeader = { expect: '100-continue' };
+      expect(await send(`/${id}`, { ...expectHeader, authorization: '' })).toMatchObject({ status: 401 });
+      expect(await send(`/${id}`, { ...expectHeader, authorization: `Bearer ${peer.token.slice(1)}x` })).toMatchObject({ status: 401 });
+      expect(await send(`/${id}`, { ...expectHeader, authorization: `bearer ${peer.token}` })).toMatchObject({ status: 401 });
+      for (const p of [`/${id}/x`, `/x/${id}`, `//${id}`, `/%2e%2e/${id}`, '/', `/${id.toUpperCase()}`]) expect(await send(p, expectHeader)).toMatchObject({ status: 404 });
+      expect(await send(`/${id}`, expectHeader, 'POST')).toMatchObject({ status: 405 });
+      expect(await send(`/${id}`, {}, 'PUT', Buffer.alloc(10))).toMatchObject({ status: 400 }); // no 100-continue
+      for (const bad of ['-1', '1e3', '', '9'.repeat(16), '0x10', '5 5']) expect(await send(`/${id}`, { ...expectHeader, 'tusk-offset': bad })).toMatchObject({ status: 400 });
+      expect(await send(`/${id}`, { ...expectHeader, 'tusk-length': '0' })).toMatchObject({ status: 400 });
+      expect(await send(`/${id}`, { ...expectHeader, 'tusk-offset': '0' })).toMatchObject({ status: 409, body: expect.stringContaining('offset_moved') });
+      expect(await send(`/${other}`, { ...expectHeader, 'tusk-offset': '0' })).toMatchObject({ status: 409, body: expect.stringContaining('not_held') });
+      expect(await send(`/${id}`, { ...expectHeader, 'tusk-length': String(1024 ** 4) })).toMatchObject({ status: 409, body: expect.stringContaining('buffer_full') });
+      // None of that changed the upload.
+      expect((await state(id)).local).toBe(String(MiB));
+      expect(await write(a, id, MiB, body(data.subarray(MiB)), MiB)).toBe(2 * MiB);
+      expect((await a.getUpload(id)).offset).toBe(2 * MiB);
+    });
   });
 
   test('a holder that missed the flush message (not subscribed at that moment) still hands over', async () => {

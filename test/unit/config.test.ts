@@ -108,7 +108,7 @@ describe('loadConfig', () => {
       bootstrap: false,
       abortIncompleteAfterDays: 7,
       ack: 'storage',
-      buffer: { directory: path.resolve('data/upload-buffer'), maxBytes: 2048 * MiB, idleFlushMs: 10_000 },
+      buffer: { directory: path.resolve('data/upload-buffer'), maxBytes: 2048 * MiB, idleFlushMs: 10_000, peer: { host: '127.0.0.1', port: 0, url: undefined } },
       abandonBufferedAfterMs: 3_600_000,
     });
     expect(loadConfig({ S3_ENDPOINT: 'http://minio:9000/', S3_BUCKET: 'b-1' }).s3?.endpoint).toBe('http://minio:9000');
@@ -120,6 +120,18 @@ describe('loadConfig', () => {
     const s3 = loadConfig({ S3_BUCKET: 'b-1', DATA_DIR: '/srv/tusk', UPLOAD_ACK: 'disk', UPLOAD_BUFFER_MAX: '256MiB', UPLOAD_BUFFER_IDLE_FLUSH: '2s', UPLOAD_BUFFER_ABANDON_AFTER: '30m' }).s3;
     expect(s3).toMatchObject({ ack: 'disk', buffer: { directory: '/srv/tusk/upload-buffer', maxBytes: 256 * MiB, idleFlushMs: 2000 }, abandonBufferedAfterMs: 1_800_000 });
     expect(loadConfig({ S3_BUCKET: 'b-1', UPLOAD_ACK: 'disk', UPLOAD_BUFFER_DIR: '/fast/nvme' }).s3?.buffer.directory).toBe('/fast/nvme');
+  });
+
+  test('UPLOAD_ACK=disk: bodies for held uploads are forwarded by default, on HOST and any free port', () => {
+    expect(loadConfig({ S3_BUCKET: 'b-1', UPLOAD_ACK: 'disk' }).s3?.buffer.peer).toEqual({ host: '127.0.0.1', port: 0, url: undefined });
+    expect(loadConfig({ S3_BUCKET: 'b-1', UPLOAD_ACK: 'disk', HOST: '0.0.0.0', UPLOAD_BUFFER_PEER_PORT: '1081', UPLOAD_BUFFER_PEER_URL: 'http://tusk-2:1081/' }).s3?.buffer.peer).toEqual({
+      host: '0.0.0.0',
+      port: 1081,
+      url: 'http://tusk-2:1081',
+    });
+    expect(loadConfig({ S3_BUCKET: 'b-1', UPLOAD_ACK: 'disk', UPLOAD_BUFFER_FORWARD: 'false' }).s3?.buffer.peer).toBeUndefined();
+    expect(problemsOf({ S3_BUCKET: 'b-1', UPLOAD_BUFFER_PEER_URL: 'https://tusk-2:1081' }).join('\n')).toMatch(/^UPLOAD_BUFFER_PEER_URL: .*http:/m);
+    expect(problemsOf({ S3_BUCKET: 'b-1', UPLOAD_BUFFER_PEER_PORT: '70000' }).join('\n')).toMatch(/^UPLOAD_BUFFER_PEER_PORT: /m);
   });
 
   test('STORAGE overrides the guess', () => {
