@@ -241,10 +241,14 @@ export async function startTuskServer(port: number, extraEnv: Record<string, str
  * BENCH_TUSK_ENV over the bench's defaults and `extraEnv` over both. Pass the same REDIS_PREFIX to
  * a server and a worker that must share queues and records. Creation rate limits are off (a bench
  * creates hundreds of uploads a minute from one address); DATA_DIR is .tmp/bench/data-<prefix>.
+ * `BENCH_TUSK_DIST` in that environment (not passed on) runs another build's tusk.js instead, so
+ * that two builds are measured in one run (a copy of dist/ inside the repository, for its
+ * node_modules).
  */
 export function spawnTusk(mode: 'server' | 'worker', extraEnv: Record<string, string> = {}): ChildProcess {
   const prefix = extraEnv.REDIS_PREFIX ?? benchTuskEnv().REDIS_PREFIX ?? `bench-${crypto.randomBytes(4).toString('hex')}:`;
-  return spawn(process.execPath, [path.join(repoRoot, 'dist', 'tusk.js'), mode], {
+  const { BENCH_TUSK_DIST: dist, ...env } = { ...benchTuskEnv(), ...extraEnv };
+  return spawn(process.execPath, [path.resolve(repoRoot, dist ?? 'dist', 'tusk.js'), mode], {
     cwd: repoRoot,
     env: {
       PATH: process.env.PATH,
@@ -264,8 +268,7 @@ export function spawnTusk(mode: 'server' | 'worker', extraEnv: Record<string, st
       DATA_DIR: path.join(repoRoot, '.tmp', 'bench', `data-${prefix.replace(/[^A-Za-z0-9-]/g, '')}`),
       RATE_LIMIT_CREATIONS_PER_MINUTE_USER: '0',
       RATE_LIMIT_CREATIONS_PER_MINUTE_IP: '0',
-      ...benchTuskEnv(),
-      ...extraEnv,
+      ...env,
     },
     stdio: ['ignore', 'inherit', 'inherit'],
   });

@@ -85,6 +85,8 @@ interface InFlightPart {
 }
 
 const HEARTBEAT_MS = 5_000;
+/** Bytes of a PATCH body gathered before they are written to the segment file. */
+const WRITE_BATCH_BYTES = 256 * 1024;
 /** How often the holder looks for flush requests whose message it may have missed. */
 const POLL_REQUESTS_MS = 1_000;
 /** How often instances gone for good are removed from the heartbeat hash. */
@@ -629,7 +631,40 @@ export class WriteBuffer {
     let received = 0;
     let bodyError: unknown;
     let failure: unknown;
+    // Body chunks are gathered into batches written while the next batch arrives (one write in
+    // flight): far fewer write calls than one per socket read, and receiving overlaps writing.
+    let batch: Buffer[] = [];
+    let batchBytes = 0;
+    let writePos = seg.written; // where the next batch goes in the file
+    let writing: Promise<void> = Promise.resolve();
+    let writeError: unknown;
+    const queueWrite = async () => {
+      await writing;
+      if (writeError !== undefined) throw writeError;
+      if (batchBytes === 0) return;
+      const bufs = batch;
+      const n = batchBytes;
+      batch = [];
+      batchBytes = 0;
+      const at = writePos;
+      writePos += n;
+      writing = fh!
+        .writev(bufs, at)
+        .then(({ bytesWritten }) => {
+          seg.written = Math.max(seg.written, at + bytesWritten);
+          if (bytesWritten !== n) throw new Error(`upload ${entry.id}: short write to the write buffer`);
+          pending += n; // only bytes known to be in the file are ever recorded
+        })
+        .catch((err: unknown) => {
+          writeError = err;
+        });
+    };
+    /** Bytes of this body received and not recorded yet (gathered, being written, or written). */
+    const unrecorded = () => writePos + batchBytes - seg.acked;
+    /** Records every byte written so far (after a failed write too: those before it stay). */
     const record = async () => {
+      if (writeError === undefined) await queueWrite().catch(noop);
+      await writing;
       if (pending === 0) return;
       await fh!.datasync();
       const n = pending;
@@ -639,6 +674,10 @@ export class WriteBuffer {
       seg.acked += n;
       received += n;
       entry.wake();
+    };
+    const recordAll = async () => {
+      await record();
+      if (writeError !== undefined) throw writeError;
     };
     try {
       if (reuse) {
@@ -661,24 +700,25 @@ export class WriteBuffer {
         }
         if (next.done) break;
         const chunk = next.value;
-        if (seg.written - base + chunk.length > reserved) throw new Error(`upload ${entry.id}: body longer than the ${reserved} bytes reserved`);
-        await fh.write(chunk, 0, chunk.length, seg.written);
-        seg.written += chunk.length;
-        pending += chunk.length;
-        if (pending >= partSize) await record();
+        if (writePos + batchBytes - base + chunk.length > reserved) throw new Error(`upload ${entry.id}: body longer than the ${reserved} bytes reserved`);
+        batch.push(chunk);
+        batchBytes += chunk.length;
+        if (batchBytes >= WRITE_BATCH_BYTES) await queueWrite();
+        if (unrecorded() >= partSize) await recordAll();
         // Read the body no faster than S3 takes this upload's parts.
-        while (entry.unpushed + pending > highWater) {
-          await record();
+        while (entry.unpushed + unrecorded() > highWater) {
+          await recordAll();
           if (entry.discarded) throw this.gone(entry);
           if (entry.stopped) throw entry.stopError ?? new StateConflictError(entry.id);
           if (entry.unpushed > highWater) await entry.changedSince(entry.version);
         }
       }
-      await record();
+      await recordAll();
     } catch (err) {
       failure = err;
       await record().catch((e: unknown) => this.log?.error({ err: e, uploadId: entry.id }, 'could not record buffered bytes'));
     } finally {
+      await writing;
       seg.open = false;
       if (seg.written > seg.acked) {
         // Bytes written but not recorded are no part of the upload: off the disk, so that the
