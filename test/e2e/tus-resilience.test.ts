@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import { createTestBucket, freePort, testRedisUrl, tuskEnvForTests, uniqueRedisPrefix } from '../helpers/services.js';
 import { startTusk, type TuskProcess } from '../helpers/tusk-process.js';
 import {
@@ -427,6 +428,65 @@ describe('UPLOAD_ACK=disk: a 204 means fsynced on the instance\'s disk', () => {
       expect(leftovers).toEqual([]);
     });
     await b?.kill('SIGKILL');
+  }, 90_000);
+
+  /** The upload's state in Redis (s3-upload-state.ts): bytes in parts, in `.part`, held on a disk, and by whom. */
+  async function uploadState(id: string): Promise<Record<string, string>> {
+    const redis = new Redis(testRedisUrl());
+    try {
+      return await redis.hgetall(`${store.env.REDIS_PREFIX as string}upload:{${id}}`);
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  test('1 MiB PATCHes alternating between two processes (no affinity): each body goes to the instance holding the upload, nothing is rewritten in S3; byte-identical', async () => {
+    const [a, b] = await Promise.all([startTusk({ env: store.env, mode: 'server' }), startTusk({ env: store.env, mode: 'server' })]);
+    await withOutput(() => [a, b], async () => {
+      const data = randomBytes(12 * MiB + 7);
+      const created = await createUpload(a.url, { length: data.length });
+      expect(created.status).toBe(201);
+      let holder = '';
+      for (let offset = 0, i = 0; offset < data.length; i++) {
+        const piece = data.subarray(offset, Math.min(data.length, offset + MiB));
+        const res = await patchUpload(on(i % 2 ? b : a, created.url), offset, piece);
+        expect({ i, status: res.status }).toEqual({ i, status: 204 });
+        offset += piece.length;
+        if (offset === data.length) break;
+        const st = await uploadState(created.id);
+        holder ||= st.holder as string;
+        // Never handed over (that would push the held bytes as a `.part`): the holder stays.
+        expect({ i, holder: st.holder, tail: st.tail }).toEqual({ i, holder, tail: '0' });
+      }
+      expect(await storedSha256(store.target, created.id)).toBe(sha256(data));
+    });
+    await Promise.all([a.kill('SIGKILL'), b.kill('SIGKILL')]);
+  }, 60_000);
+
+  test('the holder killed while another instance streams a body to it: that PATCH fails, nothing acknowledged is lost, and once the holder is back the upload completes byte-identically', async () => {
+    let a = await startTusk({ env: store.env, mode: 'server' });
+    const b = await startTusk({ env: store.env, mode: 'server' });
+    await withOutput(() => [a, b], async () => {
+      const data = randomBytes(8 * MiB);
+      const created = await createUpload(a.url, { length: data.length });
+      expect((await patchUpload(created.url, 0, data.subarray(0, 2 * MiB))).status).toBe(204);
+      // B gets the next PATCH and streams it to A; A dies with part of it received.
+      const patch = controlledPatch(on(b, created.url), 2 * MiB, 3 * MiB);
+      await patch.write(data.subarray(2 * MiB, 3 * MiB));
+      await sleep(300);
+      expect((await a.kill('SIGKILL')).signal).toBe('SIGKILL');
+      const result = await within(patch.result, 20_000);
+      // The client learns the PATCH failed (an error answer or a cut connection), never a 204.
+      expect(result === 'timeout' || (!(result instanceof Error) && result.status === 204)).toBe(false);
+      // A's acknowledged 2 MiB stay on its disk: shown, but not writable until it is back.
+      expect(await offsetOf(on(b, created.url))).toBe(2 * MiB);
+      expect((await patchUpload(on(b, created.url), 2 * MiB, data.subarray(2 * MiB, 3 * MiB))).status).toBe(503);
+      a = await startTusk({ env: store.env, mode: 'server' });
+      await patchRest(on(b, created.url), data, 2 * MiB, MiB);
+      expect(await offsetOf(on(a, created.url))).toBe(data.length);
+      expect(await storedSha256(store.target, created.id)).toBe(sha256(data));
+    });
+    await Promise.all([a.kill('SIGKILL'), b.kill('SIGKILL')]);
   }, 90_000);
 });
 
