@@ -190,7 +190,9 @@ async function announce(m: Modules, core: Core, mode: Mode, facts: { port: numbe
   if (base) {
     lines.push(['tus', 'tus endpoint', `${base}/files/`], ['api', 'status API', `${base}/api/uploads/<id>`]);
   }
-  const ack = config.s3?.ack === 'disk' && mode !== 'worker' ? `; PATCHes acknowledged once on this disk (${config.s3.buffer.directory}), then pushed` : '';
+  const peer = m.writeBufferPeerUrl(core.datastore);
+  const forwarded = peer ? `; takes other instances' PATCHes for uploads held here at ${peer}` : '';
+  const ack = config.s3?.ack === 'disk' && mode !== 'worker' ? `; PATCHes acknowledged once on this disk (${config.s3.buffer.directory}), then pushed${forwarded}` : '';
   lines.push(['storage', 'storage', core.s3 ? `S3 bucket ${core.s3.bucket}${config.s3?.endpoint ? ` at ${config.s3.endpoint}` : ' (AWS)'}${ack}` : `local disk, ${m.uploadsDirectory(config)}`]);
   lines.push(['redis', 'Redis', facts.redis]);
   const p = config.pipeline;

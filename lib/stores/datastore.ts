@@ -33,3 +33,8 @@ export function createDatastore(config: Config, redis: Redis, logger: Logger, cl
     expirationPeriodInMilliseconds: config.uploadExpiryMs,
   });
 }
+
+/** Where this process takes PATCH bodies other instances forward (UPLOAD_ACK=disk), if it does. */
+export function writeBufferPeerUrl(datastore: DataStore): string | undefined {
+  return datastore instanceof TuskS3Store ? datastore.peerUrl : undefined;
+}

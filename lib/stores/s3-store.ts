@@ -148,6 +148,11 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
     this.log?.info({ directory: options.directory, instance: this.buffer.instanceId }, 'PATCH bytes are acknowledged once on local disk (UPLOAD_ACK=disk)');
   }
 
+  /** Where this process takes PATCH bodies other instances forward (UPLOAD_ACK=disk, UPLOAD_BUFFER_FORWARD). */
+  get peerUrl(): string | undefined {
+    return this.buffer?.peerUrl;
+  }
+
   /** Shutdown: pushes what the write buffer holds until `deadline` (the rest waits on disk). */
   async stopWriteBuffer(deadline: number): Promise<void> {
     await this.buffer?.shutdown(deadline);

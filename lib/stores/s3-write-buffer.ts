@@ -375,6 +375,10 @@ export class WriteBuffer {
     return buffer;
   }
 
+  get peerUrl(): string | undefined {
+    return this.peerServer?.address.url;
+  }
+
   /** The peer server's view of this buffer. */
   private readonly forwardTarget: ForwardTarget = {
     acceptForwarded: async (id, offset, length) => {

@@ -415,6 +415,7 @@ describe('UPLOAD_ACK=disk: a 204 means fsynced on the instance\'s disk', () => {
       }
       // The start-up line says what a 204 means here.
       expect(a.output()).toContain(`PATCHes acknowledged once on this disk (${store.bufferDir as string})`);
+      expect(a.output()).toMatch(/takes other instances' PATCHes for uploads held here at http:\/\/127\.0\.0\.1:\d+/);
       // 7 MiB acknowledged, at most one 5 MiB part of it in S3: the rest exists only on A's disk.
       expect((await a.kill('SIGKILL')).signal).toBe('SIGKILL');
 
