@@ -52,6 +52,8 @@ export interface ForwardTarget {
 
 /** Before the holder answers 100 (connecting, its Redis read): beyond this the caller hands over instead. */
 const ACCEPT_TIMEOUT_MS = 5_000;
+/** A holder that could not be reached is not tried again for this long (each try could cost ACCEPT_TIMEOUT_MS). */
+const UNREACHABLE_RETRY_MS = 30_000;
 /** A forwarded body may wait this long without a byte moving (the holder's S3 backpressure included). */
 const BODY_IDLE_TIMEOUT_MS = 120_000;
 const MAX_NUMBER_DIGITS = 15;
@@ -155,6 +157,10 @@ function lostHolder(): TuskError {
 /** The receiving side: streams PATCH bodies to holders. */
 export class PeerClient {
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  /** Peer URL -> when to try it again. */
+  private readonly unreachable = new Map<string, number>();
+
+  constructor(private readonly log: Logger | undefined) {}
 
   /**
    * Sends `src` (at most `length` bytes, starting at `offset`) to the holder at `peer`. Resolves
@@ -163,6 +169,8 @@ export class PeerClient {
    * the offset in Redis says what it kept.
    */
   forward(peer: PeerAddress, id: string, offset: number, length: number, src: Readable): Promise<{ received: number; bodyError?: unknown } | undefined> {
+    if ((this.unreachable.get(peer.url) ?? 0) > Date.now()) return Promise.resolve(undefined);
+    this.unreachable.delete(peer.url);
     return new Promise((resolve, reject) => {
       let sending = false;
       let bodyError: unknown;
@@ -225,9 +233,14 @@ export class PeerClient {
           }
         });
       });
-      req.on('error', () => {
+      req.on('error', (err) => {
         src.off('error', onSrcError);
         if (sending) src.unpipe(req);
+        else if (!settled && !req.reusedSocket) {
+          // No connection at all (a reused idle one may just have been closed by the peer).
+          this.unreachable.set(peer.url, Date.now() + UNREACHABLE_RETRY_MS);
+          this.log?.warn({ err: err.message, peer: peer.url }, 'cannot reach the instance holding an upload\'s bytes: its PATCHes are handed over instead (UPLOAD_BUFFER_PEER_URL must be reachable from every instance)');
+        }
         settle(() => (sending ? reject(lostHolder()) : resolve(undefined)));
       });
       req.flushHeaders();

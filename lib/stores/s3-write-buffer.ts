@@ -191,7 +191,7 @@ export class HeldBytes {
   /** The write buffer's instance id in this process, if it has one. */
   selfId = '';
   private readonly keys: RedisKeys;
-  private readonly peers = new PeerClient();
+  private readonly peers: PeerClient;
 
   constructor(
     private readonly redis: Redis,
@@ -201,6 +201,7 @@ export class HeldBytes {
     private readonly opts: HandOverOptions,
   ) {
     this.keys = new RedisKeys(prefix);
+    this.peers = new PeerClient(log);
   }
 
   /** The heartbeat: the holder's last sign of life. */
