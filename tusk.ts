@@ -159,7 +159,7 @@ function compose(m: Modules, config: Config, redisUrl: string, logger: Logger): 
   }
   const signer = new m.DerivedUrlSigner(m.signingKeyLoader(redis, keys, config.urlSigningSecret), config.pipeline.signedGetUrlTtlMs);
   const storage = m.createObjectStorage(config, s3, signer);
-  const datastore = m.createDatastore(config, redis, logger, s3?.client);
+  const datastore = m.createDatastore(config, redis, logger, s3?.client, metrics);
   const records = new m.RecordStore(redis, config.redisPrefix);
   const access = m.createAccessControl(config, redis, keys, metrics);
   const processQueue = new m.Queue<ProcessUploadJob & ReprocessFields>(m.PROCESS_UPLOAD_QUEUE, { connection: redis, prefix: keys.bullPrefix });

@@ -30,6 +30,18 @@ export type ScanVerdict = 'clean' | 'infected' | 'skipped' | 'empty' | 'too_larg
 export type DirectSessionEvent = 'initiated' | 'deduplicated' | 'completed' | 'aborted' | 'expired';
 export type WebhookOutcome = 'delivered' | 'failed';
 export type StepOutcome = 'completed' | 'failed' | 'delayed';
+/** A PATCH body for an upload another instance holds (UPLOAD_ACK=disk), as the receiving instance saw it. */
+export type ForwardOutcome = 'forwarded' | 'refused' | 'unreachable' | 'failed';
+/** An instance waiting for another one to push an upload's held bytes to S3. */
+export type HandOverOutcome = 'pushed' | 'holder_down' | 'timeout' | 'abandoned';
+
+/** The write buffer of a process (UPLOAD_ACK=disk), read when /metrics is scraped. */
+export interface UploadBufferStats {
+  /** Bytes it uses on disk: segments not deleted yet and space reserved for bodies being received. */
+  diskBytes: number;
+  /** Uploads it holds bytes of (or is receiving or pushing). */
+  uploads: number;
+}
 
 /** One queue's state, read from Redis when /metrics is scraped (workers/metrics.ts). */
 export interface QueueStats {
@@ -109,6 +121,38 @@ export class Metrics {
     labelNames: ['direction'] as const,
     registers: [this.registry],
   });
+  readonly uploadBufferForwards = new Counter({
+    name: 'tusk_upload_buffer_forwards_total',
+    help: 'PATCH bodies for uploads whose bytes another instance holds (UPLOAD_ACK=disk), by what became of streaming them to it: forwarded, refused (then handed over), unreachable (then handed over), failed mid-body.',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly uploadBufferHandOvers = new Counter({
+    name: 'tusk_upload_buffer_handovers_total',
+    help: 'Waits for another instance to push an upload\'s held bytes to S3 (UPLOAD_ACK=disk), by outcome: pushed, holder_down (503), timeout (503), abandoned (its bytes given up).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly uploadBufferDiskBytes = new Gauge({
+    name: 'tusk_upload_buffer_disk_bytes',
+    help: 'Bytes the write buffer (UPLOAD_ACK=disk) uses on this process\'s disk: acknowledged bytes not pushed to S3 yet and space reserved for bodies being received; at most UPLOAD_BUFFER_MAX. Absent in other modes.',
+    registers: [this.registry],
+    collect: () => {
+      this.uploadBufferDiskBytes.reset();
+      const stats = this.#uploadBufferStats?.();
+      if (stats) this.uploadBufferDiskBytes.set(stats.diskBytes);
+    },
+  });
+  readonly uploadBufferUploads = new Gauge({
+    name: 'tusk_upload_buffer_uploads',
+    help: 'Uploads whose bytes this process\'s write buffer holds, receives or pushes (UPLOAD_ACK=disk); absent in other modes.',
+    registers: [this.registry],
+    collect: () => {
+      this.uploadBufferUploads.reset();
+      const stats = this.#uploadBufferStats?.();
+      if (stats) this.uploadBufferUploads.set(stats.uploads);
+    },
+  });
   readonly directSessions = new Counter({
     name: 'tusk_direct_upload_sessions_total',
     help: 'Direct-to-storage upload sessions by face (api, companion) and event (initiated, deduplicated, completed, aborted, expired).',
@@ -137,6 +181,7 @@ export class Metrics {
 
   #queueStats: (() => Promise<QueueStats[]>) | undefined;
   #scannerProbe: (() => Promise<boolean | undefined>) | undefined;
+  #uploadBufferStats: (() => UploadBufferStats) | undefined;
 
   readonly queueJobs = new Gauge({
     name: 'tusk_queue_jobs',
@@ -179,6 +224,11 @@ export class Metrics {
   /** Where the queue gauges come from (a worker process; they are absent elsewhere). */
   setQueueStats(source: () => Promise<QueueStats[]>): void {
     this.#queueStats = source;
+  }
+
+  /** Where the write buffer gauges come from (a server with UPLOAD_ACK=disk). */
+  setUploadBufferStats(source: () => UploadBufferStats): void {
+    this.#uploadBufferStats = source;
   }
 
   /** Where tusk_scanner_up comes from (a worker process; undefined: scanning is off). */

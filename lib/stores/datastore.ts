@@ -6,6 +6,7 @@ import type { DataStore } from '@tus/utils';
 import type { Redis } from 'ioredis';
 import type { Config } from '../../config/index.js';
 import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
 import { s3ClientConfig } from '../s3.js';
 import { TuskFileStore } from './file-store.js';
 import { TuskS3Store } from './s3-store.js';
@@ -14,7 +15,7 @@ export function uploadsDirectory(config: Config): string {
   return path.join(config.dataDir, 'uploads');
 }
 
-export function createDatastore(config: Config, redis: Redis, logger: Logger, client?: S3): DataStore {
+export function createDatastore(config: Config, redis: Redis, logger: Logger, client?: S3, metrics?: Metrics): DataStore {
   if (config.storage === 's3' && config.s3) {
     return new TuskS3Store({
       client,
@@ -26,6 +27,7 @@ export function createDatastore(config: Config, redis: Redis, logger: Logger, cl
       redisPrefix: config.redisPrefix,
       handOver: { abandonAfterMs: config.s3.abandonBufferedAfterMs, handOverTimeoutMs: config.lockAcquireTimeoutMs },
       logger: logger.child({ component: 's3-store' }),
+      metrics,
     });
   }
   return new TuskFileStore({

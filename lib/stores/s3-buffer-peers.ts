@@ -27,6 +27,12 @@ import { RETRY_AFTER_SECONDS, TuskError } from '../errors.js';
 import { isUploadId } from '../upload-id.js';
 import type { UploadState } from './s3-upload-state.js';
 
+/** What the holder recorded of a forwarded body, and how the body ended on this side. */
+export interface Forwarded {
+  received: number;
+  bodyError?: unknown;
+}
+
 /** Where an instance takes forwarded bodies, as advertised in Redis. */
 export interface PeerAddress {
   url: string;
@@ -164,12 +170,12 @@ export class PeerClient {
 
   /**
    * Sends `src` (at most `length` bytes, starting at `offset`) to the holder at `peer`. Resolves
-   * to what it recorded, or to undefined when it refused or could not be reached before any byte
-   * was sent (`src` untouched: hand over instead). Rejects (503) when the holder failed mid-body:
-   * the offset in Redis says what it kept.
+   * to what it recorded, or to why nothing was sent (`src` untouched: hand over instead): it
+   * refused, or could not be reached. Rejects (503) when the holder failed mid-body: the offset in
+   * Redis says what it kept.
    */
-  forward(peer: PeerAddress, id: string, offset: number, length: number, src: Readable): Promise<{ received: number; bodyError?: unknown } | undefined> {
-    if ((this.unreachable.get(peer.url) ?? 0) > Date.now()) return Promise.resolve(undefined);
+  forward(peer: PeerAddress, id: string, offset: number, length: number, src: Readable): Promise<Forwarded | 'refused' | 'unreachable'> {
+    if ((this.unreachable.get(peer.url) ?? 0) > Date.now()) return Promise.resolve('unreachable');
     this.unreachable.delete(peer.url);
     return new Promise((resolve, reject) => {
       let sending = false;
@@ -211,12 +217,12 @@ export class PeerClient {
           size += c.length;
           if (size <= 4096) chunks.push(c);
         });
-        res.on('error', () => settle(() => (sending ? reject(lostHolder()) : resolve(undefined))));
+        res.on('error', () => settle(() => (sending ? reject(lostHolder()) : resolve('unreachable'))));
         res.on('end', () => {
           src.off('error', onSrcError);
           if (!sending) {
             req.destroy();
-            return settle(() => resolve(undefined));
+            return settle(() => resolve('refused'));
           }
           src.unpipe(req);
           let received: unknown;
@@ -241,7 +247,7 @@ export class PeerClient {
           this.unreachable.set(peer.url, Date.now() + UNREACHABLE_RETRY_MS);
           this.log?.warn({ err: err.message, peer: peer.url }, 'cannot reach the instance holding an upload\'s bytes: its PATCHes are handed over instead (UPLOAD_BUFFER_PEER_URL must be reachable from every instance)');
         }
-        settle(() => (sending ? reject(lostHolder()) : resolve(undefined)));
+        settle(() => (sending ? reject(lostHolder()) : resolve('unreachable')));
       });
       req.flushHeaders();
     });

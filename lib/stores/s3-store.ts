@@ -23,6 +23,7 @@ import type { Redis } from 'ioredis';
 import type { S3 } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
 import { isNotFoundError, TuskError } from '../errors.js';
+import type { Metrics } from '../metrics.js';
 import { listAllParts, sdkClientSettings } from '../s3.js';
 import { isUploadId } from '../upload-id.js';
 import type { ConcatenatingStore } from './concatenating-store.js';
@@ -62,6 +63,8 @@ export interface TuskS3StoreOptions extends S3StoreOptions {
    * wait for it to push them, and after how long without its heartbeat they are given up.
    */
   handOver?: Partial<HandOverOptions>;
+  /** Where the write buffer's forwards, hand-overs and disk use are counted. */
+  metrics?: Metrics;
 }
 
 const NEXT_PART_META = 'tusk-next-part';
@@ -113,9 +116,10 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
   private readonly held: HeldBytes;
   /** Set by startWriteBuffer(): PATCH bytes are acknowledged once fsynced on local disk. */
   private buffer: WriteBuffer | undefined;
+  private readonly metrics: Metrics | undefined;
 
   constructor(options: TuskS3StoreOptions) {
-    const { client, redis, redisPrefix = 'tusk:', logger, stateTtlMs, spoolDirectory, spoolRetries, partsInFlightPerWrite, handOver, ...s3Options } = options;
+    const { client, redis, redisPrefix = 'tusk:', logger, stateTtlMs, spoolDirectory, spoolRetries, partsInFlightPerWrite, handOver, metrics, ...s3Options } = options;
     super({ ...s3Options, s3ClientConfig: { ...sdkClientSettings(logger), ...options.s3ClientConfig } });
     if (client) {
       // One S3 client per process: the one super() made has sent nothing yet.
@@ -134,7 +138,8 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
     this.held = new HeldBytes(redis, this.states, redisPrefix, this.log, {
       abandonAfterMs: handOver?.abandonAfterMs ?? 3_600_000,
       handOverTimeoutMs: handOver?.handOverTimeoutMs ?? 20_000,
-    });
+    }, metrics);
+    this.metrics = metrics;
   }
 
   /**
@@ -144,7 +149,9 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
    */
   async startWriteBuffer(options: WriteBufferOptions, subscriber: Redis): Promise<void> {
     if (this.buffer) return;
-    this.buffer = await WriteBuffer.open(this, this.states, this.held, subscriber, this.redisPrefix, options);
+    const buffer = await WriteBuffer.open(this, this.states, this.held, subscriber, this.redisPrefix, options);
+    this.buffer = buffer;
+    this.metrics?.setUploadBufferStats(() => buffer.stats());
     this.log?.info({ directory: options.directory, instance: this.buffer.instanceId }, 'PATCH bytes are acknowledged once on local disk (UPLOAD_ACK=disk)');
   }
 

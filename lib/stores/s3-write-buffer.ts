@@ -36,7 +36,8 @@ import { ERRORS } from '@tus/utils';
 import { RETRY_AFTER_SECONDS, TuskError } from '../errors.js';
 import { RedisKeys } from '../redis-keys.js';
 import { isUploadId } from '../upload-id.js';
-import { PeerClient, PeerServer, type ForwardTarget, type PeerAddress, type PeerListenOptions } from './s3-buffer-peers.js';
+import type { HandOverOutcome, Metrics } from '../metrics.js';
+import { PeerClient, PeerServer, type ForwardTarget, type Forwarded, type PeerAddress, type PeerListenOptions } from './s3-buffer-peers.js';
 import type { PartWriterHost } from './s3-part-writer.js';
 import { stateOffset, storedOffset, StateConflictError, type CommittedPart, type S3UploadStateStore, type UploadState } from './s3-upload-state.js';
 
@@ -199,6 +200,7 @@ export class HeldBytes {
     prefix: string,
     private readonly log: Logger | undefined,
     private readonly opts: HandOverOptions,
+    private readonly metrics?: Metrics,
   ) {
     this.keys = new RedisKeys(prefix);
     this.peers = new PeerClient(log);
@@ -233,10 +235,10 @@ export class HeldBytes {
    * holder recorded, or to undefined when the body could not be forwarded and `src` is untouched
    * (no running holder with an address, it refused: hand over instead).
    */
-  async forward(state: UploadState, src: Readable, length: number): Promise<{ received: number; bodyError?: unknown } | undefined> {
+  async forward(state: UploadState, src: Readable, length: number): Promise<Forwarded | undefined> {
     if (state.local === 0 || state.holder === this.selfId || (await this.status(state.holder)) !== 'alive') return undefined;
     const raw = await this.redis.hget(this.keys.uploadBufferPeers, state.holder);
-    if (!raw) return undefined;
+    if (!raw) return undefined; // a holder that takes no forwarded bodies (UPLOAD_BUFFER_FORWARD=false)
     let peer: PeerAddress;
     try {
       peer = JSON.parse(raw) as PeerAddress;
@@ -244,7 +246,15 @@ export class HeldBytes {
       return undefined;
     }
     if (typeof peer.url !== 'string' || typeof peer.token !== 'string') return undefined;
-    return this.peers.forward(peer, state.upload.id, stateOffset(state), length, src);
+    let result: Forwarded | 'refused' | 'unreachable';
+    try {
+      result = await this.peers.forward(peer, state.upload.id, stateOffset(state), length, src);
+    } catch (err) {
+      this.metrics?.uploadBufferForwards.inc({ outcome: 'failed' });
+      throw err;
+    }
+    this.metrics?.uploadBufferForwards.inc({ outcome: typeof result === 'string' ? result : 'forwarded' });
+    return typeof result === 'string' ? undefined : result;
   }
 
   close(): void {
@@ -299,16 +309,23 @@ export class HeldBytes {
     const deadline = Date.now() + this.opts.handOverTimeoutMs;
     let current: UploadState | undefined = state;
     let asked = -Infinity;
+    let outcome: HandOverOutcome | undefined;
     // A push of the bytes below a part takes tens of milliseconds: look often (one HGETALL each).
     let backoff = 5;
     while (current && current.local > 0 && current.holder !== this.selfId) {
       const status = await this.status(current.holder);
       if (status === 'abandoned') {
         await this.drop(current);
+        outcome = 'abandoned';
       } else if (status === 'down') {
+        this.metrics?.uploadBufferHandOvers.inc({ outcome: 'holder_down' });
         throw heldElsewhere('The latest bytes of this upload are on a tusk instance that is not running; retry when it is back');
       } else {
-        if (Date.now() > deadline) throw heldElsewhere('The latest bytes of this upload are still being moved to storage by another tusk instance; retry shortly');
+        outcome ??= 'pushed';
+        if (Date.now() > deadline) {
+          this.metrics?.uploadBufferHandOvers.inc({ outcome: 'timeout' });
+          throw heldElsewhere('The latest bytes of this upload are still being moved to storage by another tusk instance; retry shortly');
+        }
         if (Date.now() - asked >= 500) {
           asked = Date.now();
           await this.ask(current.holder, id);
@@ -318,6 +335,7 @@ export class HeldBytes {
       }
       current = await this.states.load(id);
     }
+    if (outcome) this.metrics?.uploadBufferHandOvers.inc({ outcome });
     if (!current) throw new StateConflictError(id);
     return current;
   }
@@ -378,6 +396,11 @@ export class WriteBuffer {
 
   get peerUrl(): string | undefined {
     return this.peerServer?.address.url;
+  }
+
+  /** For the metrics: disk in use (segments, reservations) and uploads under way here. */
+  stats(): { diskBytes: number; uploads: number } {
+    return { diskBytes: this.diskBytes, uploads: this.entries.size };
   }
 
   /** The peer server's view of this buffer. */

@@ -16,6 +16,7 @@ import { Readable } from 'node:stream';
 import { S3, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { StreamLimiter, Upload } from '@tus/utils';
 import { Redis } from 'ioredis';
+import { Metrics } from '../../lib/metrics.js';
 import { TuskS3Store, type TuskS3StoreOptions } from '../../lib/stores/s3-store.js';
 import { runWithUploadRequest } from '../../lib/stores/s3-request-context.js';
 import { newUploadId } from '../../lib/upload-id.js';
@@ -575,8 +576,9 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     const peerOf = async (instance: string) => JSON.parse((await redis.hget(`${prefix}upload-buffer-peers`, instance))!) as { url: string; token: string };
 
     test('1 MiB writes alternating between two instances all land on the holder: no flush, no .part, nothing read back; byte-identical', async () => {
-      const a = await bufferedStore({ forward: true });
-      const b = await bufferedStore({ forward: true });
+      const metrics = { a: new Metrics({ processMetrics: false }), b: new Metrics({ processMetrics: false }) };
+      const a = await bufferedStore({ forward: true }, { metrics: metrics.a });
+      const b = await bufferedStore({ forward: true }, { metrics: metrics.b });
       const data = crypto.randomBytes(17 * MiB + 3);
       const id = await create(a, data.length);
       const calls = { a: countCalls(a), b: countCalls(b) };
@@ -599,6 +601,15 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
       // 17 MiB + 3 in 5 MiB parts: every part uploaded once, by the holder.
       expect((calls.a['UploadPart ok'] ?? 0) + (calls.b['UploadPart ok'] ?? 0)).toBe(4);
       expect(bufferFiles(id)).toEqual([]);
+      // What an operator sees: the non-holder's 9 bodies forwarded; one wait for the holder to
+      // push, at the end (B's last body completes the upload, which needs every byte in S3).
+      const text = { a: (await metrics.a.render()).body, b: (await metrics.b.render()).body };
+      expect(text.b).toContain('tusk_upload_buffer_forwards_total{outcome="forwarded"} 9');
+      expect(text.a).not.toContain('tusk_upload_buffer_forwards_total{');
+      expect(text.b).toMatch(/^tusk_upload_buffer_handovers_total\{outcome="pushed"\} 1$/m);
+      expect(text.a).not.toContain('tusk_upload_buffer_handovers_total{');
+      expect(text.a).toMatch(/^tusk_upload_buffer_disk_bytes 0$/m);
+      expect(text.a).toMatch(/^tusk_upload_buffer_uploads 0$/m);
     });
 
     test('a forwarded body the client cuts off: the holder keeps what arrived, the offset says so, and the upload resumes byte-identically', async () => {
@@ -617,8 +628,9 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     });
 
     test('a holder that cannot be reached (its advertised address is dead) is asked to push instead; byte-identical', async () => {
+      const metrics = new Metrics({ processMetrics: false });
       const a = await bufferedStore({ forward: true });
-      const b = await bufferedStore({ forward: true });
+      const b = await bufferedStore({ forward: true }, { metrics });
       const data = crypto.randomBytes(4 * MiB);
       const id = await create(a, data.length);
       await write(a, id, 0, body(data.subarray(0, MiB)), MiB);
@@ -632,6 +644,10 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
       await redis.hset(`${prefix}upload-buffer-peers`, holder, JSON.stringify({ ...(await peerOf(holder)), url: `http://127.0.0.1:${closed}` }));
       expect(await write(b, id, MiB, body(data.subarray(MiB, 2 * MiB)), MiB)).toBe(2 * MiB);
       expect((await state(id)).holder).not.toBe(holder); // handed over: B holds the upload now
+      const text = (await metrics.render()).body;
+      expect(text).toContain('tusk_upload_buffer_forwards_total{outcome="unreachable"} 1');
+      expect(text).toContain('tusk_upload_buffer_handovers_total{outcome="pushed"} 1');
+      expect(text).toMatch(/^tusk_upload_buffer_disk_bytes [1-9]\d*$/m); // B holds the MiB it wrote
       expect(await write(a, id, 2 * MiB, body(data.subarray(2 * MiB)), 2 * MiB)).toBe(data.length);
       expect(await objectSha(id)).toBe(sha(data));
     });
