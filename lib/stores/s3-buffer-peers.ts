@@ -99,9 +99,10 @@ export class PeerServer {
     const server = http.createServer({ requestTimeout: 0, headersTimeout: 10_000, maxHeaderSize: 8 * 1024 });
     server.timeout = BODY_IDLE_TIMEOUT_MS;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      const failed = (err: Error) => reject(new Error(`UPLOAD_BUFFER_PEER_PORT: cannot listen on ${opts.host}:${opts.port} (${err.message})`));
+      server.once('error', failed);
       server.listen(opts.port, opts.host, () => {
-        server.off('error', reject);
+        server.off('error', failed);
         resolve();
       });
     });

@@ -377,6 +377,15 @@ export class WriteBuffer {
     await fs.promises.mkdir(opts.directory, { recursive: true });
     const dir = (await WriteBuffer.adoptDirectory(opts.directory)) ?? (await WriteBuffer.newDirectory(opts.directory));
     const buffer = new WriteBuffer(host, states, held, subscriber, prefix, opts, dir);
+    if (opts.peer) {
+      // First: a port that cannot be had stops the start before anything else is under way.
+      try {
+        buffer.peerServer = await PeerServer.listen(buffer.forwardTarget, opts.peer, buffer.log);
+      } catch (err) {
+        await fs.promises.rm(path.join(dir, 'owner'), { force: true });
+        throw err;
+      }
+    }
     held.selfId = buffer.instanceId;
     await buffer.beat();
     buffer.heartbeat = setInterval(() => void buffer.beat(), HEARTBEAT_MS);
@@ -386,8 +395,7 @@ export class WriteBuffer {
     subscriber.on('message', buffer.onMessage);
     await subscriber.subscribe(buffer.keys.uploadBufferChannel);
     await buffer.recover();
-    if (opts.peer) {
-      buffer.peerServer = await PeerServer.listen(buffer.forwardTarget, opts.peer, buffer.log);
+    if (buffer.peerServer) {
       await held.advertise(buffer.instanceId, buffer.peerServer.address);
       buffer.log?.info({ url: buffer.peerServer.address.url }, 'taking PATCH bodies other instances receive for uploads held here');
     }

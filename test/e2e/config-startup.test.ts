@@ -5,7 +5,9 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, testRedisUrl } from '../helpers/services.js';
+import net from 'node:net';
+import { createTestBucket, freePort, testRedisUrl, tuskEnvForTests } from '../helpers/services.js';
+import { emptyBucket } from '../helpers/tus.js';
 
 const repoRoot = process.env.TEST_REPO_ROOT ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -60,6 +62,28 @@ describe('the tusk process with a bad configuration', () => {
     expect(result.output).not.toMatch(/\n\s+at .+:\d+:\d+/); // a message, not a stack trace
     // it never started anything: no embedded Redis, no upload directory
     expect(await readdir(dataDir)).toEqual([]);
+  });
+
+  test('UPLOAD_BUFFER_PEER_PORT taken by another program: exits 1 at start, naming the variable and the address', async () => {
+    const bucket = await createTestBucket('peer-port');
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const peerPort = (taken.address() as net.AddressInfo).port;
+    try {
+      const result = await run({ ...tuskEnvForTests(bucket), PORT: String(await freePort()), DATA_DIR: dataDir, UPLOAD_ACK: 'disk', UPLOAD_BUFFER_PEER_PORT: String(peerPort) });
+      expect(result.code).toBe(1);
+      expect(result.output).toContain(`UPLOAD_BUFFER_PEER_PORT: cannot listen on 127.0.0.1:${peerPort}`);
+      expect(result.output).toMatch(/EADDRINUSE/);
+      expect(result.output).not.toMatch(/\n\s+at .+:\d+:\d+/);
+      // The buffer directory it had claimed is released (the next process need not adopt it).
+      const left = (await readdir(dataDir, { recursive: true })).map(String);
+      expect(left.filter((f) => f.endsWith('owner'))).toEqual([]);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+      await emptyBucket(bucket);
+      await rm(dataDir, { recursive: true, force: true });
+      dataDir = await mkdtemp(path.join(os.tmpdir(), 'tusk-config-test-'));
+    }
   });
 
   test('TRUST_PROXY=true (believe every X-Forwarded-For) is refused: exit 78, saying what to set instead', async () => {
