@@ -2,14 +2,18 @@
 // event loop and its CPU time and peak RSS can be read from /proc:
 //   node dist/bench/bare-server.js plain <port>   @tus/server + plain @tus/s3-store
 //   node dist/bench/bare-server.js store <port>   @tus/server + TuskS3Store (lib/stores/s3-store.ts)
+//     (BENCH_BARE_UPLOAD_ACK=disk: with its write buffer, under .tmp/bench/bare-buffer-<pid>; the
+//     bare stack against `tusk.disk-*` shows what tusk's HTTP stack, hooks and locks cost)
 // a minimal `new Server({ path: '/files', datastore })` on 127.0.0.1, S3 and Redis from BENCH_*.
 // Prints LISTENING once it listens; on SIGTERM prints `STATS <json>` (per-S3-command and
 // per-store-method counts and milliseconds) and exits. Start it with startBareServer() below.
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import type { S3 } from '@aws-sdk/client-s3';
-import { benchEnv, MiB } from './lib.js';
+import { benchEnv, MiB, repoRoot } from './lib.js';
 
 export type CallStats = Record<string, { n: number; ms: number }>;
 export type BareKind = 'plain' | 'store';
@@ -39,6 +43,7 @@ async function serve(kind: BareKind, port: number): Promise<void> {
   const partSize = partMiB * MiB;
   let datastore: InstanceType<typeof S3Store>;
   let redis: { quit(): Promise<unknown> } | undefined;
+  let stopBuffer: (() => Promise<void>) | undefined;
   if (kind === 'plain') {
     datastore = new S3Store({ s3ClientConfig, partSize });
   } else {
@@ -55,6 +60,17 @@ async function serve(kind: BareKind, port: number): Promise<void> {
       ...(process.env.BENCH_PARTS_IN_FLIGHT ? { partsInFlightPerWrite: Number(process.env.BENCH_PARTS_IN_FLIGHT) } : {}),
       logger: pino({ level: process.env.BENCH_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
     });
+    if (process.env.BENCH_BARE_UPLOAD_ACK === 'disk') {
+      const store = datastore as InstanceType<typeof TuskS3Store>;
+      const directory = path.join(repoRoot, '.tmp', 'bench', `bare-buffer-${process.pid}`);
+      const sub = new Redis(benchEnv.redisUrl);
+      await store.startWriteBuffer({ directory, maxBytes: 2048 * MiB, idleFlushMs: 10_000 }, sub);
+      stopBuffer = async () => {
+        await store.stopWriteBuffer(Date.now() + 5_000);
+        sub.disconnect();
+        await fs.promises.rm(directory, { recursive: true, force: true });
+      };
+    }
   }
   const calls: CallStats = {};
   const add = (name: string, ms: number) => {
@@ -93,8 +109,11 @@ async function serve(kind: BareKind, port: number): Promise<void> {
     process.stdout.write(`STATS ${JSON.stringify(calls)}\n`);
     http.close();
     http.closeAllConnections();
-    void redis?.quit();
-    setTimeout(() => process.exit(0), 50);
+    void (async () => {
+      await stopBuffer?.().catch(() => {});
+      await redis?.quit();
+      process.exit(0);
+    })();
   });
 }
 
