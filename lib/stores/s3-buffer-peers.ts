@@ -145,9 +145,11 @@ export class PeerServer {
     answer(res, 200, { received: result.received });
   }
 
+  /** Stops at once: a body still arriving is cut (its sender answers 503; what was recorded stays). */
   async close(): Promise<void> {
-    this.server.closeIdleConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeAllConnections();
+    await closed;
   }
 }
 

@@ -845,7 +845,9 @@ export class WriteBuffer {
     clearInterval(this.poller);
     this.subscriber.off('message', this.onMessage);
     if (this.peerServer) {
-      await this.held.withdraw(this.instanceId).catch(noop);
+      // Bounded: a Redis that is down must not hold up the exit (a stale address only costs
+      // other instances one refused connection before they hand over).
+      await Promise.race([this.held.withdraw(this.instanceId).catch(noop), sleep(1_000)]);
       await this.peerServer.close();
     }
     this.held.close();
