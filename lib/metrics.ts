@@ -133,26 +133,16 @@ export class Metrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
-  readonly uploadBufferDiskBytes = new Gauge({
-    name: 'tusk_upload_buffer_disk_bytes',
-    help: 'Bytes the write buffer (UPLOAD_ACK=disk) uses on this process\'s disk: acknowledged bytes not pushed to S3 yet and space reserved for bodies being received; at most UPLOAD_BUFFER_MAX. Absent in other modes.',
-    registers: [this.registry],
-    collect: () => {
-      this.uploadBufferDiskBytes.reset();
-      const stats = this.#uploadBufferStats?.();
-      if (stats) this.uploadBufferDiskBytes.set(stats.diskBytes);
-    },
-  });
-  readonly uploadBufferUploads = new Gauge({
-    name: 'tusk_upload_buffer_uploads',
-    help: 'Uploads whose bytes this process\'s write buffer holds, receives or pushes (UPLOAD_ACK=disk); absent in other modes.',
-    registers: [this.registry],
-    collect: () => {
-      this.uploadBufferUploads.reset();
-      const stats = this.#uploadBufferStats?.();
-      if (stats) this.uploadBufferUploads.set(stats.uploads);
-    },
-  });
+  readonly uploadBufferDiskBytes = this.uploadBufferGauge(
+    'tusk_upload_buffer_disk_bytes',
+    'Bytes the write buffer (UPLOAD_ACK=disk) uses on this process\'s disk: acknowledged bytes not pushed to S3 yet and space reserved for bodies being received; at most UPLOAD_BUFFER_MAX. Absent in other modes.',
+    (s) => s.diskBytes,
+  );
+  readonly uploadBufferUploads = this.uploadBufferGauge(
+    'tusk_upload_buffer_uploads',
+    'Uploads whose bytes this process\'s write buffer holds, receives or pushes (UPLOAD_ACK=disk); absent in other modes.',
+    (s) => s.uploads,
+  );
   readonly directSessions = new Counter({
     name: 'tusk_direct_upload_sessions_total',
     help: 'Direct-to-storage upload sessions by face (api, companion) and event (initiated, deduplicated, completed, aborted, expired).',
@@ -224,6 +214,21 @@ export class Metrics {
   /** Where the queue gauges come from (a worker process; they are absent elsewhere). */
   setQueueStats(source: () => Promise<QueueStats[]>): void {
     this.#queueStats = source;
+  }
+
+  /** A gauge read from the write buffer at scrape time; without one it has no sample. */
+  private uploadBufferGauge(name: string, help: string, pick: (s: UploadBufferStats) => number): Gauge {
+    const stats = () => this.#uploadBufferStats?.();
+    return new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const s = stats();
+        if (s) this.set(pick(s));
+      },
+    });
   }
 
   /** Where the write buffer gauges come from (a server with UPLOAD_ACK=disk). */
