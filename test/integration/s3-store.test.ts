@@ -575,17 +575,21 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
   describe('bodies forwarded to the holder (UPLOAD_BUFFER_FORWARD)', () => {
     const peerOf = async (instance: string) => JSON.parse((await redis.hget(`${prefix}upload-buffer-peers`, instance))!) as { url: string; token: string };
 
-    test('1 MiB writes alternating between two instances all land on the holder: no flush, no .part, nothing read back; byte-identical', async () => {
+    test('~1 MiB writes alternating between two instances all land on the holder: no flush, no .part, nothing read back; byte-identical', async () => {
       const metrics = { a: new Metrics({ processMetrics: false }), b: new Metrics({ processMetrics: false }) };
       const a = await bufferedStore({ forward: true }, { metrics: metrics.a });
       const b = await bufferedStore({ forward: true }, { metrics: metrics.b });
       const data = crypto.randomBytes(17 * MiB + 3);
       const id = await create(a, data.length);
       const calls = { a: countCalls(a), b: countCalls(b) };
+      // Never ending on a part boundary, so some bytes are always held between writes (an
+      // instance holding none, its parts all pushed, gives the upload up: then the next writer
+      // holds it, which is right but not what this test is about).
+      const chunk = MiB + 7;
       let offset = 0;
       let holder = '';
       for (let i = 0; offset < data.length; i++) {
-        const n = Math.min(MiB, data.length - offset);
+        const n = Math.min(chunk, data.length - offset);
         offset = await write(i % 2 ? b : a, id, offset, body(data.subarray(offset, offset + n)), n);
         if (offset < data.length) {
           expect((await (i % 2 ? a : b).getUpload(id)).offset).toBe(offset);
@@ -601,13 +605,13 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
       // 17 MiB + 3 in 5 MiB parts: every part uploaded once, by the holder.
       expect((calls.a['UploadPart ok'] ?? 0) + (calls.b['UploadPart ok'] ?? 0)).toBe(4);
       expect(bufferFiles(id)).toEqual([]);
-      // What an operator sees: the non-holder's 9 bodies forwarded; one wait for the holder to
-      // push, at the end (B's last body completes the upload, which needs every byte in S3).
+      // What an operator sees: B's 8 bodies (of 17) forwarded; no hand-over (A, the holder,
+      // also wrote the last body and completed the upload itself).
       const text = { a: (await metrics.a.render()).body, b: (await metrics.b.render()).body };
-      expect(text.b).toContain('tusk_upload_buffer_forwards_total{outcome="forwarded"} 9');
+      expect(text.b).toMatch(/^tusk_upload_buffer_forwards_total\{outcome="forwarded"\} 8$/m);
+      expect(text.a + text.b).not.toMatch(/tusk_upload_buffer_forwards_total\{outcome="(refused|unreachable|failed)"\}/);
       expect(text.a).not.toContain('tusk_upload_buffer_forwards_total{');
-      expect(text.b).toMatch(/^tusk_upload_buffer_handovers_total\{outcome="pushed"\} 1$/m);
-      expect(text.a).not.toContain('tusk_upload_buffer_handovers_total{');
+      expect(text.a + text.b).not.toContain('tusk_upload_buffer_handovers_total{');
       expect(text.a).toMatch(/^tusk_upload_buffer_disk_bytes 0$/m);
       expect(text.a).toMatch(/^tusk_upload_buffer_uploads 0$/m);
     });
