@@ -4,6 +4,8 @@
 // not compile again. Real tusk processes, the test Redis, the file store.
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -127,4 +129,17 @@ test('a second start does not compile again when nothing changed', async () => {
   const before = (await fs.stat(stamp)).mtimeMs;
   await exec(process.execPath, ['scripts/build-if-stale.mjs'], { cwd: repo });
   expect((await fs.stat(stamp)).mtimeMs).toBe(before);
+});
+
+test('the test helper never takes another program answering /healthz on its port for the tusk it started', async () => {
+  // What a port handed out twice looks like: something else already answers GET /healthz there.
+  const impostor = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}'));
+  const port = await new Promise<number>((resolve) => impostor.listen(0, '127.0.0.1', () => resolve((impostor.address() as net.AddressInfo).port)));
+  try {
+    const started = await startTusk({ env: { ...envFor('impostor'), PORT: String(port) } }).catch((err: unknown) => err);
+    expect(started).toBeInstanceOf(Error);
+    expect((started as Error).message).toMatch(/exited before answering \/healthz[\s\S]*EADDRINUSE/);
+  } finally {
+    await new Promise((resolve) => impostor.close(resolve));
+  }
 });

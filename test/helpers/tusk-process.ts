@@ -109,7 +109,61 @@ function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
 }
 
 /** Starts `node dist/tusk.js <mode>` on a free port and waits until GET /healthz answers 200. */
+/**
+ * Whether `pid` itself listens on 127.0.0.1:`port` (its socket inodes against /proc/net/tcp), so
+ * that another process answering /healthz on a port handed out twice is not taken for this one.
+ * Without /proc it cannot tell and says yes.
+ */
+function listensOn(pid: number, port: number): boolean {
+  let inodes: Set<string>;
+  try {
+    inodes = new Set(
+      fs
+        .readdirSync(`/proc/${pid}/fd`)
+        .map((fd) => {
+          try {
+            return fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        })
+        .filter((link) => link.startsWith('socket:['))
+        .map((link) => link.slice('socket:['.length, -1)),
+    );
+  } catch {
+    return !fs.existsSync('/proc/self/fd');
+  }
+  const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // sl local_address rem_address st ... inode: LISTEN is 0A
+      if (f.length > 9 && f[3] === '0A' && f[1]!.endsWith(hexPort) && inodes.has(f[9]!)) return true;
+    }
+  }
+  return false;
+}
+
 export async function startTusk(options: StartTuskOptions = {}): Promise<TuskProcess> {
+  // A port from freePort() is free when it is handed out, not when tusk binds it: another test
+  // file may take it meanwhile. Then this process fails to start (EADDRINUSE) and gets another.
+  for (let attempt = 1; ; attempt++) {
+    const port = options.env?.PORT === undefined ? String(await freePort()) : undefined;
+    try {
+      return await startTuskOn(options, port);
+    } catch (err) {
+      if (port === undefined || attempt >= 3 || !(err instanceof Error) || !err.message.includes('EADDRINUSE')) throw err;
+    }
+  }
+}
+
+async function startTuskOn(options: StartTuskOptions, freshPort: string | undefined): Promise<TuskProcess> {
   const { mode = 'server', timeoutMs = 20_000, args = [] } = options;
   const entry = path.resolve(repoRoot, options.entry ?? path.join('dist', 'tusk.js'));
   if (!fs.existsSync(entry)) throw new Error(`${entry} does not exist: run \`npm run build\` first (npm test does)`);
@@ -119,7 +173,7 @@ export async function startTusk(options: StartTuskOptions = {}): Promise<TuskPro
     if (value === undefined) delete env[name];
     else env[name] = value;
   }
-  if (!env.PORT) env.PORT = String(await freePort());
+  if (freshPort !== undefined) env.PORT = freshPort;
   // A worker without a clamd of its own would start a private one on the system's signatures (and
   // run freshclam to get some): tests never touch those. Unless a test gives it one, its signature
   // directory is one that does not exist (no signatures: scans wait).
@@ -165,7 +219,7 @@ export async function startTusk(options: StartTuskOptions = {}): Promise<TuskPro
       const exit = await tracked.exited;
       throw new Error(`${label()} exited before answering /healthz (code ${exit.code}, signal ${exit.signal}); output:\n${out.toString()}`);
     }
-    if ((await healthz(port)) === 200) break;
+    if ((await healthz(port)) === 200 && listensOn(child.pid as number, port)) break;
     if (Date.now() >= deadline) {
       signalGroup(child, 'SIGKILL');
       await tracked.exited;
