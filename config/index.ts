@@ -395,6 +395,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(parsed.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)));
   }
   const e = parsed.data;
+  // 127.0.0.1 unless HOST says otherwise (the API and, in disk mode, the write buffer's peer port).
+  const host = e.HOST ?? '127.0.0.1';
   const problems: string[] = [];
   const storage: StorageKind = e.STORAGE ?? (e.S3_ENDPOINT || e.S3_BUCKET ? 's3' : 'file');
   let s3: S3Config | undefined;
@@ -422,7 +424,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
         directory: path.resolve(e.UPLOAD_BUFFER_DIR ?? path.join(e.DATA_DIR, 'upload-buffer')),
         maxBytes: e.UPLOAD_BUFFER_MAX,
         idleFlushMs: e.UPLOAD_BUFFER_IDLE_FLUSH,
-        peer: e.UPLOAD_BUFFER_FORWARD ? { host: e.HOST ?? '127.0.0.1', port: e.UPLOAD_BUFFER_PEER_PORT, url: e.UPLOAD_BUFFER_PEER_URL } : undefined,
+        peer: e.UPLOAD_BUFFER_FORWARD ? { host, port: e.UPLOAD_BUFFER_PEER_PORT, url: e.UPLOAD_BUFFER_PEER_URL } : undefined,
       },
       abandonBufferedAfterMs: e.UPLOAD_BUFFER_ABANDON_AFTER,
     };
@@ -466,7 +468,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   const corsOrigins = e.CORS_ORIGINS.trim() === '*' ? '*' : e.CORS_ORIGINS.split(',').map((s) => s.trim()).filter(Boolean);
   const config: Omit<Config, 'pipeline' | 'access' | 'direct' | 'metrics' | 'webUi' | 'urlSigningSecret'> = {
     port: e.PORT,
-    host: e.HOST ?? '127.0.0.1',
+    host,
     publicUrl: e.PUBLIC_URL,
     ...proxy,
     storage,

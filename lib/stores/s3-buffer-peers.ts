@@ -69,7 +69,7 @@ const headerNumber = (v: string | string[] | undefined): number | undefined =>
 
 function defaultUrl(host: string, port: number): string {
   let h = host;
-  if (h === '0.0.0.0' || h === '::' || h === '') {
+  if (h === '0.0.0.0' || h === '::') {
     const external = Object.values(os.networkInterfaces())
       .flat()
       .find((a) => a && a.family === 'IPv4' && !a.internal);

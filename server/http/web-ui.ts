@@ -87,8 +87,10 @@ export function createWebUiRouter(config: Config, root = webRoot()): Router | un
   });
   // Bundles carry their content hash in their names: cached for good.
   router.use('/assets', secure, express.static(path.join(root, 'assets'), { immutable: true, maxAge: '365d', index: false, dotfiles: 'deny', fallthrough: false }));
-  // Whatever static refused (a missing file, a dot file, a path leaving the folder): not there.
-  const notThere: ErrorRequestHandler = (_err, _req, res, _next) => sendJsonError(res, new TuskError('not_found', 'No such file'));
+  // serve-static's errors: a range past the end of a file that exists is 416 (as tus downloads
+  // answer it); everything else (missing, dot files, malformed paths) is simply not a file here.
+  const notThere: ErrorRequestHandler = (err: { status?: number }, _req, res, _next) =>
+    sendJsonError(res, err.status === 416 ? new TuskError('range_not_satisfiable') : new TuskError('not_found', 'No such file'));
   router.use('/assets', notThere);
   return router;
 }

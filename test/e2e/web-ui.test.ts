@@ -323,8 +323,21 @@ test('the page\'s files: only what the bundle holds, never anything beside it', 
   const withQuery = await fetch(`${server.url}/ui/config.json?user=bob&path=../../package.json`, { headers: { Authorization: 'Bearer not-a-token' } });
   expect(await withQuery.json()).toEqual(config);
   expect(await (await fetch(`${server.url}/?file=../package.json`)).text()).toBe(html);
+  // Another user's valid token (header or cookie) changes nothing either: no user's data is here.
+  const bob = await tokenFor('bob');
+  expect(await (await fetch(`${server.url}/ui/config.json`, { headers: { Authorization: `Bearer ${bob}` } })).json()).toEqual(config);
+  expect(await (await fetch(`${server.url}/`, { headers: { Authorization: `Bearer ${bob}` } })).text()).toBe(html);
+  expect((await fetch(`${server.url}${script}`, { headers: { Authorization: `Bearer ${bob}` } })).status).toBe(200);
   // Only GET/HEAD: anything else is not a route of the page.
   expect((await fetch(`${server.url}/ui/config.json`, { method: 'POST', body: '{}' })).status).toBe(404);
+  // Malformed input: a clear 4xx, never a 500 or a file from elsewhere.
+  for (const p of ['/%zz', '/assets/%zz.js', '/assets/%00.js', `/assets/${'a'.repeat(4000)}.js`]) {
+    const res = await rawRequest(server.url, { method: 'GET', path: p });
+    expect([p, res.status >= 400 && res.status < 500]).toEqual([p, true]);
+  }
+  expect(await (await fetch(`${server.url}/ui/config.json?%`)).json()).toEqual(config);
+  const badRange = await fetch(`${server.url}${script}`, { headers: { Range: 'bytes=99999999999-' } });
+  expect(badRange.status).toBe(416);
 });
 
 test('authentication off, the file store (as `npm start` runs): no sign-in, uploads reach ready, previews load', async () => {
