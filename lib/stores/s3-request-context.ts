@@ -8,10 +8,17 @@
 // StreamLimiter that @tus/server puts in front of write() is sized by Content-Length), and
 // otherwise falls back to spooling each part to disk before uploading it.
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { UploadState } from './s3-upload-state.js';
 
 export interface UploadRequestInfo {
   /** Body length from Content-Length; undefined for chunked transfer (length unknown). */
   contentLength: number | undefined;
+  /**
+   * The upload state the store's getUpload() last loaded in this request. @tus/server's PATCH
+   * handler takes the upload's lock, loads the upload and then writes: write() goes on from this
+   * state instead of loading it again (TuskS3Store.takeLoaded).
+   */
+  loaded?: UploadState;
 }
 
 const storage = new AsyncLocalStorage<UploadRequestInfo>();

@@ -370,17 +370,34 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
   override async getUpload(id: string): Promise<Upload> {
     let state = await this.held.visible(await this.loadState(id));
     const size = state.upload.size;
+    const request = currentUploadRequest();
+    if (request) request.loaded = undefined;
     if (!state.done && size !== undefined && stateOffset(state) === size) {
       // Every byte is acknowledged but completing failed earlier (or the process died in between).
       state = await this.pushHeld(state);
       if (stateOffset(state) === size) await this.finish(state);
+    } else if (request) {
+      request.loaded = state;
     }
     return this.toUpload(state);
   }
 
+  /**
+   * The state getUpload() loaded for this request's write, if it is this upload's: @tus/server
+   * loads the upload after taking its lock, right before writing, so that load is as fresh as
+   * another would be (under the lock only this process's own pusher changes the state, which
+   * append() allows for) and saves a Redis round trip per PATCH. Taken once.
+   */
+  private takeLoaded(id: string): UploadState | undefined {
+    const request = currentUploadRequest();
+    const state = request?.loaded;
+    if (request) request.loaded = undefined;
+    return state?.upload.id === id ? state : undefined;
+  }
+
   override async write(src: Readable, id: string, offset: number): Promise<number> {
     const started = performance.now();
-    let state = await this.loadState(id);
+    let state = this.takeLoaded(id) ?? (await this.loadState(id));
     if (state.done) {
       src.resume();
       return stateOffset(state);
@@ -510,6 +527,7 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
   }
 
   override async declareUploadLength(id: string, length: number): Promise<void> {
+    this.takeLoaded(id); // stale once the length is set
     const state = await this.loadState(id);
     state.upload.size = length;
     await this.saveMetadata(new Upload({ ...state.upload, offset: 0 }), state.uploadId);

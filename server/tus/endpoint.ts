@@ -550,12 +550,13 @@ export function createTusEndpoint(deps: {
    * reservation covers every byte it may add. Returns the upload.
    */
   async function checkPatch(req: IncomingMessage, id: string): Promise<Upload> {
-    const upload = await datastore.getUpload(id);
+    // Both lookups at once: one round trip to Redis less before every PATCH body is read.
+    const [upload, concatValue] = await Promise.all([datastore.getUpload(id), concat.headerOf(id)]);
     const expiry = datastore.getExpiration();
     const created = upload.creation_date ? new Date(upload.creation_date).getTime() : Date.now();
     const finished = upload.size !== undefined && upload.offset === upload.size;
     if (!finished && expiry > 0 && Date.now() > created + expiry) throw new TuskError('expired', ERRORS.FILE_NO_LONGER_EXISTS.body.trim());
-    if ((await concat.headerOf(id))?.startsWith('final;')) throw new TuskError('forbidden', 'A final upload (Upload-Concat: final) cannot be patched');
+    if (concatValue?.startsWith('final;')) throw new TuskError('forbidden', 'A final upload (Upload-Concat: final) cannot be patched');
     const offset = Number(req.headers['upload-offset']);
     if (offset !== upload.offset) throw offsetMismatch(upload.offset, offset);
     const bodyLength = contentLengthOf(req);
