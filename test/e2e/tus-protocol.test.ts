@@ -229,6 +229,9 @@ describe.each<StoreKind>(['s3', 'file'])('tus protocol, %s store', (kind) => {
     const last = await patchUpload(created.url, 5 * MiB + 7, data.subarray(5 * MiB + 7), { 'Upload-Length': String(data.length) });
     expect(last.status).toBe(204);
     expect(last.headers.get('upload-offset')).toBe(String(data.length));
+    // Complete in storage when the PATCH that declared the length is answered (not only once a
+    // later request looks at the upload): that PATCH wrote with the declared length.
+    expect(await storedSha256(g.target, created.id)).toBe(sha256(data));
 
     head = await headUpload(created.url);
     expect(head.offset).toBe(data.length);
