@@ -25,9 +25,20 @@ export class SpoolPiece {
   private readonly listeners = new Set<() => void>();
   private live: SpoolReader | undefined;
 
-  constructor(readonly path: string) {
-    this.ws = fs.createWriteStream(path, { highWaterMark: WRITE_HWM });
+  /** Resolves when the file exists (opened), or the stream failed or closed before. */
+  readonly opened: Promise<void>;
+
+  /** `sync`: the file is fsynced before it is closed (end() resolves after both). */
+  constructor(
+    readonly path: string,
+    { sync = false }: { sync?: boolean } = {},
+  ) {
+    this.ws = fs.createWriteStream(path, { highWaterMark: WRITE_HWM, flush: sync });
     this.closed = new Promise<void>((resolve) => this.ws.once('close', resolve));
+    this.opened = new Promise<void>((resolve) => {
+      this.ws.once('open', () => resolve());
+      this.ws.once('close', resolve);
+    });
     this.ws.on('error', (err) => {
       this.error ??= err;
       this.notify();

@@ -5,6 +5,9 @@
 // The bytes reach S3 in the background in whole parts of the store's part size, several at once,
 // so the client sends its next chunk while earlier ones upload, and a 1 MiB chunk costs S3 one
 // write instead of the `.part` read-rewrite it costs when every 204 waits for S3 (s3-part-writer).
+// A body of one whole part (appendPart) has its UploadPart streamed while it arrives, teed to its
+// segment file, and is acknowledged once that file is fsynced: S3's confirmation of the part is
+// waited for by the pusher, not by the client (nothing read back unless that upload fails).
 //
 // Buffer directory: <directory>/<instance>/<upload id>/<start offset>, one segment file per PATCH
 // body (or per resumed part of one), named by the upload offset of its first byte. Only the bytes
@@ -37,6 +40,7 @@ import { RETRY_AFTER_SECONDS, TuskError } from '../errors.js';
 import { RedisKeys } from '../redis-keys.js';
 import { isUploadId } from '../upload-id.js';
 import type { HandOverOutcome, Metrics } from '../metrics.js';
+import { SpoolPiece } from './s3-spool.js';
 import { PeerClient, PeerServer, type ForwardTarget, type Forwarded, type PeerAddress, type PeerListenOptions } from './s3-buffer-peers.js';
 import type { PartWriterHost } from './s3-part-writer.js';
 import { stateOffset, storedOffset, StateConflictError, type CommittedPart, type S3UploadStateStore, type UploadState } from './s3-upload-state.js';
@@ -141,6 +145,14 @@ class Entry {
   /** Resolves when the entry is gone: everything pushed (or discarded, or pushing failed). */
   closed: Promise<void>;
   resolveClosed!: () => void;
+  /**
+   * The pusher's parts under way (in order) and where its next part starts: every acknowledged
+   * byte before `nextStart` is in a part uploading or uploaded. A streamed part (appendPart) is
+   * added here by the append, so that the pusher neither uploads its bytes again nor misses it.
+   */
+  readonly inFlight: InFlightPart[] = [];
+  nextStart = 0;
+  nextNumber = 1;
   /** Serializes this process's updates of the upload's Redis state. */
   private chain: Promise<unknown> = Promise.resolve();
   private wakers: (() => void)[] = [];
@@ -630,6 +642,11 @@ export class WriteBuffer {
    * Rejects on disk or Redis failures (what was recorded before stays acknowledged).
    */
   async append(state: UploadState, src: Readable, reserved: number): Promise<{ received: number; bodyError?: unknown }> {
+    return this.appendTo(await this.enter(state, reserved), src, reserved);
+  }
+
+  /** The upload's entry for an append at the state's offset (counted in `appending`); on failure the reservation is released. */
+  private async enter(state: UploadState, reserved: number): Promise<Entry> {
     let entry: Entry | undefined;
     try {
       entry = await this.entryFor(state, true);
@@ -651,9 +668,19 @@ export class WriteBuffer {
       this.releaseDisk(reserved);
       throw err;
     }
-    const { partSize, partsInFlight } = this.host.partPlan(entry.state);
-    const highWater = partsInFlight * partSize + partSize;
     if (entry.idleTimer) clearTimeout(entry.idleTimer);
+    return entry;
+  }
+
+  /** Bytes one upload may hold that are not in S3 yet: the parts in flight and one being gathered. */
+  private highWater(entry: Entry): number {
+    const { partSize, partsInFlight } = this.host.partPlan(entry.state);
+    return partsInFlight * partSize + partSize;
+  }
+
+  private async appendTo(entry: Entry, src: Readable, reserved: number): Promise<{ received: number; bodyError?: unknown }> {
+    const { partSize } = this.host.partPlan(entry.state);
+    const highWater = this.highWater(entry);
     const start = stateOffset(entry.state);
     // The body continues the last segment while that one is short of a part (one directory
     // fsync per part, not per PATCH); else it starts a new segment file named by its offset.
@@ -774,6 +801,131 @@ export class WriteBuffer {
     }
     if (failure !== undefined) throw failure;
     return { received, bodyError };
+  }
+
+  /**
+   * A body of one whole part (at least the part size, less than two) of an upload whose held bytes,
+   * if any, are all in parts being uploaded and that has no `.part` tail: its part is uploaded to
+   * S3 while the body arrives (from memory while S3 keeps up, else from the segment file:
+   * s3-spool.ts), and the body is acknowledged as soon as it is fsynced here and recorded, as
+   * append() does, without waiting for S3: the client sends its next chunk while this part's
+   * upload ends. The part then belongs to the pusher (committed in order; uploaded again from the
+   * segment file if its streamed upload failed). A body that ends short is kept as an append's
+   * would be (its streamed upload is aborted; the pusher uploads those bytes later). Other
+   * bodies go the append() way.
+   */
+  async appendPart(state: UploadState, src: Readable, reserved: number): Promise<{ received: number; bodyError?: unknown }> {
+    const entry = await this.enter(state, reserved);
+    const start = stateOffset(entry.state);
+    const number = entry.nextNumber;
+    const streams = entry.state.tail === 0 && entry.nextStart === start && !entry.closing && !entry.stopped && !entry.discarded;
+    if (!streams) return this.appendTo(entry, src, reserved);
+    let received = 0;
+    let bodyError: unknown;
+    let spool: SpoolPiece | undefined;
+    const abort = new AbortController();
+    let upload: Promise<string | undefined> = Promise.resolve(undefined);
+    let part: InFlightPart | undefined;
+    let dirSynced: Promise<void> = Promise.resolve();
+    const file = path.join(entry.dir, String(start));
+    try {
+      // No more than an append may hold: wait for the parts before it to reach S3.
+      const highWater = this.highWater(entry);
+      while (entry.unpushed + reserved > highWater && !entry.stopped && !entry.discarded) await entry.changedSince(entry.version);
+      if (entry.discarded) throw this.gone(entry);
+      if (entry.stopped) throw entry.stopError ?? new StateConflictError(entry.id);
+      // A file left at this offset holds no acknowledged byte (they would be part of the offset).
+      entry.segments.splice(0, entry.segments.length, ...entry.segments.filter((x) => x.start !== start || x.acked > 0));
+      spool = new SpoolPiece(file, { sync: true });
+      // The file's directory entry is made durable while the body arrives.
+      const piece = spool;
+      dirSynced = piece.opened.then(() => (piece.error ? undefined : fsyncDirectory(entry.dir)));
+      dirSynced.catch(noop);
+      const reader = spool.liveReader(reserved);
+      const permit = await this.host.acquirePermit();
+      upload = this.host
+        .uploadPartBody(entry.state, number, reader, reserved, abort.signal)
+        .then(
+          (etag) => etag,
+          (err: unknown) => {
+            if (!abort.signal.aborted) this.log?.warn({ err, uploadId: entry.id, part: number }, 'streamed part upload failed; it is uploaded again from the write buffer');
+            return undefined;
+          },
+        )
+        .finally(() => {
+          reader.destroy();
+          void permit.release().catch(noop);
+        });
+      const body = (src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      for (;;) {
+        let next: IteratorResult<Buffer>;
+        try {
+          next = await body.next();
+        } catch (err) {
+          bodyError = err;
+          break;
+        }
+        if (next.done) break;
+        const chunk = next.value;
+        if (received + chunk.length > reserved) throw new Error(`upload ${entry.id}: body longer than the ${reserved} bytes reserved`);
+        received += chunk.length;
+        if (!spool.write(chunk)) await spool.drain();
+      }
+      await spool.end();
+      if (received === 0) {
+        abort.abort(new Error('empty body'));
+        await upload;
+        await fs.promises.rm(file, { force: true }).catch(noop);
+        this.releaseDisk(reserved);
+        return { received: 0, bodyError };
+      }
+      await dirSynced;
+      // Open until recorded: the pusher must not take it for pushed and delete it meanwhile.
+      const seg: Segment = { start, acked: 0, written: received, file, open: true };
+      entry.segments.push(seg);
+      if (received === reserved && entry.nextStart === start && entry.nextNumber === number) {
+        // The part is the pusher's from before its bytes count as acknowledged: it never
+        // launches them again, and commits the part in order once S3 has it.
+        part = { number, start, len: received, done: Promise.resolve() };
+        const own = part;
+        own.done = upload
+          .then(async (etag) => {
+            if (etag !== undefined) own.etag = etag;
+            else if (entry.inFlight.includes(own)) await this.uploadPart(entry, own, 0); // again, from the segment file
+          })
+          .then(() => entry.wake());
+        entry.inFlight.push(own);
+        entry.nextStart += received;
+        entry.nextNumber++;
+      } else {
+        abort.abort(new Error('body ended before its part')); // the pusher uploads these bytes
+      }
+      const n = received;
+      const r = await entry.update(() => this.states.commit(entry.state, [], entry.state.tail, { bytes: entry.state.local + n, holder: this.instanceId }));
+      if (r === 'gone') throw this.gone(entry);
+      seg.acked = n;
+      seg.open = false;
+      entry.wake();
+      this.releaseDisk(reserved - received);
+      return { received: n, bodyError };
+    } catch (err) {
+      if (part && entry.inFlight.at(-1) === part && part.etag === undefined) {
+        // Not recorded: the part is not the pusher's after all (nothing was launched after it).
+        entry.inFlight.pop();
+        entry.nextStart -= part.len;
+        entry.nextNumber--;
+      }
+      abort.abort(err);
+      await spool?.destroy();
+      await upload;
+      const i = entry.segments.findIndex((x) => x.file === file && x.acked === 0);
+      if (i >= 0) entry.segments.splice(i, 1);
+      await fs.promises.rm(file, { force: true }).catch(noop);
+      this.releaseDisk(reserved);
+      throw err;
+    } finally {
+      this.endAppend(entry);
+    }
   }
 
   /** An append (counted by entryFor) is over: the pusher may finish, the idle timer restarts. */
@@ -980,21 +1132,20 @@ export class WriteBuffer {
    * the upload) and no append is under way, pushes the rest as a last part or as the `.part` tail.
    */
   private async push(entry: Entry): Promise<void> {
-    const { state } = entry;
-    const inFlight: InFlightPart[] = [];
-    let nextStart = state.bytes;
-    let nextNumber = state.nparts + 1;
+    const { state, inFlight } = entry;
+    entry.nextStart = state.bytes;
+    entry.nextNumber = state.nparts + 1;
     // Bytes of the first part that come from S3's `.part` object, not from the buffer.
     const tailInS3 = state.tail;
     let tailConsumed = false;
     let firstLaunched = false;
     const launch = (len: number) => {
-      const part: InFlightPart = { number: nextNumber++, start: nextStart, len, done: Promise.resolve() };
+      const part: InFlightPart = { number: entry.nextNumber++, start: entry.nextStart, len, done: Promise.resolve() };
       const tail = firstLaunched ? 0 : tailInS3;
       firstLaunched = true;
       part.done = this.uploadPart(entry, part, tail).then(() => entry.wake());
       inFlight.push(part);
-      nextStart += len;
+      entry.nextStart += len;
     };
 
     const commitDone = async () => {
@@ -1024,15 +1175,17 @@ export class WriteBuffer {
         throw failed.failed;
       }
       await commitDone();
+      // From here to the launches nothing awaits: a streamed part added by an append meanwhile
+      // has moved nextStart past its bytes before they count as acknowledged here.
       const { partSize, tailThreshold, partsInFlight } = this.host.partPlan(state);
       const acknowledged = stateOffset(state);
       const size = state.upload.size;
       const final = size !== undefined && acknowledged === size;
       // Whole parts as soon as they are acknowledged.
-      while (inFlight.length < partsInFlight && acknowledged - nextStart >= partSize) launch(partSize);
+      while (inFlight.length < partsInFlight && acknowledged - entry.nextStart >= partSize) launch(partSize);
       const finishing = (entry.closing || final) && entry.appending === 0;
-      if (finishing && acknowledged - nextStart < partSize) {
-        const rest = acknowledged - nextStart;
+      if (finishing && acknowledged - entry.nextStart < partSize) {
+        const rest = acknowledged - entry.nextStart;
         if (rest > 0 && (final || rest >= tailThreshold)) {
           if (inFlight.length < partsInFlight) launch(rest);
         } else if (inFlight.length === 0) {

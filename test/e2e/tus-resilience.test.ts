@@ -431,6 +431,36 @@ describe('UPLOAD_ACK=disk: a 204 means fsynced on the instance\'s disk', () => {
     await b?.kill('SIGKILL');
   }, 90_000);
 
+  test('kill -9 right after 204s of whole-part chunks (each part streamed to S3, acknowledged once on disk): the next process shows every acknowledged byte and the upload completes byte-identically', async () => {
+    const a = await startTusk({ env: store.env, mode: 'server' });
+    let b: TuskProcess | undefined;
+    await withOutput(() => [a, b], async () => {
+      const part = 5 * MiB; // S3_PART_SIZE of this setup
+      const data = randomBytes(4 * part + 9);
+      const created = await createUpload(a.url, { length: data.length });
+      expect(created.status).toBe(201);
+      let offset = 0;
+      for (let i = 0; i < 3; i++) {
+        const res = await patchUpload(created.url, offset, data.subarray(offset, offset + part));
+        expect(res.status).toBe(204);
+        offset += part;
+        expect(res.headers.get('upload-offset')).toBe(String(offset));
+      }
+      // At once after the third 204: its part (at least) may not be in S3 yet, only on A's disk.
+      expect((await a.kill('SIGKILL')).signal).toBe('SIGKILL');
+
+      b = await startTusk({ env: store.env, mode: 'server' });
+      const url = on(b, created.url);
+      expect((await headUpload(url, undefined, 20_000)).offset).toBe(offset);
+      await patchRest(url, data, offset, part);
+      expect(await offsetOf(url)).toBe(data.length);
+      expect(await storedSha256(store.target, created.id)).toBe(sha256(data));
+      const leftovers = (await readdir(store.bufferDir as string, { recursive: true })).filter((f) => f.includes(created.id));
+      expect(leftovers).toEqual([]);
+    });
+    await b?.kill('SIGKILL');
+  }, 90_000);
+
   /** The upload's state in Redis (s3-upload-state.ts): bytes in parts, in `.part`, held on a disk, and by whom. */
   async function uploadState(id: string): Promise<Record<string, string>> {
     const redis = new Redis(testRedisUrl());

@@ -526,6 +526,7 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     // The last write completes the upload before it is acknowledged.
     expect(await write(store, id, offset, body(data.subarray(offset)), data.length - offset)).toBe(data.length);
     expect(await objectSha(id)).toBe(sha(data));
+    console.log('CALLS', JSON.stringify(calls));
     expect(calls['UploadPart ok']).toBe(3);
     expect(calls['GetObject ok'] ?? 0).toBe(0);
     expect(await exists(`${id}.part`)).toBe(false);
@@ -544,15 +545,98 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     expect(bufferFiles(id)).toEqual([]);
   });
 
-  test('a write of a whole part or more with nothing held goes straight to S3 (acknowledged from storage)', async () => {
+  /**
+   * Holds the answers of UploadPart for `part` (S3 has the part, the store does not know yet)
+   * until release(); `failFirst`: its first attempt fails instead, before anything is sent.
+   */
+  function onPart(store: TuskS3Store, part: number, how: 'hold' | 'failFirst') {
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let failed = false;
+    (store as unknown as { client: S3 }).client.middlewareStack.add(
+      (next, ctx) => async (args) => {
+        const input = args.input as { PartNumber?: number };
+        if (ctx.commandName !== 'UploadPartCommand' || input.PartNumber !== part) return next(args);
+        if (how === 'failFirst' && !failed) {
+          failed = true;
+          throw Object.assign(new Error('injected: connection reset'), { name: 'InjectedFault' });
+        }
+        const out = await next(args);
+        if (how === 'hold') await released;
+        return out;
+      },
+      { step: 'initialize', name: `onPart${part}` },
+    );
+    return { release };
+  }
+
+  test('a write of one whole part uploads it while the body arrives and is acknowledged once on disk, before S3 confirms; each part uploaded once, nothing read back', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(3 * PART + 7);
+    const id = await create(store, data.length);
+    const calls = countCalls(store);
+    const held = onPart(store, 1, 'hold');
+    const first = write(store, id, 0, body(data.subarray(0, PART)), PART);
+    // Answered while S3's answer for part 1 is still held back: the bytes are on this disk.
+    expect(await Promise.race([first, new Promise((r) => setTimeout(() => r('still waiting'), 5_000))])).toBe(PART);
+    let st = await state(id);
+    expect({ nparts: st.nparts, local: st.local }).toEqual({ nparts: '0', local: String(PART) });
+    expect(bufferFiles(id)).toHaveLength(1);
+    expect((await store.getUpload(id)).offset).toBe(PART);
+    held.release();
+    await until('part 1 is committed', async () => (await state(id)).nparts === '1');
+    st = await state(id);
+    expect({ bytes: st.bytes, local: st.local, holder: st.holder }).toEqual({ bytes: String(PART), local: '0', holder: '' });
+    await until('its segment is off the disk', async () => bufferFiles(id).length === 0);
+
+    expect(await write(store, id, PART, body(data.subarray(PART, 2 * PART)), PART)).toBe(2 * PART);
+    // The last write (a part and 7 bytes) completes the upload before it is acknowledged.
+    expect(await write(store, id, 2 * PART, body(data.subarray(2 * PART)), PART + 7)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+    expect((await state(id)).done).toBe('1');
+    expect(calls['UploadPart ok']).toBe(3); // no part twice, none from a .part
+    expect(calls['GetObject ok'] ?? 0).toBe(0);
+    expect(bufferFiles(id)).toEqual([]);
+  });
+
+  test('a whole-part write whose streamed upload fails is acknowledged anyway and its part uploaded again from the write buffer; byte-identical', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(2 * PART);
+    const id = await create(store, data.length);
+    const calls = countCalls(store);
+    onPart(store, 1, 'failFirst');
+    expect(await write(store, id, 0, body(data.subarray(0, PART)), PART)).toBe(PART);
+    await until('part 1 is committed', async () => (await state(id)).nparts === '1');
+    expect(await write(store, id, PART, body(data.subarray(PART)), PART)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+    expect(calls['UploadPart InjectedFault']).toBe(1);
+    expect(calls['UploadPart ok']).toBe(2);
+    expect(bufferFiles(id)).toEqual([]);
+  });
+
+  test('a whole-part write the client cuts off: what arrived is kept on disk (the offset says so), its streamed upload is dropped, and the upload resumes byte-identically', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(2 * PART + 3);
+    const id = await create(store, data.length);
+    const calls = countCalls(store);
+    await expect(write(store, id, 0, body(data.subarray(0, PART), { errorAt: 3 * MiB }), PART)).rejects.toThrow('client went away');
+    expect((await store.getUpload(id)).offset).toBe(3 * MiB);
+    expect((await state(id)).local).toBe(String(3 * MiB));
+    expect(calls['UploadPart ok'] ?? 0).toBe(0);
+    expect(await write(store, id, 3 * MiB, body(data.subarray(3 * MiB)), data.length - 3 * MiB)).toBe(data.length);
+    expect(await objectSha(id)).toBe(sha(data));
+    expect(bufferFiles(id)).toEqual([]);
+  });
+
+  test('a write of two parts or more with nothing held goes straight to S3 (acknowledged from storage)', async () => {
     const store = await bufferedStore();
     const data = crypto.randomBytes(3 * PART);
     const id = await create(store, data.length);
-    expect(await write(store, id, 0, body(data.subarray(0, PART)), PART)).toBe(PART);
+    expect(await write(store, id, 0, body(data.subarray(0, 2 * PART)), 2 * PART)).toBe(2 * PART);
     const st = await state(id);
-    expect({ local: st.local, nparts: st.nparts }).toEqual({ local: '0', nparts: '1' });
+    expect({ local: st.local, nparts: st.nparts }).toEqual({ local: '0', nparts: '2' });
     expect(bufferFiles(id)).toEqual([]);
-    expect(await write(store, id, PART, body(data.subarray(PART)), 2 * PART)).toBe(data.length);
+    expect(await write(store, id, 2 * PART, body(data.subarray(2 * PART)), PART)).toBe(data.length);
     expect(await objectSha(id)).toBe(sha(data));
   });
 
