@@ -121,6 +121,25 @@ function processAlive(pid: number): boolean {
   }
 }
 
+/**
+ * The chunks of a PATCH body. A body that fails (client gone, idle timeout, lock released) just
+ * ends, its error in `ended.error`: what arrived before it is kept.
+ */
+async function* bodyChunks(src: Readable, ended: { error?: unknown }): AsyncGenerator<Buffer> {
+  const it = (src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<Buffer>;
+    try {
+      next = await it.next();
+    } catch (err) {
+      ended.error = err;
+      return;
+    }
+    if (next.done) return;
+    yield next.value;
+  }
+}
+
 async function fsyncDirectory(dir: string): Promise<void> {
   const fh = await fs.promises.open(dir, 'r');
   try {
@@ -752,17 +771,8 @@ export class WriteBuffer {
         await fsyncDirectory(entry.dir);
         entry.segments.push(seg);
       }
-      const body = (src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-      for (;;) {
-        let next: IteratorResult<Buffer>;
-        try {
-          next = await body.next();
-        } catch (err) {
-          bodyError = err;
-          break;
-        }
-        if (next.done) break;
-        const chunk = next.value;
+      const ended: { error?: unknown } = {};
+      for await (const chunk of bodyChunks(src, ended)) {
         if (writePos + batchBytes - base + chunk.length > reserved) throw new Error(`upload ${entry.id}: body longer than the ${reserved} bytes reserved`);
         batch.push(chunk);
         batchBytes += chunk.length;
@@ -776,6 +786,7 @@ export class WriteBuffer {
           if (entry.unpushed > highWater) await entry.changedSince(entry.version);
         }
       }
+      bodyError = ended.error;
       await recordAll();
     } catch (err) {
       failure = err;
@@ -856,21 +867,13 @@ export class WriteBuffer {
           reader.destroy();
           void permit.release().catch(noop);
         });
-      const body = (src as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-      for (;;) {
-        let next: IteratorResult<Buffer>;
-        try {
-          next = await body.next();
-        } catch (err) {
-          bodyError = err;
-          break;
-        }
-        if (next.done) break;
-        const chunk = next.value;
+      const ended: { error?: unknown } = {};
+      for await (const chunk of bodyChunks(src, ended)) {
         if (received + chunk.length > reserved) throw new Error(`upload ${entry.id}: body longer than the ${reserved} bytes reserved`);
         received += chunk.length;
         if (!spool.write(chunk)) await spool.drain();
       }
+      bodyError = ended.error;
       await spool.end();
       if (received === 0) {
         abort.abort(new Error('empty body'));
