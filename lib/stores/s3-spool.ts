@@ -13,6 +13,7 @@ const WRITE_HWM = 1024 * 1024;
 /** Bytes a live reader may hold in memory ahead of its consumer before falling back to the file. */
 const MEMORY_WINDOW = 2 * 1024 * 1024;
 const FILE_READ_SIZE = 1024 * 1024;
+const SYNC_AHEAD = 2 * 1024 * 1024;
 
 export class SpoolPiece {
   /** Bytes accepted by write(). */
@@ -24,6 +25,9 @@ export class SpoolPiece {
   private readonly ws: fs.WriteStream;
   private readonly listeners = new Set<() => void>();
   private live: SpoolReader | undefined;
+  private readonly sync: boolean;
+  private syncing = false;
+  private synced = 0;
 
   /** Resolves when the file exists (opened), or the stream failed or closed before. */
   readonly opened: Promise<void>;
@@ -33,6 +37,7 @@ export class SpoolPiece {
     readonly path: string,
     { sync = false }: { sync?: boolean } = {},
   ) {
+    this.sync = sync;
     this.ws = fs.createWriteStream(path, { highWaterMark: WRITE_HWM, flush: sync });
     this.closed = new Promise<void>((resolve) => this.ws.once('close', resolve));
     this.opened = new Promise<void>((resolve) => {
@@ -51,6 +56,7 @@ export class SpoolPiece {
     const ok = this.ws.write(buf, (err) => {
       if (!err) {
         this.flushed += len;
+        this.syncAhead();
         this.notify();
       }
     });
@@ -58,6 +64,23 @@ export class SpoolPiece {
     this.fed += len;
     this.notify();
     return ok;
+  }
+
+  /**
+   * With `sync`: written bytes are fdatasynced every SYNC_AHEAD while more arrive, so that the
+   * fsync at the end has little left to write (it bounds how soon the body is answered; measured
+   * 204 -> 227 MiB/s with 8 MiB chunks, bench/README.md). Never after end(); one that races the
+   * close can only sync another file or fail (EBADF, ignored): fdatasync writes nothing of its own.
+   */
+  private syncAhead(): void {
+    const fd = (this.ws as unknown as { fd: number | null }).fd;
+    if (!this.sync || this.syncing || this.ws.writableEnded || typeof fd !== 'number' || this.flushed - this.synced < SYNC_AHEAD) return;
+    this.syncing = true;
+    const upTo = this.flushed;
+    fs.fdatasync(fd, () => {
+      this.syncing = false;
+      this.synced = upTo;
+    });
   }
 
   drain(): Promise<void> {
