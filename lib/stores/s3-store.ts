@@ -417,15 +417,12 @@ export class TuskS3Store extends S3Store implements WriteBufferHost, Concatenati
     }
     // Small bodies are where the buffer pays (no .part rewrite per PATCH). A body of one whole
     // part streams its part to S3 as it arrives and is acknowledged once on disk, so the next
-    // one arrives while that upload ends (appendPart). Larger bodies, with nothing held, go
-    // straight to S3 with several parts in flight: through the buffer they would cost a disk write
-    // and read-back more CPU per GiB, which measured slower (bench/README.md, UPLOAD_ACK).
-    const partPlan = this.partPlan(state);
-    const onePart = expected !== undefined && expected >= partPlan.partSize && expected < 2 * partPlan.partSize && state.tail === 0;
-    const small = expected !== undefined && (state.local > 0 || expected < partPlan.partSize);
-    if (this.buffer && expected !== undefined && expected > 0 && (small || onePart) && this.buffer.reserve(expected)) {
-      const appended = onePart ? await this.buffer.appendPart(state, src, expected) : await this.buffer.append(state, src, expected);
-      return this.afterBuffered(id, size, offset, expected, appended, started, 'write buffered');
+    // one arrives while that upload ends (WriteBuffer.takesPart). Larger bodies, with nothing
+    // held, go straight to S3 with several parts in flight: through the buffer they would cost a
+    // disk write and read-back more CPU per GiB, which measured slower (bench/README.md, UPLOAD_ACK).
+    const buffer = this.buffer;
+    if (buffer && expected !== undefined && expected > 0 && (state.local > 0 || expected < this.partPlan(state).partSize || buffer.takesPart(state, expected)) && buffer.reserve(expected)) {
+      return this.afterBuffered(id, size, offset, expected, await buffer.append(state, src, expected), started, 'write buffered');
     }
     // Written straight to S3: this process's own held bytes of the upload go first.
     state = await this.pushHeld(state);

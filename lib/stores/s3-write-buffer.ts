@@ -5,7 +5,7 @@
 // The bytes reach S3 in the background in whole parts of the store's part size, several at once,
 // so the client sends its next chunk while earlier ones upload, and a 1 MiB chunk costs S3 one
 // write instead of the `.part` read-rewrite it costs when every 204 waits for S3 (s3-part-writer).
-// A body of one whole part (appendPart) has its UploadPart streamed while it arrives, teed to its
+// A body of one whole part (streamPart) has its UploadPart streamed while it arrives, teed to its
 // segment file, and is acknowledged once that file is fsynced: S3's confirmation of the part is
 // waited for by the pusher, not by the client (nothing read back unless that upload fails).
 //
@@ -166,7 +166,7 @@ class Entry {
   resolveClosed!: () => void;
   /**
    * The pusher's parts under way (in order) and where its next part starts: every acknowledged
-   * byte before `nextStart` is in a part uploading or uploaded. A streamed part (appendPart) is
+   * byte before `nextStart` is in a part uploading or uploaded. A streamed part (streamPart) is
    * added here by the append, so that the pusher neither uploads its bytes again nor misses it.
    */
   readonly inFlight: InFlightPart[] = [];
@@ -661,7 +661,20 @@ export class WriteBuffer {
    * Rejects on disk or Redis failures (what was recorded before stays acknowledged).
    */
   async append(state: UploadState, src: Readable, reserved: number): Promise<{ received: number; bodyError?: unknown }> {
-    return this.appendTo(await this.enter(state, reserved), src, reserved);
+    const entry = await this.enter(state, reserved);
+    const start = stateOffset(entry.state);
+    // Every byte held before it is in a part under way: a body of one part can stream its own.
+    const streams = this.takesPart(entry.state, reserved) && entry.nextStart === start && !entry.closing && !entry.stopped && !entry.discarded;
+    return streams ? this.streamPart(entry, src, reserved) : this.appendTo(entry, src, reserved);
+  }
+
+  /**
+   * A body of `length` bytes is one whole part (at least the part size, less than two) and the
+   * upload has no `.part` tail: append() streams its part to S3 while it arrives (streamPart).
+   */
+  takesPart(state: UploadState, length: number): boolean {
+    const { partSize } = this.host.partPlan(state);
+    return state.tail === 0 && length >= partSize && length < 2 * partSize;
   }
 
   /** The upload's entry for an append at the state's offset (counted in `appending`); on failure the reservation is released. */
@@ -815,22 +828,18 @@ export class WriteBuffer {
   }
 
   /**
-   * A body of one whole part (at least the part size, less than two) of an upload whose held bytes,
-   * if any, are all in parts being uploaded and that has no `.part` tail: its part is uploaded to
-   * S3 while the body arrives (from memory while S3 keeps up, else from the segment file:
-   * s3-spool.ts), and the body is acknowledged as soon as it is fsynced here and recorded, as
-   * append() does, without waiting for S3: the client sends its next chunk while this part's
-   * upload ends. The part then belongs to the pusher (committed in order; uploaded again from the
-   * segment file if its streamed upload failed). A body that ends short is kept as an append's
-   * would be (its streamed upload is aborted; the pusher uploads those bytes later). Other
-   * bodies go the append() way.
+   * A body of one whole part of an upload whose held bytes, if any, are all in parts being
+   * uploaded (append() decides): its part is uploaded to S3 while the body arrives (from memory
+   * while S3 keeps up, else from the segment file: s3-spool.ts), and the body is acknowledged as
+   * soon as it is fsynced here and recorded, as appendTo() does, without waiting for S3: the
+   * client sends its next chunk while this part's upload ends. The part then belongs to the
+   * pusher (committed in order; uploaded again from the segment file if its streamed upload
+   * failed). A body that ends short is kept as appendTo() would keep it (its streamed upload is
+   * aborted; the pusher uploads those bytes later).
    */
-  async appendPart(state: UploadState, src: Readable, reserved: number): Promise<{ received: number; bodyError?: unknown }> {
-    const entry = await this.enter(state, reserved);
+  private async streamPart(entry: Entry, src: Readable, reserved: number): Promise<{ received: number; bodyError?: unknown }> {
     const start = stateOffset(entry.state);
     const number = entry.nextNumber;
-    const streams = entry.state.tail === 0 && entry.nextStart === start && !entry.closing && !entry.stopped && !entry.discarded;
-    if (!streams) return this.appendTo(entry, src, reserved);
     let received = 0;
     let bodyError: unknown;
     let spool: SpoolPiece | undefined;

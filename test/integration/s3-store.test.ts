@@ -549,14 +549,18 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
    * Holds the answers of UploadPart for `part` (S3 has the part, the store does not know yet)
    * until release(); `failFirst`: its first attempt fails instead, before anything is sent.
    */
-  function onPart(store: TuskS3Store, part: number, how: 'hold' | 'failFirst') {
+  function onPart(store: TuskS3Store, part: number, how: 'hold' | 'failFirst' | 'watch') {
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));
+    let start!: () => void;
+    /** Resolves when an UploadPart of `part` is sent. */
+    const started = new Promise<void>((r) => (start = r));
     let failed = false;
     (store as unknown as { client: S3 }).client.middlewareStack.add(
       (next, ctx) => async (args) => {
         const input = args.input as { PartNumber?: number };
         if (ctx.commandName !== 'UploadPartCommand' || input.PartNumber !== part) return next(args);
+        start();
         if (how === 'failFirst' && !failed) {
           failed = true;
           throw Object.assign(new Error('injected: connection reset'), { name: 'InjectedFault' });
@@ -567,7 +571,7 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
       },
       { step: 'initialize', name: `onPart${part}` },
     );
-    return { release };
+    return { release, started };
   }
 
   test('a write of one whole part uploads it while the body arrives and is acknowledged once on disk, before S3 confirms; each part uploaded once, nothing read back', async () => {
@@ -698,6 +702,39 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
       expect(text.a + text.b).not.toContain('tusk_upload_buffer_handovers_total{');
       expect(text.a).toMatch(/^tusk_upload_buffer_disk_bytes 0$/m);
       expect(text.a).toMatch(/^tusk_upload_buffer_uploads 0$/m);
+    });
+
+    test('a whole-part body forwarded to the holder streams its part from there: each part uploaded once, nothing read back; byte-identical', async () => {
+      const metrics = new Metrics({ processMetrics: false });
+      const a = await bufferedStore({ forward: true });
+      const b = await bufferedStore({ forward: true }, { metrics });
+      const data = crypto.randomBytes(3 * PART + 3);
+      const id = await create(a, data.length);
+      const calls = { a: countCalls(a), b: countCalls(b) };
+      const held = onPart(a, 1, 'hold'); // A keeps holding bytes while B writes
+      const second = onPart(a, 2, 'watch');
+      expect(await write(a, id, 0, body(data.subarray(0, PART)), PART)).toBe(PART);
+      // The body's second half is sent only once A has started uploading its part.
+      const half = PART / 2;
+      const split = Readable.from(
+        (async function* () {
+          yield data.subarray(PART, PART + half);
+          const late = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the part upload did not start while its body arrived')), 10_000).unref());
+          await Promise.race([second.started, late]);
+          yield data.subarray(PART + half, 2 * PART);
+        })(),
+        { objectMode: false },
+      );
+      expect(await write(b, id, PART, split, PART)).toBe(2 * PART);
+      expect((await metrics.render()).body).toMatch(/^tusk_upload_buffer_forwards_total\{outcome="forwarded"\} 1$/m);
+      held.release();
+      await until('both parts are committed', async () => (await state(id)).nparts === '2');
+      expect({ a: calls.a['UploadPart ok'], b: calls.b['UploadPart ok'] ?? 0 }).toEqual({ a: 2, b: 0 });
+      expect(await write(b, id, 2 * PART, body(data.subarray(2 * PART)), PART + 3)).toBe(data.length);
+      expect(await objectSha(id)).toBe(sha(data));
+      expect((calls.a['UploadPart ok'] ?? 0) + (calls.b['UploadPart ok'] ?? 0)).toBe(3);
+      expect((calls.a['GetObject ok'] ?? 0) + (calls.b['GetObject ok'] ?? 0)).toBe(0);
+      expect(bufferFiles(id)).toEqual([]);
     });
 
     test('a forwarded body the client cuts off: the holder keeps what arrived, the offset says so, and the upload resumes byte-identically', async () => {
