@@ -399,6 +399,32 @@ describe('UPLOAD_ACK=disk: a 204 means fsynced on the instance\'s disk', () => {
 
   afterAll(() => removeStore(store));
 
+  /** `count` PATCHes of `chunk` bytes from offset 0, each answered 204 with its new offset. */
+  async function patchChunks(url: string, data: Buffer, chunk: number, count: number): Promise<number> {
+    let offset = 0;
+    for (let i = 0; i < count; i++) {
+      const res = await patchUpload(url, offset, data.subarray(offset, offset + chunk));
+      expect(res.status).toBe(204);
+      offset += chunk;
+      expect(res.headers.get('upload-offset')).toBe(String(offset));
+    }
+    return offset;
+  }
+
+  /**
+   * On the process started after a kill -9: HEAD shows every acknowledged byte (`offset`), the rest
+   * is sent in `chunk`s, the object is byte-identical and nothing of the upload is left on disk.
+   */
+  async function resumesAfterCrash(b: TuskProcess, created: { url: string; id: string }, data: Buffer, offset: number, chunk: number): Promise<void> {
+    const url = on(b, created.url);
+    expect((await headUpload(url, undefined, 20_000)).offset).toBe(offset);
+    await patchRest(url, data, offset, chunk);
+    expect(await offsetOf(url)).toBe(data.length);
+    expect(await storedSha256(store.target, created.id)).toBe(sha256(data));
+    const leftovers = (await readdir(store.bufferDir as string, { recursive: true })).filter((f) => f.includes(created.id));
+    expect(leftovers).toEqual([]);
+  }
+
   test('kill -9 right after 204s of 1 MiB chunks: the next process on the buffer directory shows every acknowledged byte, pushes them, and the upload completes byte-identically', async () => {
     const a = await startTusk({ env: store.env, mode: 'server' });
     let b: TuskProcess | undefined;
@@ -406,13 +432,7 @@ describe('UPLOAD_ACK=disk: a 204 means fsynced on the instance\'s disk', () => {
       const data = randomBytes(13 * MiB + 5);
       const created = await createUpload(a.url, { length: data.length });
       expect(created.status).toBe(201);
-      let offset = 0;
-      for (let i = 0; i < 7; i++) {
-        const res = await patchUpload(created.url, offset, data.subarray(offset, offset + MiB));
-        expect(res.status).toBe(204);
-        offset += MiB;
-        expect(res.headers.get('upload-offset')).toBe(String(offset));
-      }
+      const offset = await patchChunks(created.url, data, MiB, 7);
       // The start-up line says what a 204 means here.
       expect(a.output()).toContain(`PATCHes acknowledged once on this disk (${store.bufferDir as string})`);
       expect(a.output()).toMatch(/takes other instances' PATCHes for uploads held here at http:\/\/127\.0\.0\.1:\d+/);
@@ -420,13 +440,7 @@ describe('UPLOAD_ACK=disk: a 204 means fsynced on the instance\'s disk', () => {
       expect((await a.kill('SIGKILL')).signal).toBe('SIGKILL');
 
       b = await startTusk({ env: store.env, mode: 'server' });
-      const url = on(b, created.url);
-      expect((await headUpload(url, undefined, 20_000)).offset).toBe(offset);
-      await patchRest(url, data, offset, MiB);
-      expect(await offsetOf(url)).toBe(data.length);
-      expect(await storedSha256(store.target, created.id)).toBe(sha256(data));
-      const leftovers = (await readdir(store.bufferDir as string, { recursive: true })).filter((f) => f.includes(created.id));
-      expect(leftovers).toEqual([]);
+      await resumesAfterCrash(b, created, data, offset, MiB);
     });
     await b?.kill('SIGKILL');
   }, 90_000);
@@ -439,24 +453,12 @@ describe('UPLOAD_ACK=disk: a 204 means fsynced on the instance\'s disk', () => {
       const data = randomBytes(4 * part + 9);
       const created = await createUpload(a.url, { length: data.length });
       expect(created.status).toBe(201);
-      let offset = 0;
-      for (let i = 0; i < 3; i++) {
-        const res = await patchUpload(created.url, offset, data.subarray(offset, offset + part));
-        expect(res.status).toBe(204);
-        offset += part;
-        expect(res.headers.get('upload-offset')).toBe(String(offset));
-      }
+      const offset = await patchChunks(created.url, data, part, 3);
       // At once after the third 204: its part (at least) may not be in S3 yet, only on A's disk.
       expect((await a.kill('SIGKILL')).signal).toBe('SIGKILL');
 
       b = await startTusk({ env: store.env, mode: 'server' });
-      const url = on(b, created.url);
-      expect((await headUpload(url, undefined, 20_000)).offset).toBe(offset);
-      await patchRest(url, data, offset, part);
-      expect(await offsetOf(url)).toBe(data.length);
-      expect(await storedSha256(store.target, created.id)).toBe(sha256(data));
-      const leftovers = (await readdir(store.bufferDir as string, { recursive: true })).filter((f) => f.includes(created.id));
-      expect(leftovers).toEqual([]);
+      await resumesAfterCrash(b, created, data, offset, part);
     });
     await b?.kill('SIGKILL');
   }, 90_000);
