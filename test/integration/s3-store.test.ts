@@ -618,6 +618,28 @@ describe('TuskS3Store with a write buffer (UPLOAD_ACK=disk)', () => {
     expect(bufferFiles(id)).toEqual([]);
   });
 
+  test('an upload whose state vanishes while a whole-part body arrives (deleted, expired): the write fails as not found, its streamed part is dropped, nothing of it stays on disk', async () => {
+    const store = await bufferedStore();
+    const data = crypto.randomBytes(2 * PART);
+    const id = await create(store, data.length);
+    const calls = countCalls(store);
+    const first = onPart(store, 1, 'watch');
+    const split = Readable.from(
+      (async function* () {
+        yield data.subarray(0, PART / 2);
+        await first.started; // the part is streaming: now the state goes
+        await redis.del(`${prefix}upload:{${id}}`, `${prefix}upload:{${id}}:parts`);
+        yield data.subarray(PART / 2, PART);
+      })(),
+      { objectMode: false },
+    );
+    await expect(write(store, id, 0, split, PART)).rejects.toMatchObject({ status_code: 404 });
+    expect(await redis.exists(`${prefix}upload:{${id}}`)).toBe(0); // nothing recorded it again
+    await until('its segment is off the disk', async () => bufferFiles(id).length === 0);
+    // The streamed part was aborted or, if S3 already had it, never committed: no completion.
+    expect(calls['CompleteMultipartUpload ok'] ?? 0).toBe(0);
+  });
+
   test('a whole-part write the client cuts off: what arrived is kept on disk (the offset says so), its streamed upload is dropped, and the upload resumes byte-identically', async () => {
     const store = await bufferedStore();
     const data = crypto.randomBytes(2 * PART + 3);
